@@ -1,0 +1,42 @@
+"""Shared fixtures: tiny models and tokenizer built once per test session, fully offline."""
+
+import os
+
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("WANDB_DISABLED", "true")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer  # noqa: E402
+
+from trl_won.tiny import build_tiny_models  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_paths(tmp_path_factory):
+    """Paths of the tiny tokenizer, policy and reward model, saved with `save_pretrained`."""
+    return build_tiny_models(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture
+def tokenizer(tiny_paths):
+    return AutoTokenizer.from_pretrained(tiny_paths.tokenizer)
+
+
+@pytest.fixture
+def policy(tiny_paths):
+    return AutoModelForCausalLM.from_pretrained(tiny_paths.policy)
+
+
+@pytest.fixture
+def reward_model(tiny_paths):
+    return AutoModelForSequenceClassification.from_pretrained(tiny_paths.reward_model)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)

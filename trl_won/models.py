@@ -1,0 +1,160 @@
+"""Loading models and tokenizers, and wrapping them with PEFT, the way TRL's trainers do.
+
+A model can be given as a path or hub id (loaded with `from_pretrained`, optionally quantized with bitsandbytes) or as
+an already built object. These helpers keep that logic in one place for every trainer, generator and judge.
+"""
+
+import logging
+from typing import Any
+
+import torch
+from accelerate.utils import is_peft_model
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
+from trl.trainer.utils import create_model_from_path, get_config_model_id
+
+
+logger = logging.getLogger(__name__)
+
+
+def is_quantized(model) -> bool:
+    """Whether `model` was loaded in 4-bit or 8-bit with bitsandbytes."""
+    return bool(getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False))
+
+
+def load_model(
+    model: "str | PreTrainedModel",
+    architecture=AutoModelForCausalLM,
+    *,
+    model_init_kwargs: dict[str, Any] | None = None,
+    quantization_config=None,
+    trust_remote_code: bool = False,
+    argument_name: str = "model",
+    **forced_kwargs,
+) -> PreTrainedModel:
+    """Return `model` if it is already a model, else load it from a path or hub id with `architecture`.
+
+    Args:
+        model (`str` or [`~transformers.PreTrainedModel`]):
+            A model object, or a path/hub id passed to `architecture.from_pretrained`.
+        architecture (*optional*, defaults to `AutoModelForCausalLM`):
+            Auto class to load with.
+        model_init_kwargs (`dict`, *optional*):
+            Keyword arguments for `from_pretrained`. `dtype` defaults to `float32`, as in TRL.
+        quantization_config ([`~transformers.BitsAndBytesConfig`], *optional*):
+            bitsandbytes 4-bit/8-bit quantization, applied when loading from a path.
+        trust_remote_code (`bool`, *optional*, defaults to `False`):
+            Forwarded to `from_pretrained`.
+        argument_name (`str`, *optional*, defaults to `"model"`):
+            Name of the caller's argument, used in error messages.
+        **forced_kwargs:
+            Keyword arguments that always go to `from_pretrained` (for instance `num_labels=1`).
+    """
+    if isinstance(model, str):
+        kwargs = dict(model_init_kwargs or {})
+        if quantization_config is not None:
+            if "quantization_config" in kwargs:
+                raise ValueError(
+                    f"`quantization_config` for `{argument_name}` is set both as an argument and in "
+                    "`model_init_kwargs`. Set it in only one place."
+                )
+            kwargs["quantization_config"] = quantization_config
+        kwargs.setdefault("trust_remote_code", trust_remote_code)
+        kwargs.update(forced_kwargs)
+        return create_model_from_path(model, architecture, **kwargs)
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(
+            f"`{argument_name}` must be a path, a hub id or a model object, got {type(model).__name__}: {model!r}."
+        )
+    if quantization_config is not None:
+        raise ValueError(
+            f"`quantization_config` was given but `{argument_name}` is already instantiated, so it cannot be "
+            "quantized. Pass the model as a path or hub id, or quantize it when you load it."
+        )
+    return model
+
+
+def load_reward_model(model: "str | PreTrainedModel", **kwargs) -> PreTrainedModel:
+    """Load a sequence-classification reward model (`num_labels=1`) from a path, or check an object's head size."""
+    if isinstance(model, str):
+        return load_model(model, AutoModelForSequenceClassification, num_labels=1, **kwargs)
+    model = load_model(model, **kwargs)
+    num_labels = getattr(model.config, "num_labels", None)
+    if num_labels != 1:
+        raise ValueError(
+            f"The reward model has `num_labels={num_labels}`, but a reward model must output one score per sequence. "
+            "Load it with `AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)`."
+        )
+    return model
+
+
+def load_tokenizer(model_or_path, processing_class=None, trust_remote_code: bool = False, padding_side=None):
+    """Return `processing_class`, or load the tokenizer that belongs to `model_or_path`; give it a pad token.
+
+    A tokenizer without a pad token gets its EOS token as pad token, as TRL's trainers do.
+    """
+    if processing_class is None:
+        name = model_or_path if isinstance(model_or_path, str) else get_config_model_id(model_or_path.config)
+        if not name:
+            raise ValueError(
+                "Cannot find a tokenizer for a model object that was not loaded from a path. Pass the tokenizer "
+                "explicitly (`processing_class=` / `tokenizer=`)."
+            )
+        processing_class = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
+    tokenizer = getattr(processing_class, "tokenizer", processing_class)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if padding_side is not None:
+        tokenizer.padding_side = padding_side
+    return processing_class
+
+
+def prepare_peft_model(model: PreTrainedModel, peft_config, args=None) -> PreTrainedModel:
+    """Wrap `model` with `peft_config` and make it trainable the way TRL's trainers do.
+
+    - rejects a model that already carries an adapter together with a new `peft_config`;
+    - with gradient checkpointing, makes the inputs require grad so that the adapter receives gradients;
+    - for a 4-bit/8-bit base model (QLoRA), keeps the trainable adapter weights in bfloat16 when training in bf16 (the
+      QLoRA recipe), and in float32 otherwise.
+
+    Args:
+        model ([`~transformers.PreTrainedModel`]):
+            The base model.
+        peft_config ([`~peft.PeftConfig`] or `None`):
+            The adapter configuration; `None` returns `model` unchanged.
+        args ([`~transformers.TrainingArguments`], *optional*):
+            Read for `gradient_checkpointing` and `bf16`.
+    """
+    if peft_config is None:
+        return model
+    from peft import PeftConfig, PromptLearningConfig, get_peft_model
+
+    if not isinstance(peft_config, PeftConfig):
+        raise TypeError(
+            f"`peft_config` must be a `peft.PeftConfig` (for example `peft.LoraConfig`), got "
+            f"{type(peft_config).__name__}."
+        )
+    if isinstance(peft_config, PromptLearningConfig):
+        raise ValueError(
+            f"{type(peft_config).__name__} adds virtual tokens to every sequence, which shifts the positions the "
+            "losses read. Use an adapter that keeps sequence positions, such as `LoraConfig`."
+        )
+    if is_peft_model(model):
+        raise ValueError(
+            "The model already carries a PEFT adapter and a `peft_config` was also given. Merge the adapter "
+            "(`model.merge_and_unload()`) and pass the merged model with the new `peft_config`, or pass the adapted "
+            "model without `peft_config` to keep training its adapter."
+        )
+    quantized = is_quantized(model)
+    model = get_peft_model(model, peft_config)
+    if args is not None and getattr(args, "gradient_checkpointing", False):
+        model.enable_input_require_grads()
+    if quantized and args is not None and getattr(args, "bf16", False):
+        for name, param in model.named_parameters():
+            if param.requires_grad and "lora_magnitude_vector" not in name:
+                param.data = param.data.to(torch.bfloat16)
+    return model
+
+
+def unwrap_peft(model):
+    """The transformers model under a PEFT wrapper (the same object when there is no wrapper)."""
+    return model.get_base_model() if is_peft_model(model) else model

@@ -1,0 +1,256 @@
+"""Scoring completions with reward models and reward functions.
+
+Reward functions follow TRL's GRPO signature, `func(prompts=..., completions=..., completion_ids=..., **kwargs)
+-> list[float]`; a function that declares fewer parameters (for instance `f(prompts, completions)`) gets only those.
+Async functions are awaited. A sequence-classification reward model (object or path) is wrapped in a
+[`RewardModelScorer`], which is itself such a function.
+"""
+
+import asyncio
+import inspect
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from .data_utils import Completion, Prompt, tokenize_for_reward_model
+from .generation import eval_mode
+from .models import load_reward_model, load_tokenizer
+
+
+class RewardModelScorer:
+    """Score `(prompt, completion)` pairs with a sequence-classification reward model.
+
+    Sequences are tokenized as TRL's `RewardTrainer` tokenizes its training data, sorted by length and scored in
+    micro-batches of similar length under `torch.inference_mode`, then returned in the input order.
+
+    Args:
+        model (`str` or [`~transformers.PreTrainedModel`]):
+            The reward model (`num_labels=1`), or a path/hub id to load it from.
+        tokenizer ([`~transformers.PreTrainedTokenizerBase`], *optional*):
+            Its tokenizer; loaded from the model's path when omitted.
+        batch_size (`int`, *optional*, defaults to `16`):
+            Sequences per forward pass.
+        max_length (`int`, *optional*):
+            Keep only the last `max_length` tokens of longer sequences (the score is read at the last token).
+        quantization_config ([`~transformers.BitsAndBytesConfig`], *optional*):
+            Quantization used when loading from a path.
+        model_init_kwargs (`dict`, *optional*):
+            Extra `from_pretrained` arguments used when loading from a path.
+        chat_template_kwargs (`dict`, *optional*):
+            Extra arguments for the chat template.
+        show_progress (`bool`, *optional*, defaults to `False`):
+            Show a progress bar.
+    """
+
+    def __init__(
+        self,
+        model,
+        tokenizer=None,
+        batch_size: int = 16,
+        max_length: int | None = None,
+        quantization_config=None,
+        model_init_kwargs: dict | None = None,
+        chat_template_kwargs: dict | None = None,
+        show_progress: bool = False,
+    ):
+        self.model = load_reward_model(
+            model,
+            model_init_kwargs=model_init_kwargs,
+            quantization_config=quantization_config,
+            argument_name="reward model",
+        )
+        self.tokenizer = load_tokenizer(model, tokenizer)
+        if self.model.config.get_text_config().pad_token_id is None:
+            raise ValueError(
+                f"The reward model {self.name!r} has no `pad_token_id` in its config, so it cannot find the last "
+                "token of a padded sequence. Set `model.config.pad_token_id = tokenizer.pad_token_id` (the pad token "
+                "it was trained with) before passing it."
+            )
+        if batch_size < 1:
+            raise ValueError(f"`batch_size` must be >= 1, got {batch_size}.")
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self.chat_template_kwargs = chat_template_kwargs or {}
+        self.show_progress = show_progress
+        self.__name__ = self.name
+
+    @property
+    def name(self) -> str:
+        return (
+            (getattr(self.model.config, "_name_or_path", "") or type(self.model).__name__).rstrip("/").split("/")[-1]
+        )
+
+    def tokenize(self, prompts: Sequence[Prompt], completions: Sequence[Completion]) -> list[list[int]]:
+        ids = [
+            tokenize_for_reward_model(self.tokenizer, p, c, **self.chat_template_kwargs)
+            for p, c in zip(prompts, completions, strict=True)
+        ]
+        if self.max_length is not None:
+            ids = [x[-self.max_length :] for x in ids]
+        return ids
+
+    def score_ids(self, sequences: Sequence[Sequence[int]]) -> list[float]:
+        """Scores of already tokenized sequences, in their given order."""
+        device = next(self.model.parameters()).device
+        pad_id = self.model.config.get_text_config().pad_token_id
+        order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+        scores = [0.0] * len(sequences)
+        progress = tqdm(total=len(sequences), desc="Scoring", unit="seq", disable=not self.show_progress)
+        with eval_mode(self.model), torch.inference_mode():
+            for start in range(0, len(order), self.batch_size):
+                batch = order[start : start + self.batch_size]
+                width = max(len(sequences[i]) for i in batch)
+                input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+                attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
+                for row, i in enumerate(batch):
+                    input_ids[row, : len(sequences[i])] = torch.tensor(sequences[i])
+                    attention_mask[row, : len(sequences[i])] = 1
+                logits = self.model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)).logits
+                for row, i in enumerate(batch):
+                    scores[i] = float(logits[row, 0])
+                progress.update(len(batch))
+        progress.close()
+        return scores
+
+    def __call__(self, prompts: Sequence[Prompt], completions: Sequence[Completion], **kwargs) -> list[float]:
+        return self.score_ids(self.tokenize(prompts, completions))
+
+
+def reward_func_name(func: Any) -> str:
+    """A readable name for a reward function or model, for logs and error messages."""
+    if isinstance(func, RewardModelScorer):
+        return func.name
+    return getattr(func, "__name__", None) or type(func).__name__
+
+
+def as_reward_funcs(
+    reward_funcs, reward_processing_classes=None, model_init_kwargs: dict | None = None, **scorer_kwargs
+) -> list[Callable]:
+    """Normalize `reward_funcs` to a list of callables, wrapping reward models (objects or paths) in scorers.
+
+    Args:
+        reward_funcs (callable, `str`, model, or a list of them):
+            Reward functions and/or sequence-classification reward models.
+        reward_processing_classes (tokenizer or list of tokenizers, *optional*):
+            Tokenizers for the reward models, in the order of `reward_funcs` (`None` entries load the model's own).
+        model_init_kwargs (`dict`, *optional*):
+            `from_pretrained` arguments for reward models given as paths.
+        **scorer_kwargs:
+            Forwarded to [`RewardModelScorer`].
+    """
+    if reward_funcs is None:
+        return []
+    if not isinstance(reward_funcs, (list, tuple)):
+        reward_funcs = [reward_funcs]
+    if reward_processing_classes is None:
+        reward_processing_classes = [None] * len(reward_funcs)
+    elif not isinstance(reward_processing_classes, (list, tuple)):
+        reward_processing_classes = [reward_processing_classes]
+    if len(reward_processing_classes) != len(reward_funcs):
+        raise ValueError(
+            f"`reward_processing_classes` has {len(reward_processing_classes)} entries but `reward_funcs` has "
+            f"{len(reward_funcs)}; give one tokenizer (or None) per reward function."
+        )
+    funcs = []
+    for func, tokenizer in zip(reward_funcs, reward_processing_classes, strict=True):
+        if isinstance(func, (str, torch.nn.Module)):
+            func = RewardModelScorer(func, tokenizer, model_init_kwargs=model_init_kwargs, **scorer_kwargs)
+        elif not callable(func):
+            raise TypeError(
+                f"Each reward function must be a callable, a reward model or a path to one; got {type(func).__name__}."
+            )
+        funcs.append(func)
+    return funcs
+
+
+def _accepted_kwargs(func: Callable, kwargs: dict[str, Any]) -> dict[str, Any]:
+    try:
+        parameters = inspect.signature(func).parameters.values()
+    except (TypeError, ValueError):
+        return kwargs
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return kwargs
+    names = {p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    return {k: v for k, v in kwargs.items() if k in names}
+
+
+def call_reward_func(
+    func: Callable, prompts: Sequence[Prompt], completions: Sequence[Completion], allow_none: bool = False, **kwargs
+) -> list[float]:
+    """Call one reward function and check its answer: one finite number per completion.
+
+    Args:
+        func (`Callable`):
+            The reward function (sync or async).
+        prompts, completions (`Sequence`):
+            One entry per completion to score.
+        allow_none (`bool`, *optional*, defaults to `False`):
+            Accept `None` ("cannot score this one"), returned as NaN. Any other non-finite value is an error.
+        **kwargs:
+            Extra keyword arguments (dataset columns, `completion_ids`, ...), passed when the function accepts them.
+
+    Raises:
+        ValueError: naming the function and the offending index when the answer has the wrong length or a value that
+            is not a finite number.
+    """
+    arguments = _accepted_kwargs(func, {"prompts": list(prompts), "completions": list(completions), **kwargs})
+    result = func(**arguments)
+    if inspect.isawaitable(result):
+        result = _run_coroutine(result)
+    name = reward_func_name(func)
+    result = list(result)
+    if len(result) != len(completions):
+        raise ValueError(
+            f"The reward function {name!r} returned {len(result)} scores for {len(completions)} completions. It must "
+            "return exactly one score per completion, in order."
+        )
+    scores = []
+    for i, value in enumerate(result):
+        if value is None and allow_none:
+            scores.append(math.nan)
+            continue
+        if isinstance(value, torch.Tensor):
+            value = value.item()
+        if value is None or isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(
+                f"The reward function {name!r} returned {value!r} for completion {i} (prompt {prompts[i]!r}). Every "
+                "score must be a finite number; fix the function or drop that completion."
+            )
+        scores.append(float(value))
+    return scores
+
+
+def _run_coroutine(coroutine):
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    raise RuntimeError(
+        "An async reward function was called from inside a running event loop; call it from synchronous code."
+    )
+
+
+def weighted_rewards(
+    reward_funcs: Sequence[Callable],
+    prompts: Sequence[Prompt],
+    completions: Sequence[Completion],
+    reward_weights: Sequence[float] | None = None,
+    **kwargs,
+) -> list[float]:
+    """Weighted sum of several reward functions' scores for each completion (weights default to 1)."""
+    if not reward_funcs:
+        raise ValueError("No reward function was given.")
+    weights = list(reward_weights) if reward_weights is not None else [1.0] * len(reward_funcs)
+    if len(weights) != len(reward_funcs):
+        raise ValueError(
+            f"`reward_weights` has {len(weights)} entries but there are {len(reward_funcs)} reward functions; give "
+            "one weight per reward function."
+        )
+    total = [0.0] * len(completions)
+    for func, weight in zip(reward_funcs, weights, strict=True):
+        for i, score in enumerate(call_reward_func(func, prompts, completions, **kwargs)):
+            total[i] += weight * score
+    return total
