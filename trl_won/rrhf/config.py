@@ -19,8 +19,6 @@ class RRHFConfig(_BaseConfig):
     command line.
 
     Parameters:
-        > Parameters that control the model
-
         model_init_kwargs (`dict[str, Any]`, *optional*):
             Keyword arguments for [`~transformers.AutoModelForCausalLM.from_pretrained`], used when the `model`
             argument of the [`RRHFTrainer`] is provided as a string. `dtype` defaults to `float32`.
@@ -32,8 +30,6 @@ class RRHFConfig(_BaseConfig):
             Number of completion tokens sent through the LM head at once when computing log-probabilities. Only the
             completion tokens are projected onto the vocabulary, never every position. Defaults to as many tokens as
             keep one chunk at 2**22 logits (131 tokens for a 32k vocabulary).
-
-        > Parameters that control the data preprocessing
 
         dataset_num_proc (`int`, *optional*):
             Number of processes to use for processing the dataset.
@@ -47,15 +43,11 @@ class RRHFConfig(_BaseConfig):
         pad_to_multiple_of (`int`, *optional*):
             If set, sequences are padded to a multiple of this value.
 
-        > Parameters that control the rewards
-
         reward_weights (`list[float]`, *optional*):
             Weights of the reward functions passed to the trainer when the dataset has no `rewards` column. Defaults
             to 1 for each.
         reward_batch_size (`int`, *optional*, defaults to `16`):
             Sequences per forward pass when a reward model scores the completions before training.
-
-        > Parameters that control the loss
 
         length_penalty (`float`, *optional*, defaults to `1.0`):
             Exponent of the length normalization: a completion's score is its summed token log-probability divided
