@@ -1,0 +1,363 @@
+"""The demo pipeline: build the world's models, run the three methods' mechanisms, and measure them against the oracle.
+
+Stages, each timed: world data, tokenizer, policy SFT, preference pairs (policy samples labeled by noisy "humans"
+and by the oracle), judge training, reward models (HF50%, HF100%), West-of-N and its controls, Best-of-N, RRHF,
+RLAIF (judge alignment, position bias, and a reward model trained on the judge's labels).
+
+Models come in as arguments (`policy`, `reward_model`, `judge`: paths, or `None` for the tiny ones built here), so the
+same pipeline runs on real models; the world only supplies prompts, the oracle and labels.
+"""
+
+import json
+import time
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+
+from ..data_utils import as_completion
+from ..generation import SamplingParams, sample_completions
+from ..rewards import RewardModelScorer
+from ..tiny import build_tiny_causal_lm
+from .data import Draw, WorldData, as_answer, as_prompt, build_world_data, draw_seed
+from .evaluation import judge_accuracy, mean_and_stderr, pairwise_accuracy, same_position_rate
+from .labels import LabeledPair, gold_labels, human_labels, response_pairs
+from .sizes import DemoSizes
+from .stand_ins import JUDGE_ENDING, StandInJudge, west_of_n_pairs
+from .tokenizer import build_world_tokenizer
+from .training import TrainSettings, answer_token_ids, train_judge_lm, train_reward_model, train_sft
+from .world import oracle_reward, oracle_reward_func
+
+
+HF50, HF100 = "HF50%", "HF100%"
+WEST_OF_N, NAIVE, BEST_RANDOM = "HF50% + West-of-N", "HF50% + naive self-training", "HF50% + (best, random)"
+JUDGE_LABELS = "RLAIF (judge labels)"
+ORACLE = "oracle reward"
+
+
+class Stopwatch:
+    """Wall-clock seconds per named stage."""
+
+    def __init__(self, log=print):
+        self.seconds: dict[str, float] = {}
+        self.log = log
+
+    @contextmanager
+    def stage(self, name: str):
+        self.log(f"[demo] {name} ...")
+        start = time.perf_counter()
+        yield
+        self.seconds[name] = round(time.perf_counter() - start, 2)
+        self.log(f"[demo] {name}: {self.seconds[name]:.1f} s")
+
+
+def _rows(pairs: list[LabeledPair]) -> tuple[list, list, list]:
+    return (
+        [as_prompt(p.task) for p in pairs],
+        [as_answer(p.chosen) for p in pairs],
+        [as_answer(p.rejected) for p in pairs],
+    )
+
+
+class DemoPipeline:
+    """One demo run. Call [`run`] for everything, or the stage methods in the order `run` calls them.
+
+    Args:
+        sizes ([`DemoSizes`]): Sizes and settings.
+        output_dir (`str`): Where models and `results.json` go.
+        policy (`str`, *optional*): A causal LM to fine-tune on the demonstrations instead of the tiny one built here.
+        reward_model (`str`, *optional*): A model to start every reward model from, instead of the SFT policy.
+        judge (`str`, *optional*): A causal LM judge used as is, instead of the tiny one trained here.
+        show_progress (`bool`, *optional*, defaults to `True`): Stage messages and progress bars.
+    """
+
+    def __init__(
+        self,
+        sizes: DemoSizes,
+        output_dir: str,
+        policy: str | None = None,
+        reward_model: str | None = None,
+        judge: str | None = None,
+        show_progress: bool = True,
+    ):
+        self.sizes = sizes
+        self.output_dir = Path(output_dir)
+        self.policy_source = policy
+        self.reward_model_source = reward_model
+        self.judge_source = judge
+        self.show_progress = show_progress
+        self.timer = Stopwatch(log=print if show_progress else (lambda *_: None))
+        self.results: dict = {"sizes": asdict(sizes)}
+        self.sampling = SamplingParams(temperature=sizes.temperature, max_new_tokens=sizes.max_new_tokens)
+        self.reward_models: dict[str, RewardModelScorer] = {}
+
+    # -- helpers ------------------------------------------------------------------------------------------------
+
+    def _dir(self, name: str) -> str:
+        path = self.output_dir / name
+        path.mkdir(parents=True, exist_ok=True)
+        return str(path)
+
+    def _settings(self, name: str, epochs: float, learning_rate: float, batch_size: int = 32) -> TrainSettings:
+        return TrainSettings(
+            output_dir=self._dir(f"trainer/{name}"),
+            epochs=epochs,
+            learning_rate=learning_rate,
+            batch_size=batch_size,
+            seed=self.sizes.seed,
+            show_progress=self.show_progress,
+        )
+
+    def _sample(self, model, tasks, n: int, draw: Draw) -> tuple[list, list[list[str]]]:
+        prompts = [as_prompt(t) for t in tasks]
+        samples = sample_completions(
+            model,
+            self.policy_tokenizer,
+            prompts,
+            n,
+            self.sampling,
+            batch_size=256,
+            seed=draw_seed(self.sizes, draw),
+            show_progress=self.show_progress,
+        )
+        return prompts, [[s.text for s in group] for group in samples]
+
+    def _oracle_mean(self, model, tasks, n: int, draw: Draw) -> tuple[float, list[list[float]], list, list]:
+        prompts, texts = self._sample(model, tasks, n, draw)
+        rewards = [[oracle_reward(p, t) for t in group] for p, group in zip(prompts, texts, strict=True)]
+        return mean_and_stderr([r for group in rewards for r in group])[0], rewards, prompts, texts
+
+    # -- world and models ---------------------------------------------------------------------------------------
+
+    def build_world(self) -> WorldData:
+        with self.timer.stage("world data"):
+            self.world = build_world_data(self.sizes)
+            demo_rewards = [oracle_reward(t.prompt, d) for t, d in zip(self.world.sft_tasks, self.world.sft_demos)]
+            self.results["world"] = {"mean_demonstration_reward": mean_and_stderr(demo_rewards)[0]}
+        return self.world
+
+    def build_tokenizer(self):
+        with self.timer.stage("tokenizer"):
+            self.tokenizer = build_world_tokenizer(self.world.corpus(), self._dir("models/tokenizer"))
+        return self.tokenizer
+
+    def train_policy(self):
+        with self.timer.stage("policy SFT"):
+            if self.policy_source is None:
+                source = build_tiny_causal_lm(
+                    self._dir("models/policy_init"),
+                    self.tokenizer,
+                    seed=self.sizes.seed,
+                    hidden_size=self.sizes.hidden_size,
+                    num_layers=self.sizes.num_layers,
+                    num_attention_heads=self.sizes.num_heads,
+                    num_key_value_heads=self.sizes.num_kv_heads,
+                )
+                self.policy_tokenizer = self.tokenizer
+            else:
+                source = self.policy_source
+                self.policy_tokenizer = AutoTokenizer.from_pretrained(source)
+            model = AutoModelForCausalLM.from_pretrained(source)
+            self.policy = train_sft(
+                model,
+                self.policy_tokenizer,
+                [as_prompt(t) for t in self.world.sft_tasks],
+                [as_answer(d) for d in self.world.sft_demos],
+                self._settings("policy", self.sizes.sft_epochs, self.sizes.sft_learning_rate),
+            )
+            self.policy_path = self._dir("models/policy")
+            self.policy.save_pretrained(self.policy_path)
+            self.policy_tokenizer.save_pretrained(self.policy_path)
+        return self.policy
+
+    def label_pairs(self):
+        """Two policy samples per prompt: noisy human labels (HF100%) and oracle labels (held-out evaluation)."""
+        with self.timer.stage("preference pairs"):
+            human_tasks, eval_tasks = self.world.human_tasks, self.world.eval_tasks
+            _, texts = self._sample(self.policy, human_tasks, 2, Draw.HUMAN)
+            pairs = response_pairs(human_tasks, texts)
+            self.human_pairs = human_labels(pairs, self.sizes.label_noise, draw_seed(self.sizes, Draw.HUMAN_NOISE))
+            self.hf50_pairs = self.human_pairs[: len(self.human_pairs) // 2]
+            _, texts = self._sample(self.policy, eval_tasks, 2, Draw.EVAL)
+            self.eval_pairs = gold_labels(response_pairs(eval_tasks, texts))
+            graded = [p.correct for p in self.human_pairs if p.correct is not None]
+            self.results["world"].update(
+                human_pairs=len(self.human_pairs),
+                human_label_accuracy=sum(graded) / max(1, len(graded)),
+                eval_pairs=len(self.eval_pairs),
+            )
+
+    def train_judge(self):
+        with self.timer.stage("judge training"):
+            if self.judge_source is not None:
+                self.judge_tokenizer = AutoTokenizer.from_pretrained(self.judge_source)
+                self.judge_model = AutoModelForCausalLM.from_pretrained(self.judge_source).eval()
+            else:
+                self.judge_tokenizer = self.tokenizer
+                model = AutoModelForCausalLM.from_pretrained(self.policy_path)
+                self.judge_model = train_judge_lm(
+                    model,
+                    self.judge_tokenizer,
+                    self.world.judge_requests,
+                    self.world.judge_targets,
+                    self._settings("judge", self.sizes.judge_epochs, self.sizes.judge_learning_rate),
+                    answer_token_ids(self.judge_tokenizer, JUDGE_ENDING, ["1", "2"]),
+                )
+            self.judge = StandInJudge(self.judge_model, self.judge_tokenizer)
+        return self.judge
+
+    # -- reward models ------------------------------------------------------------------------------------------
+
+    def _train_rm(self, name: str, prompts, chosen, rejected) -> RewardModelScorer:
+        source = self.reward_model_source or self.policy_path
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        torch.manual_seed(self.sizes.seed)  # the new score head
+        model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=1)
+        settings = self._settings(f"rm_{len(self.reward_models)}", self.sizes.rm_epochs, self.sizes.rm_learning_rate)
+        model = train_reward_model(model, tokenizer, prompts, chosen, rejected, settings)
+        scorer = RewardModelScorer(model, tokenizer, batch_size=256)
+        self.reward_models[name] = scorer
+        self.results.setdefault("reward_model_accuracy", {})[name] = self._rm_accuracy(scorer)
+        return scorer
+
+    def _rm_accuracy(self, scorer: RewardModelScorer) -> float:
+        prompts, chosen, rejected = _rows(self.eval_pairs)
+        return pairwise_accuracy(scorer(prompts, chosen), scorer(prompts, rejected))
+
+    def train_human_reward_models(self):
+        with self.timer.stage("reward models HF50% / HF100%"):
+            self._train_rm(HF50, *_rows(self.hf50_pairs))
+            self._train_rm(HF100, *_rows(self.human_pairs))
+
+    def west_of_n(self):
+        """HF50% + West-of-N pairs, and the paper's controls (naive self-training, best/random pairs)."""
+        details = self.results.setdefault("west_of_n", {})
+        base = self.reward_models[HF50]
+        hf50 = _rows(self.hf50_pairs)
+        prompts = [as_prompt(t) for t in self.world.won_tasks]
+        strategies = (
+            (WEST_OF_N, "west_of_n", self.sizes.won_n),
+            (NAIVE, "naive", 2),
+            (BEST_RANDOM, "best_random", self.sizes.won_n),
+        )
+        for name, strategy, n in strategies:
+            with self.timer.stage(name):
+                rows = west_of_n_pairs(
+                    self.policy,
+                    self.policy_tokenizer,
+                    base,
+                    prompts,
+                    n,
+                    strategy,
+                    self.sampling,
+                    draw_seed(self.sizes, Draw.WEST_OF_N),
+                )
+                gaps = [
+                    oracle_reward(p, c) - oracle_reward(p, r)
+                    for p, c, r in zip(rows["prompt"], rows["chosen"], rows["rejected"], strict=True)
+                ]
+                graded = [g > 0 for g in gaps if g != 0]
+                details[name] = {
+                    "pairs": len(gaps),
+                    "pair_accuracy": sum(graded) / max(1, len(graded)),
+                    "oracle_ties": sum(g == 0 for g in gaps) / max(1, len(gaps)),
+                    "mean_oracle_gap": mean_and_stderr(gaps)[0] if gaps else 0.0,
+                }
+                self._train_rm(name, hf50[0] + rows["prompt"], hf50[1] + rows["chosen"], hf50[2] + rows["rejected"])
+
+    # -- policies -----------------------------------------------------------------------------------------------
+
+    def best_of_n(self):
+        n = self.sizes.bon_n
+        with self.timer.stage("Best-of-N"):
+            mean, oracle, prompts, texts = self._oracle_mean(self.policy, self.world.bon_tasks, n, Draw.BEST_OF_N)
+            policy = self.results.setdefault("policy_oracle_reward", {})
+            policy["SFT policy"] = mean
+            flat_prompts = [p for p, group in zip(prompts, texts, strict=True) for _ in group]
+            flat = [as_completion(p, t) for p, group in zip(prompts, texts, strict=True) for t in group]
+            for name, scorer in self.reward_models.items():
+                scores = scorer(flat_prompts, flat)
+                picks = [max(range(n), key=lambda j, i=i: scores[i * n + j]) for i in range(len(prompts))]
+                policy[f"Best-of-{n} ({name})"] = mean_and_stderr([oracle[i][j] for i, j in enumerate(picks)])[0]
+            policy[f"Best-of-{n} ({ORACLE})"] = mean_and_stderr([max(group) for group in oracle])[0]
+
+    def rrhf(self, reward_models: tuple[str, ...] = (HF100, JUDGE_LABELS, ORACLE)):
+        """RRHF on `rrhf_k` policy samples per prompt, ranked by each of `reward_models` (names of the reward models
+        trained so far, or `ORACLE` for the true reward: the ceiling of what better reward models can give)."""
+        from datasets import Dataset
+
+        from ..rrhf import RRHFConfig, RRHFTrainer
+
+        prompts, texts = self._sample(self.policy, self.world.rrhf_tasks, self.sizes.rrhf_k, Draw.RRHF)
+        rows = {"prompt": [], "completions": []}
+        for prompt, group in zip(prompts, texts, strict=True):
+            # An empty sample (EOS first) has no token to rank; a prompt needs two different samples to rank.
+            kept = list(dict.fromkeys(t for t in group if t.strip()))
+            if len(kept) >= 2:
+                rows["prompt"].append(prompt)
+                rows["completions"].append([as_answer(t) for t in kept])
+        for i, name in enumerate(reward_models):
+            with self.timer.stage(f"RRHF ({name})"):
+                reward = oracle_reward_func if name == ORACLE else self.reward_models[name]
+                # One output directory per reward: RRHFTrainer caches the scores there under the reward functions'
+                # names, and the demo's reward models all share the name of the checkpoint they start from.
+                lr = self.sizes.rrhf_learning_rate
+                settings = self._settings(f"rrhf_{i}", self.sizes.rrhf_epochs, lr, batch_size=8)
+                args = RRHFConfig(**settings.trainer_kwargs(), gradient_checkpointing=False, max_length=None)
+                trainer = RRHFTrainer(
+                    model=AutoModelForCausalLM.from_pretrained(self.policy_path),
+                    args=args,
+                    train_dataset=Dataset.from_dict(rows),
+                    processing_class=self.policy_tokenizer,
+                    reward_funcs=reward,
+                )
+                trainer.train()
+                policy = trainer.model.eval()
+                mean, *_ = self._oracle_mean(policy, self.world.bon_tasks, self.sizes.bon_n, Draw.BEST_OF_N)
+                self.results["policy_oracle_reward"][f"RRHF ({name})"] = mean
+
+    # -- RLAIF --------------------------------------------------------------------------------------------------
+
+    def rlaif(self):
+        with self.timer.stage("RLAIF judge"):
+            pairs = self.eval_pairs
+            prompts = [as_prompt(p.task) for p in pairs]
+            # The truly better response is shown first in half of the pairs and second in the other half.
+            a = [p.chosen if i % 2 == 0 else p.rejected for i, p in enumerate(pairs)]
+            b = [p.rejected if i % 2 == 0 else p.chosen for i, p in enumerate(pairs)]
+            a_better = [i % 2 == 0 for i in range(len(pairs))]
+            orders = self.judge.judge_orders(prompts, a, b)
+            self.results["judge"] = {
+                "alignment_one_order": judge_accuracy(orders.first_order, a_better),
+                "alignment_order_averaged": judge_accuracy(orders.averaged, a_better),
+                "same_position_rate": same_position_rate(orders.p_ab, orders.p_ba),
+                "mean_p_answer_1": sum(orders.p_ab + orders.p_ba) / (2 * len(pairs)),
+            }
+        with self.timer.stage("RM on judge labels"):
+            # The judge labels the same pairs as the humans; hard labels from its order-averaged probability
+            # (STAND-IN for the soft-label distillation of trl_won.rlaif).
+            prompts, first, second = _rows(self.human_pairs)
+            probs = self.judge(prompts, first, second)
+            chosen = [x if q >= 0.5 else y for x, y, q in zip(first, second, probs, strict=True)]
+            rejected = [y if q >= 0.5 else x for x, y, q in zip(first, second, probs, strict=True)]
+            self._train_rm(JUDGE_LABELS, prompts, chosen, rejected)
+
+    def run(self) -> dict:
+        """All stages; returns (and writes to `output_dir/results.json`) the measurements and timings."""
+        self.build_world()
+        self.build_tokenizer()
+        self.train_policy()
+        self.label_pairs()
+        self.train_judge()
+        self.train_human_reward_models()
+        self.west_of_n()
+        self.best_of_n()
+        self.rlaif()
+        self.rrhf()
+        self.results["timings_s"] = dict(self.timer.seconds)
+        self.results["timings_s"]["total"] = round(sum(self.timer.seconds.values()), 2)
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        (self.output_dir / "results.json").write_text(json.dumps(self.results, indent=2, default=str))
+        return self.results
