@@ -108,20 +108,20 @@ class DemoSizes:
 
     @classmethod
     def quick(cls, **overrides) -> "DemoSizes":
-        """The test-suite run: every stage, about a minute, numbers sane but not significant."""
+        """The test-suite run: every stage in well under a minute, numbers sane but not significant."""
         sizes = cls(
             name="quick",
-            sft_prompts=600,
-            sft_epochs=2,
-            human_pairs=200,
-            eval_pairs=200,
-            rm_epochs=2,
-            won_prompts=100,
+            sft_prompts=1000,
+            sft_epochs=3,
+            human_pairs=300,
+            eval_pairs=300,
+            rm_epochs=3,
+            won_prompts=150,
             won_n=4,
             bon_prompts=50,
             bon_n=4,
-            judge_pairs=200,
-            judge_epochs=2,
+            judge_pairs=400,
+            judge_epochs=3,
             rrhf_prompts=48,
             rrhf_k=3,
             rrhf_epochs=1,
