@@ -12,6 +12,7 @@ from trl_won.data_utils import DatasetFormatError, completion_text
 from trl_won.rewards import RewardModelScorer
 from trl_won.tiny import toy_prompt_dataset
 from trl_won.west_of_n import ResumeMismatchError, WestOfNConfig, WestOfNGenerator, read_west_of_n_pairs
+from trl_won.west_of_n.generator import chunk_seed
 from trl_won.west_of_n.likelihood import completion_mean_logprobs
 from trl_won.west_of_n.storage import read_results, shard_path
 
@@ -49,20 +50,29 @@ def test_chosen_is_the_best_and_rejected_the_worst_candidate(tiny_paths, tokeniz
     assert json.loads((tmp_path / "pairs" / "summary.json").read_text())["pairs_kept"] == 8
 
 
-def test_logps_are_the_policy_mean_loglikelihood_of_the_sampled_tokens(tiny_paths, tokenizer, policy, tmp_path):
+@pytest.mark.parametrize("repetition_penalty", [None, 1.3])
+def test_logps_are_the_policy_mean_loglikelihood_of_the_sampled_tokens(
+    tokenizer, policy, tmp_path, repetition_penalty
+):
+    # Without logit processors in the generation config the log-probs are recorded while sampling; with one (a
+    # repetition penalty changes the logits generate sees) they come from a teacher-forced pass. Both are the model's.
+    policy.generation_config.repetition_penalty = repetition_penalty
     generator = WestOfNGenerator(policy, small(tmp_path), reward_funcs=text_length, processing_class=tokenizer)
-    pairs = generator.generate(toy_prompt_dataset().select(range(2)))
+    assert generator.sampler.record_logprobs == (repetition_penalty is None)
+    prompts = toy_prompt_dataset().select(range(2))
+    pairs = generator.generate(prompts)
     result = read_results(tmp_path / "pairs")[0]
+    # sampling is a function of the group's seed: sample again to get the token ids behind the saved texts
+    samples = generator.sampler.sample(prompts["prompt"], 4, chunk_seed(generator.args.sampling_seed, 0))[0]
+    assert [s.text for s in samples] == result.completions
     prompt_ids = tokenizer(result.prompt)["input_ids"]
-    completion_ids = tokenizer(result.completions[result.chosen], add_special_tokens=False)["input_ids"]
-    if result.finished[result.chosen]:
-        completion_ids = completion_ids + [tokenizer.eos_token_id]
-    ids = torch.tensor([prompt_ids + completion_ids])
-    with torch.no_grad():
-        logps = torch.log_softmax(policy(ids).logits[0, :-1].float(), dim=-1)
-    targets = ids[0, 1:]
-    per_token = logps[torch.arange(len(targets)), targets][len(prompt_ids) - 1 :]
-    assert pairs[0]["chosen_logp"] == pytest.approx(per_token.mean().item(), abs=1e-4)
+    for column, index in (("chosen_logp", result.chosen), ("rejected_logp", result.rejected)):
+        ids = torch.tensor([prompt_ids + samples[index].token_ids])
+        with torch.no_grad():
+            logps = torch.log_softmax(policy(ids).logits[0, :-1].float(), dim=-1)
+        targets = ids[0, 1:]
+        per_token = logps[torch.arange(len(targets)), targets][len(prompt_ids) - 1 :]
+        assert pairs[0][column] == pytest.approx(per_token.mean().item(), abs=1e-4)
 
 
 def test_completion_mean_logprobs_batched_equals_one_by_one(policy):
