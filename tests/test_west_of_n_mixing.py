@@ -44,7 +44,7 @@ def test_mix_errors():
         mix_preferences_and_prompts(toy_preference_dataset(), toy_prompt_dataset(conversational=True))
     with pytest.raises(DatasetFormatError, match=r"no column 'prompt'"):
         mix_preferences_and_prompts(toy_preference_dataset(), Dataset.from_dict({"text": ["a"]}))
-    with pytest.raises(DatasetFormatError, match=r"no column 'chosen', 'rejected'"):
+    with pytest.raises(DatasetFormatError, match=r"preference dataset has no column 'chosen', 'rejected'"):
         mix_preferences_and_prompts(toy_prompt_dataset(), toy_prompt_dataset())
     with pytest.raises(ValueError, match=r"`ratio` must be >= 0"):
         mix_preferences_and_prompts(toy_preference_dataset(), toy_prompt_dataset(), ratio=-1)
@@ -60,3 +60,16 @@ def test_offline_mix_drops_analysis_columns_and_caps_at_what_exists():
         toy_preference_dataset(conversational=True), toy_preference_dataset(conversational=True)
     )
     assert len(conversational) == 16
+
+
+def test_implicit_prompts_are_split_out_as_trl_does():
+    explicit = toy_preference_dataset(conversational=True)
+    implicit = Dataset.from_list(
+        [
+            {"chosen": row["prompt"] + row["chosen"], "rejected": row["prompt"] + row["rejected"], "prompt": "text"}
+            for row in explicit
+        ]
+    )  # conversational pairs with the user turn inside, and a plain-text `prompt` column, like UltraFeedback
+    mixed = mix_preferences_and_prompts(implicit, toy_prompt_dataset(conversational=True))
+    labeled = sorted((row for row in mixed if row["chosen"] is not None), key=lambda r: r["prompt"][0]["content"])
+    assert labeled == sorted(explicit.to_list(), key=lambda r: r["prompt"][0]["content"])

@@ -4,6 +4,7 @@ import logging
 import random
 
 from datasets import Dataset, concatenate_datasets
+from trl.data_utils import maybe_extract_prompt
 
 from ..data_utils import DatasetFormatError, is_conversational_prompt, require_columns
 
@@ -21,6 +22,18 @@ def _check_formats(first: Dataset, second: Dataset, first_name: str, second_name
                 f"The {first_name} dataset is {'conversational' if a else 'standard'} but the {second_name} dataset "
                 f"is {'conversational' if b else 'standard'}. Convert one so that both use the same format."
             )
+
+
+def _with_explicit_prompts(dataset: Dataset, name: str) -> Dataset:
+    """Split an implicit prompt out of `chosen`/`rejected` as TRL does, when there is no usable `prompt` column."""
+    columns = dataset.column_names
+    require_columns(columns, ["chosen", "rejected"], name, "Give labeled pairs with `chosen` and `rejected` columns.")
+    if len(dataset) and (
+        "prompt" not in columns
+        or is_conversational_prompt(dataset[0]["prompt"]) != is_conversational_prompt(dataset[0]["chosen"])
+    ):
+        dataset = dataset.map(maybe_extract_prompt, desc=f"Extracting the prompts of the {name} dataset")
+    return dataset
 
 
 def _draw(num_available: int, count: int, seed: int, cycle: bool) -> list[int]:
@@ -45,7 +58,8 @@ def mix_preferences_and_prompts(
 
     Args:
         preference_dataset ([`~datasets.Dataset`]):
-            Labeled pairs with `prompt`, `chosen`, `rejected` (and optionally `margin`); other columns are dropped.
+            Labeled pairs with `prompt`, `chosen`, `rejected` (and optionally `margin`); other columns are dropped. A
+            prompt left implicit in `chosen`/`rejected` is split out as TRL does (`maybe_extract_prompt`).
         prompt_dataset ([`~datasets.Dataset`]):
             Unlabeled prompts in a `prompt` column, in the same format (standard or conversational).
         ratio (`float` or `None`, *optional*, defaults to `1.0`):
@@ -55,12 +69,7 @@ def mix_preferences_and_prompts(
         seed (`int`, *optional*, defaults to `0`):
             Seed of the draw and of the final shuffle.
     """
-    require_columns(
-        preference_dataset.column_names,
-        PAIR_COLUMNS,
-        "preference",
-        "Give labeled pairs with an explicit `prompt` column (TRL's explicit-prompt preference format).",
-    )
+    preference_dataset = _with_explicit_prompts(preference_dataset, "preference")
     require_columns(prompt_dataset.column_names, ["prompt"], "prompt", "Rename the prompt column to 'prompt'.")
     _check_formats(preference_dataset, prompt_dataset, "preference", "prompt")
     if ratio is not None and ratio < 0:
@@ -97,8 +106,8 @@ def mix_preference_datasets(
         seed (`int`, *optional*, defaults to `0`):
             Seed of the draw and of the final shuffle.
     """
-    for dataset, name in ((preference_dataset, "preference"), (synthetic_dataset, "synthetic")):
-        require_columns(dataset.column_names, PAIR_COLUMNS, name, "Give pairs with `prompt`, `chosen`, `rejected`.")
+    preference_dataset = _with_explicit_prompts(preference_dataset, "preference")
+    synthetic_dataset = _with_explicit_prompts(synthetic_dataset, "synthetic")
     _check_formats(preference_dataset, synthetic_dataset, "preference", "synthetic")
     if ratio is not None and ratio < 0:
         raise ValueError(f"`ratio` must be >= 0 (generated pairs per labeled pair), got {ratio}.")
