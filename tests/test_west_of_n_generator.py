@@ -131,8 +131,9 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(tiny_paths, tmp_path):
     with pytest.raises(RuntimeError, match="simulated crash"):
         WestOfNGenerator(tiny_paths.policy, args, reward_funcs=crashing).generate(prompts)
     assert sorted(read_results(tmp_path / "resumed")) == [0, 1, 2, 3]  # the two groups done before the crash
-    with open(shard_path(tmp_path / "resumed", 0), "a") as f:
-        f.write('{"index": 4, "prompt": "half a li')  # a write interrupted by the crash
+    # As if those groups had been written by process 1 of a 2-process run, and process 0 had crashed mid-write:
+    shard_path(tmp_path / "resumed", 0).rename(shard_path(tmp_path / "resumed", 1))
+    shard_path(tmp_path / "resumed", 0).write_text('{"index": 4, "prompt": "half a li')
 
     resumed_func = FlakyLength()
     resumed = WestOfNGenerator(tiny_paths.policy, args, reward_funcs=resumed_func).generate(prompts)
