@@ -43,8 +43,14 @@ class WestOfNDataCollator:
             The causal LM to sample from, or its path/hub id. It is not trained.
         args ([`WestOfNConfig`], *optional*):
             Sampling, selection and filtering settings (`pairs_dir` and `keep_candidates` are offline-only).
-        reward_model, reward_funcs, judge:
-            The base preference model, exactly one (see [`WestOfNGenerator`]).
+        reward_model (`str` or [`~transformers.PreTrainedModel`], *optional*):
+            Base preference model as a sequence-classification reward model (or its path). Give exactly one of
+            `reward_model`, `reward_funcs` and `judge` (see [`WestOfNGenerator`]).
+        reward_funcs (callable or `list` of callables, *optional*):
+            Base preference model as reward function(s) `f(prompts, completions) -> list[float]`.
+        judge (callable, *optional*):
+            Base preference model as a pairwise judge `judge(prompts, completions_a, completions_b) -> list[float |
+            None]` giving P(a preferred); best and worst are found by knockout tournaments.
         processing_class ([`~transformers.PreTrainedTokenizerBase`], *optional*):
             The policy's tokenizer; loaded from the policy's path when omitted. The student's tokenizer is the
             trainer's `processing_class` and may differ.

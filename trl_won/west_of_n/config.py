@@ -24,8 +24,6 @@ class WestOfNConfig:
     [`~trl.TrlParser`] (`TrlParser((RewardConfig, WestOfNConfig))`).
 
     Parameters:
-        > Parameters that control sampling
-
         n (`int`, *optional*, defaults to `8`):
             Number of responses sampled per prompt (at least 2). The paper uses 64 and finds the gains grow with N over
             {2, 8, 64}; 8 is a cheaper default. Must be 2 with `strategy="naive"`.
@@ -49,8 +47,6 @@ class WestOfNConfig:
         policy_init_kwargs (`dict[str, Any]`, *optional*):
             Keyword arguments for `AutoModelForCausalLM.from_pretrained` when the policy is given as a path.
 
-        > Parameters that control scoring and selection
-
         strategy (`str`, *optional*, defaults to `"west_of_n"`):
             How a pair is made from a prompt's responses: `"west_of_n"` (best and worst), `"best_random"` (best and a
             random other one) or `"naive"` (two samples labeled by the base model, `n=2`). The last two are the
@@ -62,8 +58,6 @@ class WestOfNConfig:
         reward_model_init_kwargs (`dict[str, Any]`, *optional*):
             Keyword arguments for `AutoModelForSequenceClassification.from_pretrained` when the base reward model is
             given as a path.
-
-        > Parameters that control filtering
 
         confidence_quantile (`float`, *optional*):
             Keep the pairs whose confidence P(chosen > rejected) is at least this quantile of the confidences of all
@@ -79,8 +73,6 @@ class WestOfNConfig:
         max_logp (`float`, *optional*):
             Keep only pairs whose two responses have a per-token mean log-likelihood under the policy of at most this.
 
-        > Parameters that control the offline output
-
         pairs_dir (`str`, *optional*, defaults to `"west_of_n_pairs"`):
             Directory the offline generator writes to as it goes (shards, manifest, summary, final dataset). A rerun
             with the same arguments resumes there.
@@ -89,8 +81,6 @@ class WestOfNConfig:
             dataset format. Needs a pointwise base model (reward model or reward functions).
         show_progress (`bool`, *optional*, defaults to `True`):
             Show a progress bar (main process only).
-
-        > Parameters that control the vLLM backend
 
         use_vllm (`bool`, *optional*, defaults to `False`):
             Sample with vLLM instead of `transformers` (needs `pip install vllm` and a GPU; the policy must be a path
