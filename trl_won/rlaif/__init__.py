@@ -6,9 +6,19 @@ See `docs/rlaif.md`.
 from .answer_tokens import AnswerTokens, answer_distribution, resolve_answer_tokens
 from .base import PairwiseJudge, ScoringJudge
 from .judgement import PairwiseJudgement, ScoreJudgement
+from .labeling import (
+    LabelerAlignment,
+    alignment_metrics,
+    judge_pairs_cached,
+    label_preferences,
+    labeler_alignment,
+    score_cached,
+)
 from .openai_client import JudgeRequestError, RequestStats
 from .openai_judge import OpenAIJudge
+from .reward_funcs import judge_reward_func
 from .score_judges import OpenAIScoreJudge, TransformersScoreJudge
+from .store import LabelStore
 from .templates import (
     HARMLESSNESS,
     HELPFULNESS,
@@ -27,6 +37,8 @@ __all__ = [
     "SUMMARIZATION",
     "AnswerTokens",
     "JudgeRequestError",
+    "LabelStore",
+    "LabelerAlignment",
     "OpenAIJudge",
     "OpenAIScoreJudge",
     "PairwiseExemplar",
@@ -40,6 +52,12 @@ __all__ = [
     "ScoringJudge",
     "TransformersJudge",
     "TransformersScoreJudge",
+    "alignment_metrics",
     "answer_distribution",
+    "judge_pairs_cached",
+    "judge_reward_func",
+    "label_preferences",
+    "labeler_alignment",
     "resolve_answer_tokens",
+    "score_cached",
 ]
