@@ -14,9 +14,11 @@ from .labeling import (
     labeler_alignment,
     score_cached,
 )
+from .losses import soft_preference_loss
 from .openai_client import JudgeRequestError, RequestStats
 from .openai_judge import OpenAIJudge
 from .reward_funcs import judge_reward_func
+from .reward_trainer import DataCollatorForSoftPreference, RLAIFRewardConfig, RLAIFRewardTrainer
 from .score_judges import OpenAIScoreJudge, TransformersScoreJudge
 from .store import LabelStore
 from .templates import (
@@ -36,6 +38,7 @@ __all__ = [
     "HELPFULNESS",
     "SUMMARIZATION",
     "AnswerTokens",
+    "DataCollatorForSoftPreference",
     "JudgeRequestError",
     "LabelStore",
     "LabelerAlignment",
@@ -45,6 +48,8 @@ __all__ = [
     "PairwiseJudge",
     "PairwiseJudgement",
     "PairwiseTemplate",
+    "RLAIFRewardConfig",
+    "RLAIFRewardTrainer",
     "RequestStats",
     "ScoreExemplar",
     "ScoreJudgement",
@@ -60,4 +65,5 @@ __all__ = [
     "labeler_alignment",
     "resolve_answer_tokens",
     "score_cached",
+    "soft_preference_loss",
 ]
