@@ -5,6 +5,7 @@ See `docs/rlaif.md`.
 
 from .answer_tokens import AnswerTokens, answer_distribution, resolve_answer_tokens
 from .base import PairwiseJudge, ScoringJudge
+from .callback import RLAIFLabelerCallback
 from .judgement import PairwiseJudgement, ScoreJudgement
 from .labeling import (
     LabelerAlignment,
@@ -48,6 +49,7 @@ __all__ = [
     "PairwiseJudge",
     "PairwiseJudgement",
     "PairwiseTemplate",
+    "RLAIFLabelerCallback",
     "RLAIFRewardConfig",
     "RLAIFRewardTrainer",
     "RequestStats",
