@@ -20,8 +20,8 @@ from transformers.utils import ModelOutput
 from .models import unwrap_peft
 
 
-# Number of logits (tokens x vocabulary) computed at once: 2**24 float32 values = 64 MiB.
-DEFAULT_CHUNK_ELEMENTS = 2**24
+# Logits (tokens x vocabulary) computed at once: 2**22 float32 values = 16 MiB, 131 tokens of a 32k vocabulary.
+DEFAULT_CHUNK_ELEMENTS = 2**22
 
 
 def _chunk_logprobs(hidden: torch.Tensor, labels: torch.Tensor, head: nn.Module, softcap: float | None):
@@ -49,7 +49,7 @@ def chunked_token_logprobs(
         labels (`torch.LongTensor` of shape `(num_tokens,)`):
             The token whose log-probability is wanted at each position.
         chunk_size (`int`, *optional*):
-            Rows per chunk. Defaults to as many as keep a chunk's logits at 2**24 values.
+            Rows per chunk. Defaults to as many as keep a chunk's logits at 2**22 values.
         softcap (`float`, *optional*):
             Final logit soft-capping (`tanh(logits / softcap) * softcap`), for models that use it.
 

@@ -1,0 +1,85 @@
+"""Scoring the completions of an RRHF dataset with reward functions before training."""
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Callable, Sequence
+
+from accelerate import PartialState
+from accelerate.utils import gather_object
+from datasets import Dataset
+from tqdm.auto import tqdm
+
+from ..rewards import reward_func_name, weighted_rewards
+
+
+logger = logging.getLogger(__name__)
+
+
+def add_rewards(
+    dataset: Dataset,
+    reward_funcs: Sequence[Callable],
+    reward_weights: Sequence[float] | None = None,
+    cache_dir: str | os.PathLike | None = None,
+) -> Dataset:
+    """Score every completion of an RRHF dataset and add the scores as its `rewards` column.
+
+    Each reward function is called once per prompt with `prompts` (the prompt repeated for each of its completions),
+    `completions`, and the row's other columns repeated the same way (TRL GRPO's reward-function signature). The
+    weighted sum of the functions' scores is the reward. Under `accelerate launch` the rows are split across processes
+    and the scores gathered, so every process returns the same dataset.
+
+    Args:
+        dataset ([`~datasets.Dataset`]):
+            Rows with `prompt` and `completions`.
+        reward_funcs (`Sequence[Callable]`):
+            Reward functions, reward-model scorers included (see [`~trl_won.rewards.as_reward_funcs`]).
+        reward_weights (`Sequence[float]`, *optional*):
+            One weight per reward function (default 1).
+        cache_dir (`str` or `os.PathLike`, *optional*):
+            If given, the scores are saved there (keyed by a hash of the prompts, completions and reward function
+            names) and reused by a rerun, so that a crash or a resumed run does not pay for scoring twice.
+
+    Returns:
+        [`~datasets.Dataset`]: `dataset` with a `rewards` column.
+    """
+    cache_path = None
+    if cache_dir is not None:
+        fingerprint = _fingerprint(dataset, reward_funcs, reward_weights)
+        cache_path = os.path.join(cache_dir, f"rrhf_rewards-{fingerprint}.json")
+        if os.path.exists(cache_path):
+            with open(cache_path) as f:
+                logger.info("Reusing the completion rewards saved in %s", cache_path)
+                return dataset.add_column("rewards", json.load(f))
+
+    state = PartialState()
+    other_columns = [c for c in dataset.column_names if c not in ("prompt", "completions")]
+    with state.split_between_processes(list(range(len(dataset)))) as rows:
+        local = []
+        for row in tqdm(rows, desc="Scoring completions", unit="prompt", disable=not state.is_local_main_process):
+            example = dataset[row]
+            k = len(example["completions"])
+            extra = {column: [example[column]] * k for column in other_columns}
+            scores = weighted_rewards(
+                reward_funcs, [example["prompt"]] * k, example["completions"], reward_weights, **extra
+            )
+            local.append((row, scores))
+    scored = dict(gather_object(local)) if state.num_processes > 1 else dict(local)
+    rewards = [scored[row] for row in range(len(dataset))]
+
+    if cache_path is not None and state.is_main_process:
+        os.makedirs(cache_dir, exist_ok=True)
+        with open(cache_path + ".tmp", "w") as f:
+            json.dump(rewards, f)
+        os.replace(cache_path + ".tmp", cache_path)
+    return dataset.add_column("rewards", rewards)
+
+
+def _fingerprint(dataset: Dataset, reward_funcs, reward_weights) -> str:
+    digest = hashlib.sha256()
+    digest.update(json.dumps([reward_func_name(f) for f in reward_funcs]).encode())
+    digest.update(json.dumps(list(reward_weights) if reward_weights is not None else None).encode())
+    for example in dataset.select_columns(["prompt", "completions"]):
+        digest.update(json.dumps(example, sort_keys=True).encode())
+    return digest.hexdigest()[:16]

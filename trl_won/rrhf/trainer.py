@@ -1,0 +1,346 @@
+import textwrap
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from datasets import Dataset, IterableDataset
+from transformers import (
+    AutoModelForCausalLM,
+    DataCollator,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    TrainerCallback,
+    set_seed,
+)
+from trl.data_utils import get_dataset_column_names
+from trl.trainer.base_trainer import _BaseTrainer
+from trl.trainer.utils import disable_dropout_in_model, get_config_model_id, global_then_local_main_first
+
+from ..data_utils import DatasetFormatError, is_conversational_prompt, require_columns
+from ..logprobs import add_logprob_forward
+from ..models import load_model, load_tokenizer, prepare_peft_model
+from ..rewards import as_reward_funcs
+from .config import RRHFConfig
+from .data import HOW_TO_FORMAT, DataCollatorForRRHF, tokenize_row, validate_row
+from .loss import RRHFLossOutput, rrhf_loss
+from .scoring import add_rewards
+
+
+class RRHFTrainer(_BaseTrainer):
+    """
+    Trainer for RRHF: Rank Responses to align language models with Human Feedback ([Yuan et al.,
+    2023](https://huggingface.co/papers/2304.05302)).
+
+    For each prompt, the policy's length-normalized log-probabilities of k ranked completions are aligned with their
+    rewards by a zero-margin hinge over ordered pairs, plus the negative log-likelihood of the best completion. Only
+    the completion tokens are projected onto the vocabulary: the full `(batch, seq_len, vocab)` log-softmax is never
+    built.
+
+    Example:
+
+    ```python
+    >>> from datasets import Dataset
+    >>> from trl_won import RRHFConfig, RRHFTrainer
+
+    >>> dataset = Dataset.from_dict(
+    ...     {
+    ...         "prompt": ["The sky is"],
+    ...         "completions": [[" blue.", " green.", " made of cheese."]],
+    ...         "rewards": [[1.0, 0.2, -1.0]],
+    ...     }
+    ... )
+    >>> trainer = RRHFTrainer(model="Qwen/Qwen2.5-0.5B-Instruct", args=RRHFConfig("out"), train_dataset=dataset)
+    >>> trainer.train()
+    ```
+
+    Args:
+        model (`str` or [`~transformers.PreTrainedModel`] or [`~peft.PeftModel`]):
+            Model to be trained. Either a path or hub id loaded with `AutoModelForCausalLM.from_pretrained` and
+            `args.model_init_kwargs` (`dtype` defaults to `float32`), or a causal LM object (optionally PEFT-wrapped).
+        args ([`RRHFConfig`], *optional*):
+            Configuration for this trainer. If `None`, a default configuration is used.
+        data_collator ([`~transformers.DataCollator`], *optional*):
+            Function forming a batch from tokenized rows. Defaults to [`DataCollatorForRRHF`].
+        train_dataset ([`~datasets.Dataset`] or [`~datasets.IterableDataset`]):
+            Rows `{"prompt", "completions", "rewards"}` in standard (strings) or conversational format (the prompt a
+            list of messages, each completion a list of assistant messages). The number of completions may differ
+            between rows (at least 2). Without a `rewards` column, `reward_funcs` score the completions once before
+            training. Already tokenized rows (`prompt_ids`, `completion_ids`, `rewards`) are used as they are.
+        eval_dataset ([`~datasets.Dataset`], [`~datasets.IterableDataset`] or `dict[str, Dataset]`, *optional*):
+            Dataset(s) to evaluate on, in the same format as `train_dataset`.
+        processing_class ([`~transformers.PreTrainedTokenizerBase`], *optional*):
+            Tokenizer. Loaded from the model's path when `None`. A tokenizer without a pad token pads with EOS.
+        reward_funcs (callable, `str`, [`~transformers.PreTrainedModel`] or a list of them, *optional*):
+            Used only when a dataset has no `rewards` column. Reward functions with TRL's GRPO signature
+            (`func(prompts, completions, **kwargs) -> list[float]`, where kwargs carry the row's other columns)
+            and/or sequence-classification reward models given as objects or paths. Their weighted sum (see
+            `args.reward_weights`) is each completion's reward.
+        reward_processing_classes ([`~transformers.PreTrainedTokenizerBase`] or `list`, *optional*):
+            Tokenizers of the reward models in `reward_funcs`, in the same order (`None` loads the model's own).
+        callbacks (list of [`~transformers.TrainerCallback`], *optional*):
+            Callbacks to customize the training loop.
+        optimizers (`tuple[Optimizer | None, LambdaLR | None]`, *optional*, defaults to `(None, None)`):
+            The optimizer and scheduler to use.
+        optimizer_cls_and_kwargs (`tuple[type[torch.optim.Optimizer], dict[str, Any]]`, *optional*):
+            Optimizer class and keyword arguments; overrides `optim` and `optim_args` in `args`.
+        quantization_config ([`~transformers.BitsAndBytesConfig`], *optional*):
+            bitsandbytes 4-bit/8-bit quantization applied when `model` is a path. Combine with `peft_config` for QLoRA.
+        peft_config ([`~peft.PeftConfig`], *optional*):
+            PEFT configuration used to wrap the model. If `None`, the model is not wrapped.
+    """
+
+    # `compute_loss` divides by the number of prompts in the whole optimizer step (all micro-batches, all processes)
+    loss_is_scaled_for_ga = True
+
+    _tag_names = ["trl", "trl-won", "rrhf"]
+    _name = "RRHF"
+    _paper = {
+        "title": "RRHF: Rank Responses to Align Language Models with Human Feedback",
+        "id": "2304.05302",
+        # docstyle-ignore
+        "citation": textwrap.dedent("""\
+            @inproceedings{yuan2023rrhf,
+                title        = {{RRHF: Rank Responses to Align Language Models with Human Feedback}},
+                author       = {Zheng Yuan and Hongyi Yuan and Chuanqi Tan and Wei Wang and Songfang Huang and
+                                Fei Huang},
+                year         = 2023,
+                booktitle    = {Advances in Neural Information Processing Systems 36 (NeurIPS 2023)},
+                url          = {https://arxiv.org/abs/2304.05302},
+            }"""),
+    }
+
+    def __init__(
+        self,
+        model: "str | PreTrainedModel",
+        args: RRHFConfig | None = None,
+        data_collator: DataCollator | None = None,
+        train_dataset: Dataset | IterableDataset | None = None,
+        eval_dataset: Dataset | IterableDataset | dict[str, Dataset | IterableDataset] | None = None,
+        processing_class: PreTrainedTokenizerBase | None = None,
+        reward_funcs: Any = None,
+        reward_processing_classes: Any = None,
+        callbacks: list[TrainerCallback] | None = None,
+        optimizers: tuple[torch.optim.Optimizer | None, torch.optim.lr_scheduler.LambdaLR | None] = (None, None),
+        optimizer_cls_and_kwargs: tuple[type[torch.optim.Optimizer], dict[str, Any]] | None = None,
+        quantization_config=None,
+        peft_config=None,
+    ):
+        if args is None:
+            model_name = model if isinstance(model, str) else get_config_model_id(model.config)
+            args = RRHFConfig(f"{model_name.split('/')[-1]}-RRHF")
+        if train_dataset is None:
+            raise ValueError("`train_dataset` is required.")
+        if not isinstance(train_dataset, (Dataset, IterableDataset)):
+            raise TypeError(
+                f"`train_dataset` must be a `Dataset` or `IterableDataset`, got `{type(train_dataset).__name__}`."
+            )
+
+        # Model. PEFT initializes adapter weights randomly, so seed first.
+        set_seed(args.seed)
+        model_init_kwargs = dict(args.model_init_kwargs or {})
+        if isinstance(model, str) and args.distributed_state.distributed_type in ["MULTI_GPU", "DEEPSPEED"]:
+            model_init_kwargs["device_map"] = None  # distributed training places the model itself
+        model_id = model
+        model = load_model(
+            model,
+            AutoModelForCausalLM,
+            model_init_kwargs=model_init_kwargs,
+            quantization_config=quantization_config,
+            trust_remote_code=args.trust_remote_code,
+        )
+        processing_class = load_tokenizer(model_id, processing_class, trust_remote_code=args.trust_remote_code)
+        model.config.get_text_config().pad_token_id = processing_class.pad_token_id
+        if getattr(model, "generation_config", None) is not None:
+            model.generation_config.pad_token_id = processing_class.pad_token_id
+        model = prepare_peft_model(model, peft_config, args)
+        add_logprob_forward(model, chunk_size=args.logprob_chunk_size)
+        if args.disable_dropout:
+            disable_dropout_in_model(model)
+
+        # Data. Reward models are only needed to score the datasets: they are released right after.
+        funcs = as_reward_funcs(reward_funcs, reward_processing_classes, batch_size=args.reward_batch_size)
+        train_dataset = self._prepare_dataset(train_dataset, processing_class, args, "train", funcs)
+        if isinstance(eval_dataset, dict):
+            eval_dataset = {
+                name: self._prepare_dataset(data, processing_class, args, name, funcs)
+                for name, data in eval_dataset.items()
+            }
+        elif eval_dataset is not None:
+            eval_dataset = self._prepare_dataset(eval_dataset, processing_class, args, "eval", funcs)
+        del funcs
+        if data_collator is None:
+            data_collator = DataCollatorForRRHF(processing_class.pad_token_id, args.pad_to_multiple_of)
+
+        super().__init__(
+            model=model,
+            args=args,
+            data_collator=data_collator,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            callbacks=callbacks,
+            optimizers=optimizers,
+            optimizer_cls_and_kwargs=optimizer_cls_and_kwargs,
+        )
+        if args.n_gpu > 1:
+            raise ValueError(
+                "RRHFTrainer does not support `nn.DataParallel`, which `Trainer` uses when several GPUs are visible "
+                "to one process. Launch with `accelerate launch` or `torchrun`, or expose one GPU with "
+                "`CUDA_VISIBLE_DEVICES`."
+            )
+        # Evaluation goes through `compute_loss` even though the batches carry no `labels`.
+        self.can_return_loss = True
+        self.label_names = []
+        self._metrics = {"train": defaultdict(list), "eval": defaultdict(list)}
+        self._total_train_tokens = 0
+        self.model.add_model_tags(self._tag_names)
+
+    def _prepare_dataset(
+        self,
+        dataset: Dataset | IterableDataset,
+        tokenizer: PreTrainedTokenizerBase,
+        args: RRHFConfig,
+        name: str,
+        reward_funcs: list[Callable] | None = None,
+    ) -> Dataset | IterableDataset:
+        columns = get_dataset_column_names(dataset)
+        if {"prompt_ids", "completion_ids", "rewards"} <= set(columns):
+            return dataset  # already tokenized
+        require_columns(columns, ["prompt", "completions"], name, HOW_TO_FORMAT)
+        has_rewards = "rewards" in columns
+        if has_rewards and reward_funcs:
+            raise ValueError(
+                f"The {name} dataset already has a 'rewards' column and `reward_funcs` were also given. Remove the "
+                "column to score the completions with `reward_funcs`, or drop `reward_funcs` to use the column."
+            )
+        if not has_rewards:
+            if not reward_funcs:
+                raise DatasetFormatError(
+                    f"The {name} dataset has no 'rewards' column and no `reward_funcs` were given. Add a 'rewards' "
+                    "column (one number per completion) or pass `reward_funcs` (reward functions and/or reward "
+                    "models) to score the completions before training."
+                )
+            if isinstance(dataset, IterableDataset):
+                raise ValueError(
+                    f"The {name} dataset is an IterableDataset without a 'rewards' column: completions can only be "
+                    "scored before training for a map-style `Dataset`. Score it first with "
+                    "`trl_won.rrhf.add_rewards` or pass a `Dataset`."
+                )
+            for row, example in enumerate(dataset):
+                validate_row(example, row, check_rewards=False)
+            dataset = add_rewards(dataset, reward_funcs, args.reward_weights, cache_dir=args.output_dir)
+
+        first = next(iter(dataset))
+        if is_conversational_prompt(first["prompt"]) and getattr(tokenizer, "chat_template", None) is None:
+            raise ValueError(
+                f"The {name} dataset is conversational but the tokenizer has no chat template. Use a tokenizer with "
+                "a chat template (or set `tokenizer.chat_template`)."
+            )
+
+        def validate_and_tokenize(example, row):
+            validate_row(example, row)
+            return tokenize_row(example, row, tokenizer, args.max_length, args.max_completions)
+
+        map_kwargs = {"with_indices": True}
+        if isinstance(dataset, Dataset):
+            map_kwargs.update(num_proc=args.dataset_num_proc, desc=f"Tokenizing {name} dataset")
+        with global_then_local_main_first():
+            return dataset.map(validate_and_tokenize, **map_kwargs)
+
+    def _set_signature_columns_if_needed(self):
+        if self._signature_columns is None:
+            self._signature_columns = ["prompt_ids", "completion_ids", "rewards"]
+
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        # Count the prompts of the whole optimizer step (every micro-batch of every process), so that `compute_loss`
+        # can return the exact mean over prompts however they are split into micro-batches and processes.
+        batch_samples, _ = super().get_batch_samples(epoch_iterator, num_batches, device)
+        num_prompts = torch.tensor(sum(len(batch["num_completions"]) for batch in batch_samples), device=device)
+        if self.accelerator.num_processes > 1:
+            num_prompts = self.accelerator.gather(num_prompts).sum()
+        return batch_samples, num_prompts
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        mode = "train" if self.model.training else "eval"
+        outputs = model(
+            input_ids=inputs["input_ids"],
+            attention_mask=inputs["attention_mask"],
+            logprob_mask=inputs["completion_mask"],
+            use_cache=False,
+        )
+        num_prompts = inputs["num_completions"].numel()
+        out = rrhf_loss(
+            outputs.token_logps,
+            inputs["completion_mask"],
+            inputs["rewards"],
+            inputs["group_ids"],
+            num_prompts,
+            length_penalty=self.args.length_penalty,
+            rrhf_weight=self.args.rrhf_weight,
+            sft_weight=self.args.sft_weight,
+        )
+        if mode == "train" and num_items_in_batch is not None:
+            # Gradients are averaged over processes, hence the factor: the step's gradient is that of the mean loss
+            # over all of its prompts.
+            loss = out.loss.sum() * self.accelerator.num_processes / num_items_in_batch
+        else:
+            loss = out.loss.mean()
+        self._record_metrics(mode, out, inputs)
+        return (loss, outputs) if return_outputs else loss
+
+    def _record_metrics(self, mode: str, out: RRHFLossOutput, inputs: dict[str, torch.Tensor]) -> None:
+        with torch.no_grad():
+            stats = torch.stack(
+                [
+                    out.rank_loss.detach().sum(),
+                    out.sft_loss.detach().sum(),
+                    out.correct_pairs.sum(),
+                    out.num_pairs.sum(),
+                    out.best_scores.sum(),
+                    out.worst_scores.sum(),
+                    torch.tensor(float(out.loss.numel()), device=out.loss.device),
+                    inputs["completion_mask"].sum().to(out.loss.dtype),
+                ]
+            ).float()
+            stats = self.accelerator.gather(stats).view(-1, stats.numel()).sum(dim=0).tolist()
+        rank, sft, correct, pairs, best, worst, prompts, tokens = stats
+        metrics = self._metrics[mode]
+        metrics["rank_loss"].append(rank / prompts)
+        metrics["sft_loss"].append(sft / prompts)
+        if pairs > 0:
+            metrics["ranking_accuracy"].append(correct / pairs)
+        metrics["logps/best"].append(best / prompts)
+        metrics["logps/worst"].append(worst / prompts)
+        if mode == "train":
+            self._total_train_tokens += int(tokens)
+            metrics["num_tokens"] = [self._total_train_tokens]
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad(), self.compute_loss_context_manager():
+            loss = self.compute_loss(model, inputs)
+        return loss.detach(), None, None
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        mode = "train" if self.model.training else "eval"
+        metrics = {key: sum(values) / len(values) for key, values in self._metrics[mode].items() if values}
+        if mode == "eval":
+            metrics = {f"eval_{key}": value for key, value in metrics.items()}
+        logs.update(metrics)
+        super().log(logs, start_time)
+        self._metrics[mode].clear()
+
+    def _write_model_card(self):
+        model_name = Path(self.args.output_dir).name if self.args.hub_model_id is None else self.args.hub_model_id
+        self.create_model_card(model_name=model_name.split("/")[-1])
+
+    def _save_checkpoint(self, model, trial):
+        self._write_model_card()
+        super()._save_checkpoint(model, trial)
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
+        super().save_model(output_dir, _internal_call)
+        if not _internal_call:
+            self._write_model_card()
