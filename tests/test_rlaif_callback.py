@@ -161,3 +161,32 @@ def test_labels_at_epoch_end_by_default_and_validates_arguments(tiny_paths, tmp_
         RLAIFLabelerCallback(LengthJudge(), trainer, prompts=TOY_PROMPTS[:2], reference_completions=["x"])
     with pytest.raises(ValueError, match="either `reference_model` or `reference_completions`"):
         RLAIFLabelerCallback(LengthJudge(), trainer, prompts=["p"], reference_model="m", reference_completions=["x"])
+
+
+def test_labels_inside_rrhf_training(tiny_paths, tmp_path):
+    from trl_won.rrhf import RRHFConfig, RRHFTrainer
+    from trl_won.tiny import toy_ranking_dataset
+
+    args = RRHFConfig(
+        output_dir=str(tmp_path),
+        report_to="none",
+        bf16=False,
+        use_cpu=True,
+        save_strategy="no",
+        disable_tqdm=True,
+        max_steps=2,
+        per_device_train_batch_size=2,
+        logging_steps=1,
+        gradient_checkpointing=False,
+    )
+    trainer = RRHFTrainer(tiny_paths.policy, args=args, train_dataset=toy_ranking_dataset(conversational=True))
+    prompts = [[{"role": "user", "content": p}] for p in TOY_PROMPTS[:3]]
+    callback = RLAIFLabelerCallback(LengthJudge(), trainer, prompts=prompts, label_every=2, sampling_params=SAMPLING)
+    trainer.add_callback(callback)
+    trainer.train()
+    ((name, rows),) = rounds(tmp_path).items()
+    assert name == "round-step0000002.jsonl" and len(rows) == 3
+    assert rows[0]["prompt"] == prompts[0] and rows[0]["chosen"][0]["role"] == "assistant"
+    (entry,) = rlaif_logs(trainer)
+    assert entry["rlaif/label_count"] == 3 and entry["rlaif/failures"] == 0
+    assert any("rank_loss" in e for e in trainer.state.log_history)  # RRHF's own metrics are intact
