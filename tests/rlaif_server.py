@@ -41,6 +41,10 @@ def sections(body: dict) -> tuple[str, str]:
     raise ValueError("no pairwise sample in the request")
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 256  # the default listen backlog (5) refuses connections when many requests start at once
+
+
 class JudgeServer:
     def __init__(self, respond):
         self.respond = respond
@@ -87,7 +91,7 @@ class JudgeServer:
                     with server.lock:
                         server.in_flight -= 1
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = _Server(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
