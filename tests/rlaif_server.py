@@ -46,7 +46,7 @@ class _Server(ThreadingHTTPServer):
 
 
 class JudgeServer:
-    def __init__(self, respond):
+    def __init__(self, respond, idle_timeout: float | None = None):
         self.respond = respond
         self.requests: list[tuple[float, dict, dict]] = []
         self.attempts: dict[str, int] = {}
@@ -57,6 +57,14 @@ class JudgeServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True
+            timeout = idle_timeout  # closes a keep-alive connection idle for this long
+
+            def handle(self):
+                try:
+                    super().handle()
+                except TimeoutError:
+                    pass
 
             def log_message(self, *args):  # keep test output clean
                 pass

@@ -3,6 +3,7 @@
 import asyncio
 import logging
 import math
+import time
 
 import pytest
 from rlaif_server import JudgeServer, Reply, chat_body, sections
@@ -209,6 +210,16 @@ def test_not_found_raises_with_a_fix(no_key):
     with JudgeServer(lambda body, attempt, headers: Reply(status=404, body={"error": "no such model"})) as server:
         with pytest.raises(JudgeRequestError, match="Check `base_url`"):
             OpenAIJudge("nope", base_url=server.base_url).judge_pairs(["Q"], ["a"], ["b"])
+
+
+def test_connections_closed_by_the_server_while_idle_are_reopened(no_key):
+    with JudgeServer(logprob_judge, idle_timeout=0.1) as server:
+        judge = OpenAIJudge("judge", base_url=server.base_url, max_concurrency=2)
+        judge.judge_pairs(["Q1", "Q2"], ["GOOD", "GOOD"], ["x", "x"])
+        time.sleep(0.4)  # the server closes the idle keep-alive connections
+        (again,) = judge.judge_pairs(["Q3"], ["GOOD"], ["x"])
+    assert again.probability == pytest.approx(0.8 / 0.95)
+    assert judge.stats.requests == 6 and judge.stats.retries == 0  # resent on a new connection, not a retry
 
 
 def test_concurrency_is_limited(no_key):

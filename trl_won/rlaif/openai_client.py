@@ -1,28 +1,36 @@
-"""A small async client for OpenAI-compatible chat-completions endpoints (OpenAI, vLLM, TGI, llama.cpp server).
+"""A small client for OpenAI-compatible chat-completions endpoints (OpenAI, vLLM, TGI, llama.cpp server).
 
-- At most `max_concurrency` requests in flight (an asyncio semaphore) and at most `requests_per_second` started per
-  second.
+- At most `max_concurrency` requests in flight: a pool of that many worker threads, each with its own keep-alive
+  HTTP(S) connection (the standard library's `http.client`; proxies from `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY`).
+  Threads rather than an asyncio HTTP client: the wait is network latency, and this keeps the per-request CPU cost
+  near 0.5 ms, which is what lets 32 requests in flight reach 30x the sequential rate (`benchmarks/rlaif_label.py`).
+- At most `requests_per_second` requests started per second.
 - HTTP 408/429/5xx, timeouts, connection errors and unreadable answers (malformed JSON) are retried with exponential
   backoff and jitter; a `Retry-After` header is honored. What still fails is reported per request, not raised.
 - HTTP 401/403/404 mean the key, the URL or the model name is wrong for every request: they raise at once.
 - The API key is read from an environment variable when a batch of requests starts. It is only ever put in the
-  `Authorization` header: it is not kept on the client, and it is scrubbed from every error message.
+  `Authorization` header of each request: it is not kept on the client, and it is scrubbed from every error message.
 """
 
 import asyncio
+import base64
 import concurrent.futures
 import email.utils
+import http.client
+import json
 import logging
 import math
 import os
 import random
+import ssl
+import threading
 import time
+import urllib.request
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
-import httpx
 from tqdm.auto import tqdm
 
 
@@ -31,6 +39,8 @@ logger = logging.getLogger(__name__)
 RETRY_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529})
 FATAL_STATUSES = {401: "unauthorized", 403: "forbidden", 404: "not found"}
 MAX_RETRY_AFTER = 600.0
+# A keep-alive connection the server closed while idle fails like this on reuse; it is reopened and the request resent.
+_STALE_CONNECTION_ERRORS = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
 
 
 class JudgeRequestError(RuntimeError):
@@ -141,19 +151,96 @@ def parse_chat_response(data: Any) -> ChatResult:
 
 
 class _RateLimiter:
+    """Spaces request starts by `1 / per_second` seconds, across threads."""
+
     def __init__(self, per_second: float):
         self.interval = 1.0 / per_second
         self.next_start = 0.0
-        self.lock = asyncio.Lock()
+        self.lock = threading.Lock()
 
-    async def wait(self) -> None:
-        loop = asyncio.get_running_loop()
-        async with self.lock:
-            now = loop.time()
+    def wait(self) -> None:
+        with self.lock:
+            now = time.monotonic()
             start = max(now, self.next_start)
             self.next_start = start + self.interval
         if start > now:
-            await asyncio.sleep(start - now)
+            time.sleep(start - now)
+
+
+class _Connections:
+    """One keep-alive HTTP(S) connection per worker thread, to one server (through a proxy if the environment sets
+    one)."""
+
+    def __init__(self, base_url: str, timeout: float):
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"`base_url` must be an http(s) URL such as http://localhost:8000/v1, got {base_url!r}.")
+        self.https = parts.scheme == "https"
+        self.host = parts.hostname
+        self.port = parts.port or (443 if self.https else 80)
+        self.path = parts.path.rstrip("/") + "/chat/completions"
+        self.timeout = timeout
+        self.context = ssl.create_default_context() if self.https else None
+        self.proxy = None
+        if not urllib.request.proxy_bypass(self.host):
+            proxy = urllib.request.getproxies().get(parts.scheme)
+            self.proxy = urlsplit(proxy if "://" in proxy else f"http://{proxy}") if proxy else None
+        self.local = threading.local()
+
+    def target(self) -> str:
+        """The request target: a path, or an absolute URL for plain HTTP through a proxy."""
+        if self.proxy is not None and not self.https:
+            return f"http://{self.host}:{self.port}{self.path}"
+        return self.path
+
+    def _open(self) -> http.client.HTTPConnection:
+        if self.proxy is None:
+            if self.https:
+                return http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout, context=self.context)
+            return http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        proxy_port = self.proxy.port or (443 if self.proxy.scheme == "https" else 80)
+        if not self.https:
+            return http.client.HTTPConnection(self.proxy.hostname, proxy_port, timeout=self.timeout)
+        connection = http.client.HTTPSConnection(
+            self.proxy.hostname, proxy_port, timeout=self.timeout, context=self.context
+        )
+        headers = {}
+        if self.proxy.username:
+            credentials = f"{unquote(self.proxy.username)}:{unquote(self.proxy.password or '')}"
+            headers["Proxy-Authorization"] = "Basic " + base64.b64encode(credentials.encode()).decode()
+        connection.set_tunnel(self.host, self.port, headers=headers)
+        return connection
+
+    def post(self, payload: bytes, headers: dict[str, str]) -> tuple[int, Any, bytes]:
+        """POST `payload`; return status, headers and body. Reopens a stale keep-alive connection once."""
+        for reuse in (True, False):
+            connection = getattr(self.local, "connection", None)
+            fresh = connection is None or not reuse
+            if fresh:
+                self.drop()
+                connection = self.local.connection = self._open()
+            try:
+                connection.request("POST", self.target(), body=payload, headers=headers)
+                response = connection.getresponse()
+                body = response.read()
+            except _STALE_CONNECTION_ERRORS:
+                self.drop()
+                if fresh:
+                    raise
+                continue
+            except BaseException:
+                self.drop()
+                raise
+            if response.will_close:
+                self.drop()
+            return response.status, response.headers, body
+        raise AssertionError("unreachable")
+
+    def drop(self) -> None:
+        connection = getattr(self.local, "connection", None)
+        self.local.connection = None
+        if connection is not None:
+            connection.close()
 
 
 class ChatCompletionsClient:
@@ -165,7 +252,8 @@ class ChatCompletionsClient:
             key. When it is unset no `Authorization` header is sent (fine for local servers).
         max_concurrency (`int`, *optional*, defaults to `32`): Requests in flight at once.
         requests_per_second (`float`, *optional*): Most requests started per second; unlimited when `None`.
-        timeout (`float`, *optional*, defaults to `60.0`): Seconds before a request is abandoned and retried.
+        timeout (`float`, *optional*, defaults to `60.0`): Seconds without progress on a connection (connecting,
+            sending, or waiting for the answer) before the request is abandoned and retried.
         max_retries (`int`, *optional*, defaults to `6`): Retries per request.
         backoff_base (`float`, *optional*, defaults to `1.0`): First retry delay, in seconds (doubles each retry).
         backoff_max (`float`, *optional*, defaults to `60.0`): Longest backoff delay.
@@ -200,6 +288,11 @@ class ChatCompletionsClient:
         self.backoff_max = backoff_max
         self.show_progress = show_progress
         self.stats = RequestStats()
+        self._stats_lock = threading.Lock()
+        self._limiter = _RateLimiter(requests_per_second) if requests_per_second else None
+        self._connections = _Connections(self.base_url, timeout)
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._pool_pid = None
         self._check_key()
 
     def _check_key(self) -> str | None:
@@ -217,89 +310,119 @@ class ChatCompletionsClient:
             f"max_concurrency={self.max_concurrency}, requests_per_second={self.requests_per_second})"
         )
 
-    def complete(self, bodies: Sequence[dict[str, Any]]) -> list[ChatResult]:
-        """Synchronous [`acomplete`] (works inside a running event loop too, e.g. in Jupyter)."""
-        return run_sync(self.acomplete(bodies))
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.update(_pool=None, _pool_pid=None, _stats_lock=None, _limiter=None, _connections=None)
+        return state
 
-    async def acomplete(self, bodies: Sequence[dict[str, Any]]) -> list[ChatResult]:
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._stats_lock = threading.Lock()
+        self._limiter = _RateLimiter(self.requests_per_second) if self.requests_per_second else None
+        self._connections = _Connections(self.base_url, self.timeout)
+
+    def _executor(self) -> concurrent.futures.ThreadPoolExecutor:
+        if self._pool is None or self._pool_pid != os.getpid():  # threads do not survive a fork
+            self._pool = concurrent.futures.ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="judge-http")
+            self._pool_pid = os.getpid()
+            self._connections = _Connections(self.base_url, self.timeout)
+        return self._pool
+
+    def close(self) -> None:
+        """Stop the worker threads (their connections close with them); the next request starts new ones."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+    def _count(self, **increments: int) -> None:
+        with self._stats_lock:
+            for name, value in increments.items():
+                setattr(self.stats, name, getattr(self.stats, name) + value)
+
+    def complete(self, bodies: Sequence[dict[str, Any]]) -> list[ChatResult]:
         """Send every request body to `/chat/completions`, concurrently; one result per body, in order."""
         key = self._check_key()
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
-        limits = httpx.Limits(max_connections=self.max_concurrency, max_keepalive_connections=self.max_concurrency)
-        semaphore = asyncio.Semaphore(self.max_concurrency)
-        limiter = _RateLimiter(self.requests_per_second) if self.requests_per_second else None
-        progress = tqdm(total=len(bodies), desc="Judge requests", unit="req", disable=not self.show_progress)
         scrub = _Scrubber(key)
-        before = RequestStats(**self.stats.as_dict())
+        headers = {"Content-Type": "application/json", "Accept": "application/json", "User-Agent": "trl_won"}
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        before = self.stats.as_dict()
+        pool = self._executor()
+        futures = [pool.submit(self._send, json.dumps(body).encode(), headers, scrub) for body in bodies]
+        progress = tqdm(total=len(bodies), desc="Judge requests", unit="req", disable=not self.show_progress)
         try:
-            async with httpx.AsyncClient(headers=headers, limits=limits, timeout=self.timeout) as client:
-
-                async def one(body):
-                    result = await self._send(client, body, semaphore, limiter, scrub)
-                    progress.update(1)
-                    return result
-
-                results = await asyncio.gather(*(one(body) for body in bodies))
+            for future in concurrent.futures.as_completed(futures):
+                future.result()  # a fatal error (HTTP 401/403/404) stops the batch at once
+                progress.update(1)
+        except BaseException:  # including Ctrl-C: requests not started yet are dropped
+            for future in futures:
+                future.cancel()
+            raise
         finally:
             progress.close()
-        done = {k: v - getattr(before, k) for k, v in self.stats.as_dict().items()}
+        done = {k: v - before[k] for k, v in self.stats.as_dict().items()}
         logger.info("Judge requests to %s: %s", sanitize_url(self.base_url), done)
-        return list(results)
+        return [future.result() for future in futures]
 
-    async def _send(self, client, body, semaphore, limiter, scrub) -> ChatResult:
-        url = f"{self.base_url}/chat/completions"
+    async def acomplete(self, bodies: Sequence[dict[str, Any]]) -> list[ChatResult]:
+        """[`complete`] without blocking the event loop."""
+        return await asyncio.get_running_loop().run_in_executor(None, self.complete, bodies)
+
+    def _send(self, payload: bytes, headers: dict[str, str], scrub: "_Scrubber") -> ChatResult:
+        url = sanitize_url(f"{self.base_url}/chat/completions")
         error = "no attempt"
         for attempt in range(self.max_retries + 1):
             if attempt:
-                self.stats.retries += 1
+                self._count(retries=1)
             retry_after = None
-            if limiter is not None:
-                await limiter.wait()
-            async with semaphore:
-                self.stats.requests += 1
-                try:
-                    response = await client.post(url, json=body)
-                except httpx.TimeoutException:
-                    error = f"timed out after {self.timeout} s"
-                except httpx.TransportError as exc:
-                    error = scrub(f"connection error ({type(exc).__name__}: {exc})")
-                else:
-                    status = response.status_code
-                    if status == 200:
-                        try:
-                            data = response.json()
-                            result = parse_chat_response(data)
-                        except ValueError as exc:
-                            error = scrub(f"malformed answer ({exc}): {response.text[:200]!r}")
-                        else:
-                            self._count_usage(data)
-                            return result
-                    elif status in FATAL_STATUSES:
-                        self.stats.failures += 1
-                        raise JudgeRequestError(
-                            f"The judge server {sanitize_url(url)} answered HTTP {status} ({FATAL_STATUSES[status]}). "
-                            + (
-                                f"Check the API key in ${self.api_key_env} and that the model name is right."
-                                if status != 404
-                                else "Check `base_url` (it usually ends with /v1) and the model name."
-                            )
-                        )
-                    elif status in RETRY_STATUSES or status >= 500:
-                        error = f"HTTP {status}"
-                        retry_after = parse_retry_after(response.headers.get("retry-after"))
+            if self._limiter is not None:
+                self._limiter.wait()
+            self._count(requests=1)
+            try:
+                status, response_headers, raw = self._connections.post(payload, headers)
+            except TimeoutError:
+                error = f"timed out after {self.timeout} s"
+            except (OSError, http.client.HTTPException) as exc:
+                error = scrub(f"connection error ({type(exc).__name__}: {exc})")
+            else:
+                text = raw.decode("utf-8", errors="replace")
+                if status == 200:
+                    try:
+                        data = json.loads(text)
+                        result = parse_chat_response(data)
+                    except ValueError as exc:
+                        error = scrub(f"malformed answer ({exc}): {text[:200]!r}")
                     else:
-                        self.stats.failures += 1
-                        return ChatResult(error=scrub(f"HTTP {status}: {response.text[:300]!r}"), final=False)
+                        self._count_usage(data)
+                        return result
+                elif status in FATAL_STATUSES:
+                    self._count(failures=1)
+                    raise JudgeRequestError(
+                        f"The judge server {url} answered HTTP {status} ({FATAL_STATUSES[status]}). "
+                        + (
+                            f"Check the API key in ${self.api_key_env} and that the model name is right."
+                            if status != 404
+                            else "Check `base_url` (it usually ends with /v1) and the model name."
+                        )
+                    )
+                elif status in RETRY_STATUSES or status >= 500:
+                    error = f"HTTP {status}"
+                    retry_after = parse_retry_after(response_headers.get("retry-after"))
+                else:
+                    self._count(failures=1)
+                    return ChatResult(error=scrub(f"HTTP {status}: {text[:300]!r}"), final=False)
             if attempt < self.max_retries:
-                await asyncio.sleep(backoff_delay(attempt, self.backoff_base, self.backoff_max, retry_after))
-        self.stats.failures += 1
+                time.sleep(backoff_delay(attempt, self.backoff_base, self.backoff_max, retry_after))
+        self._count(failures=1)
         return ChatResult(error=f"gave up after {self.max_retries + 1} attempts, last: {error}", final=False)
 
     def _count_usage(self, data: dict) -> None:
         usage = data.get("usage")
         if isinstance(usage, dict):
-            self.stats.prompt_tokens += int(usage.get("prompt_tokens") or 0)
-            self.stats.completion_tokens += int(usage.get("completion_tokens") or 0)
+            self._count(
+                prompt_tokens=int(usage.get("prompt_tokens") or 0),
+                completion_tokens=int(usage.get("completion_tokens") or 0),
+            )
 
 
 class _Scrubber:
