@@ -45,6 +45,9 @@ def test_probabilities_equal_a_hand_computation_for_both_orders(policy, tokenize
         assert judgement.probability_a_second == pytest.approx(p_ba_2, abs=1e-5)
         assert judgement.probability == pytest.approx((p_ab_1 + p_ba_2) / 2, abs=1e-5)
         assert judgement.final and judgement.reason is None
+    assert judge.lm.last_shared_prefix_length > 16  # the preamble ran once, shared through the key/value cache
+    unshared = TransformersJudge(policy, tokenizer, batch_size=4, share_prefix=False).judge_pairs(PROMPTS, A, B)
+    assert [j.probability for j in unshared] == pytest.approx([j.probability for j in judgements], abs=1e-6)
     # The call form gives the combined probabilities.
     assert judge(PROMPTS, A, B) == pytest.approx([j.probability for j in judgements], abs=1e-6)
 

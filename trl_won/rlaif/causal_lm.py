@@ -3,9 +3,11 @@ rationales. Shared by [`TransformersJudge`] and [`TransformersScoreJudge`].
 
 Next-token log-probabilities are read at the last position of left-padded batches, with position ids computed from
 the attention mask (so a padded row gives the same answer as the row alone) and `logits_to_keep=1` (so the LM head
-runs on one position per row, not the whole prompt).
+runs on one position per row, not the whole prompt). The prefix every prompt shares (the template's preamble and
+few-shot exemplars, often most of the prompt) runs once; its key/value cache is reused by every batch.
 """
 
+import copy
 import inspect
 from collections.abc import Sequence
 from typing import Any
@@ -13,10 +15,15 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM
+from transformers.cache_utils import DynamicLayer
 
 from ..generation import eval_mode
 from ..models import is_quantized, load_model, load_tokenizer, unwrap_peft
 from .answer_tokens import AnswerTokens, encode, resolve_answer_tokens
+
+
+# Shortest common token prefix worth computing once and sharing through the key/value cache.
+MIN_SHARED_PREFIX = 16
 
 
 class JudgeLM:
@@ -44,6 +51,9 @@ class JudgeLM:
             `device_map` to the current device.
         name (`str`, *optional*):
             Name identifying the model in the judge's fingerprint; defaults to its path or `config._name_or_path`.
+        share_prefix (`bool`, *optional*, defaults to `True`):
+            Run the token prefix that all prompts of a call share (preamble, exemplars) once and reuse its key/value
+            cache for every sequence. Turned off automatically for sliding-window and recurrent caches.
     """
 
     def __init__(
@@ -58,6 +68,7 @@ class JudgeLM:
         quantization_config=None,
         model_init_kwargs: dict | None = None,
         name: str | None = None,
+        share_prefix: bool = True,
     ):
         if batch_size < 1:
             raise ValueError(f"`batch_size` must be >= 1, got {batch_size}.")
@@ -85,6 +96,8 @@ class JudgeLM:
         self.batch_size = batch_size
         self.max_length = max_length
         self.name = name or self._default_name()
+        self.share_prefix = share_prefix
+        self.last_shared_prefix_length = 0
 
     def _default_name(self) -> str:
         if isinstance(self._source, str):
@@ -191,26 +204,12 @@ class JudgeLM:
             batches.append(current)
         results: list[dict[int, float]] = [{} for _ in sequences]
         with eval_mode(model), torch.inference_mode():
+            prefix = self._shared_prefix(model, sequences, device, accepted)
+            self.last_shared_prefix_length = 0 if prefix is None else prefix[0]
             for batch_groups in batches:
                 rows = [i for g in batch_groups for i in groups[g]]
-                width = max(len(sequences[i]) for i in rows)
-                input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-                attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-                for r, i in enumerate(rows):
-                    n = len(sequences[i])
-                    input_ids[r, width - n :] = torch.as_tensor(sequences[i], dtype=torch.long)
-                    attention_mask[r, width - n :] = 1
-                kwargs: dict[str, Any] = {
-                    "input_ids": input_ids.to(device),
-                    "attention_mask": attention_mask.to(device),
-                    "use_cache": False,
-                }
-                if "position_ids" in accepted:
-                    kwargs["position_ids"] = (attention_mask.cumsum(-1) - 1).clamp(min=0).to(device)
-                if "logits_to_keep" in accepted:
-                    kwargs["logits_to_keep"] = 1
-                logits = model(**kwargs).logits[:, -1, :].float()
-                logprobs = torch.log_softmax(logits, dim=-1).cpu()
+                logits = self._last_logits(model, [sequences[i] for i in rows], prefix, pad_id, device, accepted)
+                logprobs = torch.log_softmax(logits.float(), dim=-1).cpu()
                 for r, i in enumerate(rows):
                     tokens = list(wanted[i])
                     values = logprobs[r, tokens].tolist()
@@ -218,6 +217,51 @@ class JudgeLM:
                 if progress is not None:
                     progress.update(len(batch_groups))
         return results
+
+    def _shared_prefix(self, model, sequences, device, accepted) -> tuple[int, Any] | None:
+        """The key/value cache of the token prefix all sequences share (the template's preamble and exemplars),
+        computed once; `None` when it is too short to be worth it or the model's cache cannot be shared."""
+        if not self.share_prefix or len(sequences) < 2 or "position_ids" not in accepted:
+            return None
+        first = sequences[0]
+        length = min(len(s) for s in sequences) - 1  # every sequence keeps at least one token of its own
+        for sequence in sequences[1:]:
+            length = min(length, next((k for k in range(length) if sequence[k] != first[k]), length))
+        if length < MIN_SHARED_PREFIX:
+            return None
+        ids = torch.as_tensor([first[:length]], dtype=torch.long, device=device)
+        cache = model(input_ids=ids, use_cache=True, logits_to_keep=1).past_key_values
+        layers = getattr(cache, "layers", None)
+        if not layers or any(type(layer) is not DynamicLayer for layer in layers):
+            return None  # sliding-window or recurrent caches would see the padding between prefix and suffix
+        return length, cache
+
+    def _last_logits(self, model, rows, prefix, pad_id, device, accepted) -> torch.Tensor:
+        """Logits after the last token of each row, in one left-padded forward pass (after the shared prefix)."""
+        start, cache = (0, None) if prefix is None else prefix
+        width = max(len(row) for row in rows) - start
+        input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for r, row in enumerate(rows):
+            tail = row[start:]
+            input_ids[r, width - len(tail) :] = torch.as_tensor(tail, dtype=torch.long)
+            attention_mask[r, width - len(tail) :] = 1
+        position_ids = (start + attention_mask.cumsum(-1) - 1).clamp(min=0)
+        kwargs: dict[str, Any] = {"input_ids": input_ids.to(device)}
+        if cache is not None:
+            # The rows continue the cached prefix; their padding sits between the prefix and their own tokens.
+            cache = copy.deepcopy(cache)
+            cache.batch_repeat_interleave(len(rows))
+            attention_mask = torch.cat([torch.ones((len(rows), start), dtype=torch.long), attention_mask], dim=1)
+            kwargs.update(past_key_values=cache, use_cache=True)
+        else:
+            kwargs["use_cache"] = False
+        kwargs["attention_mask"] = attention_mask.to(device)
+        if "position_ids" in accepted:
+            kwargs["position_ids"] = position_ids.to(device)
+        if "logits_to_keep" in accepted:
+            kwargs["logits_to_keep"] = 1
+        return model(**kwargs).logits[:, -1, :]
 
     def greedy(self, texts: Sequence[str], max_new_tokens: int) -> list[str]:
         """Greedy continuation of each text (batched, left-padded), special tokens removed."""

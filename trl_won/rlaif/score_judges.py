@@ -44,7 +44,7 @@ class TransformersScoreJudge(ScoringJudge):
             Longest judge prompt in tokens; longer ones get `None` with a reason.
         rationale_max_new_tokens (`int`, *optional*, defaults to `256`):
             Longest rationale.
-        quantization_config, model_init_kwargs, chat_template_kwargs, name, show_progress:
+        quantization_config, model_init_kwargs, chat_template_kwargs, name, show_progress, share_prefix:
             As for [`TransformersJudge`].
     """
 
@@ -64,6 +64,7 @@ class TransformersScoreJudge(ScoringJudge):
         chat_template_kwargs: dict | None = None,
         name: str | None = None,
         show_progress: bool = False,
+        share_prefix: bool = True,
     ):
         self.template = template or ScoreTemplate()
         self.chain_of_thought = chain_of_thought
@@ -79,6 +80,7 @@ class TransformersScoreJudge(ScoringJudge):
             quantization_config=quantization_config,
             model_init_kwargs=model_init_kwargs,
             name=name,
+            share_prefix=share_prefix,
         )
         example = self.lm.render(self.template.request("x", "y", chain_of_thought), self.template.prefill())
         self.answer_tokens = self.lm.resolve_answers(example, [str(s) for s in self.template.scores])

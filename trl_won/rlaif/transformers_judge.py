@@ -61,6 +61,8 @@ class TransformersJudge(PairwiseJudge):
             Name of the model in the fingerprint (defaults to its path).
         show_progress (`bool`, *optional*, defaults to `False`):
             Show a progress bar over pairs.
+        share_prefix (`bool`, *optional*, defaults to `True`):
+            Compute the prompt prefix shared by all pairs (preamble, exemplars) once and reuse its key/value cache.
     """
 
     def __init__(
@@ -79,6 +81,7 @@ class TransformersJudge(PairwiseJudge):
         chat_template_kwargs: dict | None = None,
         name: str | None = None,
         show_progress: bool = False,
+        share_prefix: bool = True,
     ):
         self.template = get_template(template)
         self.chain_of_thought = chain_of_thought
@@ -94,6 +97,7 @@ class TransformersJudge(PairwiseJudge):
             quantization_config=quantization_config,
             model_init_kwargs=model_init_kwargs,
             name=name,
+            share_prefix=share_prefix,
         )
         example = self.lm.render(self.template.request("x", "y", "z", chain_of_thought), self.template.prefill())
         self.answer_tokens = self.lm.resolve_answers(example, ["1", "2"])
