@@ -43,3 +43,10 @@ def test_bad_sampling_params():
         SamplingParams(top_p=0)
     with pytest.raises(ValueError, match="temperature"):
         SamplingParams(temperature=-1)
+
+
+def test_extra_generate_kwargs_reach_generate(policy, tokenizer):
+    params = SamplingParams(temperature=1.0, max_new_tokens=4)
+    extra = {"min_new_tokens": 4}
+    results = sample_completions(policy, tokenizer, ["Hello"], 8, params, seed=0, generate_kwargs=extra)
+    assert [len(s.token_ids) for s in results[0]] == [4] * 8  # no sample may stop before 4 tokens

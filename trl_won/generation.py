@@ -114,6 +114,7 @@ def sample_completions(
     seed: int | None = None,
     show_progress: bool = False,
     chat_template_kwargs: dict | None = None,
+    generate_kwargs: dict | None = None,
 ) -> list[list[Sample]]:
     """Sample `num_samples` completions for every prompt.
 
@@ -139,6 +140,8 @@ def sample_completions(
             Show a progress bar over prompts.
         chat_template_kwargs (`dict`, *optional*):
             Extra arguments for the chat template.
+        generate_kwargs (`dict`, *optional*):
+            Extra arguments for `model.generate` (for instance `synced_gpus=True` for a sharded model).
 
     Returns:
         `list[list[Sample]]`: For each prompt, its `num_samples` samples.
@@ -169,6 +172,7 @@ def sample_completions(
                 pad_token_id=pad_id,
                 eos_token_id=sorted(eos_ids),
                 **params.generate_kwargs(),
+                **(generate_kwargs or {}),
             )
             new_tokens = output[:, encoded["input_ids"].shape[1] :].tolist()
             for i in range(len(chunk)):
