@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from accelerate.utils import gather_object
+from accelerate.utils import DistributedType, gather_object
 from transformers import AutoModelForCausalLM, TrainerCallback
 
 from ..data_utils import Completion, Prompt, as_completion
@@ -218,11 +218,21 @@ class RLAIFLabelerCallback(TrainerCallback):
         if not prompts:
             return share
         gradient_checkpointing_kwargs = getattr(self.trainer.args, "gradient_checkpointing_kwargs", None)
+        # FSDP gathers each layer's parameters in its forward pass, a collective: every process must keep calling
+        # the model until all have finished generating.
+        generate_kwargs = {"synced_gpus": True} if accelerator.distributed_type == DistributedType.FSDP else None
         with unwrap_model_for_generation(
             self.trainer.model_wrapped, accelerator, gradient_checkpointing_kwargs=gradient_checkpointing_kwargs
         ) as model:
             samples = sample_completions(
-                model, self.tokenizer, prompts, num_samples, self.sampling_params, self.generation_batch_size, seed
+                model,
+                self.tokenizer,
+                prompts,
+                num_samples,
+                self.sampling_params,
+                self.generation_batch_size,
+                seed,
+                generate_kwargs=generate_kwargs,
             )
         share["policy"] = [[s.text for s in group] for group in samples]
         if self.mode == "reference_model":
@@ -250,7 +260,8 @@ class RLAIFLabelerCallback(TrainerCallback):
         accelerator = self.trainer.accelerator
         share, error = None, None
         try:
-            with accelerator.split_between_processes(list(range(len(self.prompts)))) as indices:
+            # Padded so that every process runs the same number of `generate` calls (the last prompt repeats).
+            with accelerator.split_between_processes(list(range(len(self.prompts))), apply_padding=True) as indices:
                 share = self._sample_share(list(indices), state.global_step)
         except Exception as exc:  # reported by every process through the gather below, so none waits forever
             logger.exception("RLAIFLabelerCallback: sampling failed on process %d.", accelerator.process_index)
@@ -276,7 +287,7 @@ class RLAIFLabelerCallback(TrainerCallback):
     def _label(self, args, state, shares: list[dict]) -> dict[str, float]:
         policy: dict[int, list[str]] = {}
         reference: dict[int, str] = {}
-        for share in shares:
+        for share in shares:  # a prompt repeated to pad a process's share is labeled once
             policy.update(zip(share["indices"], share["policy"], strict=True))
             if share["reference"] is not None:
                 reference.update(zip(share["indices"], share["reference"], strict=True))
