@@ -144,3 +144,32 @@ def test_a_scoring_judge_as_a_trl_reward_function(tmp_path):
     assert values == pytest.approx([math.tanh(0.5 - 1)])
     with pytest.raises(TypeError, match="pairwise judge compares two completions"):
         judge_reward_func(LengthJudge())
+
+
+@pytest.mark.parametrize("asynchronous", [False, True])
+def test_judge_reward_func_inside_grpo_training(tiny_paths, tmp_path, asynchronous):
+    from trl import GRPOConfig, GRPOTrainer
+
+    from trl_won.tiny import toy_prompt_dataset
+
+    scorer = LengthScorer()
+    args = GRPOConfig(
+        output_dir=str(tmp_path),
+        report_to="none",
+        bf16=False,
+        use_cpu=True,
+        save_strategy="no",
+        disable_tqdm=True,
+        max_steps=1,
+        per_device_train_batch_size=4,
+        num_generations=2,
+        max_completion_length=6,
+        logging_steps=1,
+    )
+    reward = judge_reward_func(scorer, asynchronous=asynchronous, name="ai_judge")
+    dataset = toy_prompt_dataset()
+    trainer = GRPOTrainer(model=tiny_paths.policy, reward_funcs=[reward], args=args, train_dataset=dataset)
+    trainer.train()
+    assert scorer.calls >= 1
+    logged = trainer.state.log_history[0]
+    assert "rewards/ai_judge/mean" in logged and math.isfinite(logged["rewards/ai_judge/mean"])
