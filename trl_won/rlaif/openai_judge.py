@@ -1,42 +1,17 @@
 """A pairwise judge behind any OpenAI-compatible chat-completions endpoint (OpenAI, vLLM, TGI, llama.cpp server)."""
 
 import math
-from collections.abc import Sequence
 from typing import Any
 
 from ..data_utils import Completion, Prompt
 from .base import PairwiseJudge
+from .chat_judge import ChatJudgeMixin, answer_logprobs, text_answer
 from .judgement import PairwiseJudgement
-from .openai_client import ChatCompletionsClient, ChatResult, run_sync
+from .openai_client import ChatResult, run_sync
 from .templates import PairwiseTemplate, format_completion, format_context, get_template
 
 
-def answer_logprobs(top_logprobs: dict[str, float] | None, answers: Sequence[str]) -> dict[str, float]:
-    """Log-probability of each answer among the first token's top log-probabilities.
-
-    Tokens are compared without surrounding whitespace ("1" and " 1" are the same answer; their probabilities add).
-    Answers absent from the list are absent from the result.
-    """
-    found: dict[str, float] = {}
-    for token, logprob in (top_logprobs or {}).items():
-        key = token.strip()
-        if key in answers:
-            found[key] = logprob if key not in found else math.log(math.exp(found[key]) + math.exp(logprob))
-    return found
-
-
-def text_answer(content: str | None, answers: Sequence[str]) -> str | None:
-    """The answer if the whole reply, without surrounding whitespace, is exactly one of `answers`; else `None`.
-
-    Nothing else is read from the text: a reply that merely contains an answer is not an answer.
-    """
-    if content is None:
-        return None
-    reply = content.strip()
-    return reply if reply in answers else None
-
-
-class OpenAIJudge(PairwiseJudge):
+class OpenAIJudge(ChatJudgeMixin, PairwiseJudge):
     """Judge preferences with a model behind an OpenAI-compatible chat-completions API.
 
     Each pair is sent twice, once per order, all requests concurrently. When the server returns `logprobs`, the
@@ -113,54 +88,25 @@ class OpenAIJudge(PairwiseJudge):
         extra_body: dict | None = None,
         show_progress: bool = False,
     ):
-        if not model:
-            raise ValueError("`model` must name the model served at `base_url`.")
-        self.model = model
         self.template = get_template(template)
-        self.chain_of_thought = chain_of_thought
-        self.system_prompt = system_prompt
-        self.logprobs = logprobs
-        self.top_logprobs = top_logprobs
-        self.rationale_max_tokens = rationale_max_tokens
-        self.extra_body = dict(extra_body or {})
-        self.client = ChatCompletionsClient(
+        self._init_chat(
+            model,
             base_url,
             api_key_env=api_key_env,
+            chain_of_thought=chain_of_thought,
+            system_prompt=system_prompt,
+            logprobs=logprobs,
+            top_logprobs=top_logprobs,
             max_concurrency=max_concurrency,
             requests_per_second=requests_per_second,
             timeout=timeout,
             max_retries=max_retries,
             backoff_base=backoff_base,
             backoff_max=backoff_max,
+            rationale_max_tokens=rationale_max_tokens,
+            extra_body=extra_body,
             show_progress=show_progress,
         )
-
-    @property
-    def stats(self):
-        """[`RequestStats`]: requests, retries, failures and tokens so far."""
-        return self.client.stats
-
-    def _messages(self, request: str, rationale: str | None = None, for_rationale: bool = False) -> list[dict]:
-        messages = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
-        if for_rationale:
-            return messages + [{"role": "user", "content": request}]
-        if rationale is None:
-            return messages + [{"role": "user", "content": f"{request}\n\n{self.template.ending}"}]
-        return messages + [
-            {"role": "user", "content": request},
-            {"role": "assistant", "content": rationale},
-            {"role": "user", "content": self.template.ending},
-        ]
-
-    def _answer_body(self, messages: list[dict]) -> dict[str, Any]:
-        body = {"model": self.model, "messages": messages, "max_tokens": 1, "temperature": 0.0}
-        if self.logprobs:
-            body.update(logprobs=True, top_logprobs=self.top_logprobs)
-        return {**body, **self.extra_body}
-
-    def _rationale_body(self, messages: list[dict]) -> dict[str, Any]:
-        body = {"model": self.model, "messages": messages, "max_tokens": self.rationale_max_tokens, "temperature": 0.0}
-        return {**body, **self.extra_body}
 
     def position_one_probability(self, result: ChatResult) -> tuple[float | None, str | None]:
         """Probability that the response shown first is preferred, from one answer; or `None` and why."""
@@ -191,19 +137,7 @@ class OpenAIJudge(PairwiseJudge):
             context, text_a, text_b = format_context(prompt), format_completion(a), format_completion(b)
             requests.append(self.template.request(context, text_a, text_b, self.chain_of_thought))
             requests.append(self.template.request(context, text_b, text_a, self.chain_of_thought))
-        rationales: list[str | None] = [None] * len(requests)
-        failed: dict[int, ChatResult] = {}
-        if self.chain_of_thought:
-            bodies = [self._rationale_body(self._messages(r, for_rationale=True)) for r in requests]
-            for i, result in enumerate(await self.client.acomplete(bodies)):
-                if result.error is not None or not (result.content or "").strip():
-                    failed[i] = result if result.error else ChatResult(error="the judge wrote no rationale")
-                else:
-                    rationales[i] = result.content.strip()
-        todo = [i for i in range(len(requests)) if i not in failed]
-        bodies = [self._answer_body(self._messages(requests[i], rationales[i])) for i in todo]
-        results = dict(failed)
-        results.update(zip(todo, await self.client.acomplete(bodies), strict=True))
+        results, rationales = await self._answers(requests)
         judgements = []
         for pair in range(len(requests) // 2):
             first, first_reason = self.position_one_probability(results[2 * pair])
@@ -219,17 +153,7 @@ class OpenAIJudge(PairwiseJudge):
         return judgements
 
     def fingerprint_fields(self) -> dict[str, Any]:
-        return {
-            "judge": "OpenAIJudge",
-            "model": self.model,
-            "template": self.template.to_dict(),
-            "chain_of_thought": self.chain_of_thought,
-            "system_prompt": self.system_prompt,
-            "logprobs": self.logprobs,
-            "top_logprobs": self.top_logprobs if self.logprobs else None,
-            "rationale_max_tokens": self.rationale_max_tokens if self.chain_of_thought else None,
-            "extra_body": self.extra_body,
-        }
+        return {"judge": "OpenAIJudge", **self._chat_fingerprint()}
 
     def __repr__(self) -> str:
         return (

@@ -10,9 +10,9 @@ from ..data_utils import Completion, Prompt
 from .answer_tokens import answer_distribution
 from .base import ScoringJudge
 from .causal_lm import JudgeLM
+from .chat_judge import ChatJudgeMixin, answer_logprobs, text_answer
 from .judgement import ScoreJudgement
-from .openai_client import ChatCompletionsClient, ChatResult, run_sync
-from .openai_judge import answer_logprobs, text_answer
+from .openai_client import ChatResult, run_sync
 from .templates import ScoreTemplate, format_completion, format_context
 
 
@@ -146,7 +146,7 @@ class TransformersScoreJudge(ScoringJudge):
         return f"TransformersScoreJudge(model={self.lm.name!r}, chain_of_thought={self.chain_of_thought})"
 
 
-class OpenAIScoreJudge(ScoringJudge):
+class OpenAIScoreJudge(ChatJudgeMixin, ScoringJudge):
     """Score completions with a model behind an OpenAI-compatible chat-completions API.
 
     With `logprobs`, the expected score is computed over the score tokens found among the first answer token's
@@ -163,6 +163,9 @@ class OpenAIScoreJudge(ScoringJudge):
         max_retries, backoff_base, backoff_max, rationale_max_tokens, extra_body, show_progress:
             As for [`OpenAIJudge`].
     """
+
+    # Two tokens leave room for a score such as "10" that is one token for some tokenizers and two for others.
+    answer_max_tokens = 2
 
     def __init__(
         self,
@@ -185,44 +188,25 @@ class OpenAIScoreJudge(ScoringJudge):
         extra_body: dict | None = None,
         show_progress: bool = False,
     ):
-        if not model:
-            raise ValueError("`model` must name the model served at `base_url`.")
-        self.model = model
         self.template = template or ScoreTemplate()
-        self.chain_of_thought = chain_of_thought
-        self.system_prompt = system_prompt
-        self.logprobs = logprobs
-        self.top_logprobs = top_logprobs
-        self.rationale_max_tokens = rationale_max_tokens
-        self.extra_body = dict(extra_body or {})
-        self.client = ChatCompletionsClient(
+        self._init_chat(
+            model,
             base_url,
             api_key_env=api_key_env,
+            chain_of_thought=chain_of_thought,
+            system_prompt=system_prompt,
+            logprobs=logprobs,
+            top_logprobs=top_logprobs,
             max_concurrency=max_concurrency,
             requests_per_second=requests_per_second,
             timeout=timeout,
             max_retries=max_retries,
             backoff_base=backoff_base,
             backoff_max=backoff_max,
+            rationale_max_tokens=rationale_max_tokens,
+            extra_body=extra_body,
             show_progress=show_progress,
         )
-
-    @property
-    def stats(self):
-        return self.client.stats
-
-    def _messages(self, request: str, rationale: str | None = None, for_rationale: bool = False) -> list[dict]:
-        messages = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
-        ending = self.template.ending.rstrip()
-        if for_rationale:
-            return messages + [{"role": "user", "content": request}]
-        if rationale is None:
-            return messages + [{"role": "user", "content": f"{request}\n\n{ending}"}]
-        return messages + [
-            {"role": "user", "content": request},
-            {"role": "assistant", "content": rationale},
-            {"role": "user", "content": ending},
-        ]
 
     def judgement_from(self, result: ChatResult, rationale: str | None = None) -> ScoreJudgement:
         """A score from one answer: top log-probabilities when present, else the exact answer text."""
@@ -252,49 +236,11 @@ class OpenAIScoreJudge(ScoringJudge):
             self.template.request(format_context(p), format_completion(c), self.chain_of_thought)
             for p, c in zip(prompts, completions, strict=True)
         ]
-        rationales: list[str | None] = [None] * len(requests)
-        failed: dict[int, ChatResult] = {}
-        if self.chain_of_thought:
-            bodies = [
-                {
-                    "model": self.model,
-                    "messages": self._messages(r, for_rationale=True),
-                    "max_tokens": self.rationale_max_tokens,
-                    "temperature": 0.0,
-                    **self.extra_body,
-                }
-                for r in requests
-            ]
-            for i, result in enumerate(await self.client.acomplete(bodies)):
-                if result.error is not None or not (result.content or "").strip():
-                    failed[i] = result if result.error else ChatResult(error="the judge wrote no rationale")
-                else:
-                    rationales[i] = result.content.strip()
-        todo = [i for i in range(len(requests)) if i not in failed]
-        bodies = []
-        for i in todo:
-            # Two tokens leave room for a score such as "10" that is one token for some tokenizers and two for others.
-            body = {"model": self.model, "messages": self._messages(requests[i], rationales[i]), "max_tokens": 2}
-            body["temperature"] = 0.0
-            if self.logprobs:
-                body.update(logprobs=True, top_logprobs=self.top_logprobs)
-            bodies.append({**body, **self.extra_body})
-        results = dict(failed)
-        results.update(zip(todo, await self.client.acomplete(bodies), strict=True))
-        return [self.judgement_from(results[i], rationales[i]) for i in range(len(requests))]
+        results, rationales = await self._answers(requests)
+        return [self.judgement_from(result, rationale) for result, rationale in zip(results, rationales, strict=True)]
 
     def fingerprint_fields(self) -> dict[str, Any]:
-        return {
-            "judge": "OpenAIScoreJudge",
-            "model": self.model,
-            "template": self.template.to_dict(),
-            "chain_of_thought": self.chain_of_thought,
-            "system_prompt": self.system_prompt,
-            "logprobs": self.logprobs,
-            "top_logprobs": self.top_logprobs if self.logprobs else None,
-            "rationale_max_tokens": self.rationale_max_tokens if self.chain_of_thought else None,
-            "extra_body": self.extra_body,
-        }
+        return {"judge": "OpenAIScoreJudge", **self._chat_fingerprint()}
 
     def __repr__(self) -> str:
         return f"OpenAIScoreJudge(model={self.model!r}, client={self.client!r})"
