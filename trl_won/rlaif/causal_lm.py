@@ -230,7 +230,8 @@ class JudgeLM:
         if length < MIN_SHARED_PREFIX:
             return None
         ids = torch.as_tensor([first[:length]], dtype=torch.long, device=device)
-        cache = model(input_ids=ids, use_cache=True, logits_to_keep=1).past_key_values
+        kwargs = {"logits_to_keep": 1} if "logits_to_keep" in accepted else {}
+        cache = model(input_ids=ids, use_cache=True, **kwargs).past_key_values
         layers = getattr(cache, "layers", None)
         if not layers or any(type(layer) is not DynamicLayer for layer in layers):
             return None  # sliding-window or recurrent caches would see the padding between prefix and suffix

@@ -112,7 +112,7 @@ class ChatJudgeMixin:
             body.update(logprobs=True, top_logprobs=self.top_logprobs)
         return {**body, **self.extra_body}
 
-    async def _answers(self, requests: list[str]) -> tuple[list[ChatResult], list[str | None]]:
+    def _answers(self, requests: list[str]) -> tuple[list[ChatResult], list[str | None]]:
         """Ask every request (writing a rationale first with chain of thought); the answers and the rationales."""
         rationales: list[str | None] = [None] * len(requests)
         results: dict[int, ChatResult] = {}
@@ -120,7 +120,7 @@ class ChatJudgeMixin:
             bodies = [
                 self._body(self.messages(r, for_rationale=True), self.rationale_max_tokens, False) for r in requests
             ]
-            for i, result in enumerate(await self.client.acomplete(bodies)):
+            for i, result in enumerate(self.client.complete(bodies)):
                 if result.error is not None:
                     results[i] = result
                 elif not (result.content or "").strip():
@@ -131,7 +131,7 @@ class ChatJudgeMixin:
         bodies = [
             self._body(self.messages(requests[i], rationales[i]), self.answer_max_tokens, self.logprobs) for i in todo
         ]
-        results.update(zip(todo, await self.client.acomplete(bodies), strict=True))
+        results.update(zip(todo, self.client.complete(bodies), strict=True))
         return [results[i] for i in range(len(requests))], rationales
 
     def _chat_fingerprint(self) -> dict[str, Any]:

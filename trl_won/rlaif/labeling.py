@@ -227,7 +227,10 @@ def label_preferences(
     judgements = judge_pairs_cached(judge, prompts, a, b, store, chunk_size, show_progress)
     consumed = ("prompt", "completion_a", "completion_b", "completions", "rewards")
     extra_names = [c for c in dataset.column_names if c not in consumed]
-    extra = {c: [dataset[c][row] for row in rows] for c in extra_names} if extra_names else None
+    extra = {}
+    for name in extra_names:
+        column = dataset[name]
+        extra[name] = [column[row] for row in rows]
     output, dropped = preference_columns(
         prompts, a, b, judgements, min_confidence=min_confidence, drop_inconsistent=drop_inconsistent, extra=extra
     )

@@ -340,7 +340,10 @@ class ChatCompletionsClient:
                 setattr(self.stats, name, getattr(self.stats, name) + value)
 
     def complete(self, bodies: Sequence[dict[str, Any]]) -> list[ChatResult]:
-        """Send every request body to `/chat/completions`, concurrently; one result per body, in order."""
+        """Send every request body to `/chat/completions`, concurrently; one result per body, in order.
+
+        Interrupting it (Ctrl-C) drops the requests not sent yet; those in flight finish in the background.
+        """
         key = self._check_key()
         scrub = _Scrubber(key)
         headers = {"Content-Type": "application/json", "Accept": "application/json", "User-Agent": "trl_won"}
@@ -431,13 +434,3 @@ class _Scrubber:
 
     def __call__(self, text: str) -> str:
         return text.replace(self.secret, "***") if self.secret else text
-
-
-def run_sync(coroutine):
-    """Run a coroutine to completion from synchronous code, also when an event loop is already running."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coroutine)
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(asyncio.run, coroutine).result()

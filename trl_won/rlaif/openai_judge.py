@@ -7,7 +7,7 @@ from ..data_utils import Completion, Prompt
 from .base import PairwiseJudge
 from .chat_judge import ChatJudgeMixin, answer_logprobs, text_answer
 from .judgement import PairwiseJudgement
-from .openai_client import ChatResult, run_sync
+from .openai_client import ChatResult
 from .templates import PairwiseTemplate, format_completion, format_context, get_template
 
 
@@ -127,17 +127,12 @@ class OpenAIJudge(ChatJudgeMixin, PairwiseJudge):
     def _judge_pairs(
         self, prompts: list[Prompt], completions_a: list[Completion], completions_b: list[Completion]
     ) -> list[PairwiseJudgement]:
-        return run_sync(self._ajudge_pairs(prompts, completions_a, completions_b))
-
-    async def _ajudge_pairs(
-        self, prompts: list[Prompt], completions_a: list[Completion], completions_b: list[Completion]
-    ) -> list[PairwiseJudgement]:
         requests = []
         for prompt, a, b in zip(prompts, completions_a, completions_b, strict=True):
             context, text_a, text_b = format_context(prompt), format_completion(a), format_completion(b)
             requests.append(self.template.request(context, text_a, text_b, self.chain_of_thought))
             requests.append(self.template.request(context, text_b, text_a, self.chain_of_thought))
-        results, rationales = await self._answers(requests)
+        results, rationales = self._answers(requests)
         judgements = []
         for pair in range(len(requests) // 2):
             first, first_reason = self.position_one_probability(results[2 * pair])

@@ -12,7 +12,7 @@ from .base import ScoringJudge
 from .causal_lm import JudgeLM
 from .chat_judge import ChatJudgeMixin, answer_logprobs, text_answer
 from .judgement import ScoreJudgement
-from .openai_client import ChatResult, run_sync
+from .openai_client import ChatResult
 from .templates import ScoreTemplate, format_completion, format_context
 
 
@@ -229,14 +229,11 @@ class OpenAIScoreJudge(ChatJudgeMixin, ScoringJudge):
         return ScoreJudgement(score=self.template.normalize(expected), expected_score=expected, rationale=rationale)
 
     def _score_completions(self, prompts: list[Prompt], completions: list[Completion]) -> list[ScoreJudgement]:
-        return run_sync(self._ascore_completions(prompts, completions))
-
-    async def _ascore_completions(self, prompts: list[Prompt], completions: list[Completion]) -> list[ScoreJudgement]:
         requests = [
             self.template.request(format_context(p), format_completion(c), self.chain_of_thought)
             for p, c in zip(prompts, completions, strict=True)
         ]
-        results, rationales = await self._answers(requests)
+        results, rationales = self._answers(requests)
         return [self.judgement_from(result, rationale) for result, rationale in zip(results, rationales, strict=True)]
 
     def fingerprint_fields(self) -> dict[str, Any]:
