@@ -146,14 +146,15 @@ def test_a_scoring_judge_as_a_trl_reward_function(tmp_path):
         judge_reward_func(LengthJudge())
 
 
-@pytest.mark.parametrize("asynchronous", [False, True])
-def test_judge_reward_func_inside_grpo_training(tiny_paths, tmp_path, asynchronous):
-    from trl import GRPOConfig, GRPOTrainer
+@pytest.mark.parametrize("trainer_name, asynchronous", [("GRPO", False), ("GRPO", True), ("RLOO", True)])
+def test_judge_reward_func_inside_grpo_and_rloo_training(tiny_paths, tmp_path, trainer_name, asynchronous):
+    import trl
 
     from trl_won.tiny import toy_prompt_dataset
 
     scorer = LengthScorer()
-    args = GRPOConfig(
+    config_class, trainer_class = getattr(trl, f"{trainer_name}Config"), getattr(trl, f"{trainer_name}Trainer")
+    args = config_class(
         output_dir=str(tmp_path),
         report_to="none",
         bf16=False,
@@ -168,7 +169,7 @@ def test_judge_reward_func_inside_grpo_training(tiny_paths, tmp_path, asynchrono
     )
     reward = judge_reward_func(scorer, asynchronous=asynchronous, name="ai_judge")
     dataset = toy_prompt_dataset()
-    trainer = GRPOTrainer(model=tiny_paths.policy, reward_funcs=[reward], args=args, train_dataset=dataset)
+    trainer = trainer_class(model=tiny_paths.policy, reward_funcs=[reward], args=args, train_dataset=dataset)
     trainer.train()
     assert scorer.calls >= 1
     logged = trainer.state.log_history[0]
