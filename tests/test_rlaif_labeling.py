@@ -127,6 +127,22 @@ def test_labeler_alignment_against_gold_preferences(tmp_path):
     assert report.position_consistency == 1.0
     with pytest.raises(DatasetFormatError, match="no column 'chosen'"):
         labeler_alignment([{"prompt": "p", "completion_a": "a"}], LengthJudge())
+    # An implicit prompt (the shared start of chosen and rejected, as in TRL's datasets) is extracted.
+    implicit = [
+        {
+            "chosen": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello there!"}],
+            "rejected": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "No."}],
+        }
+    ]
+    judge = LengthJudge()
+    assert labeler_alignment(implicit, judge, show_progress=False).accuracy == 1.0
+    assert judge.pairs_seen == [
+        (
+            [{"role": "user", "content": "Hi"}],
+            [{"role": "assistant", "content": "Hello there!"}],
+            [{"role": "assistant", "content": "No."}],
+        )
+    ]
 
 
 def test_a_scoring_judge_as_a_trl_reward_function(tmp_path):

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tqdm.auto import tqdm
+from trl.data_utils import maybe_extract_prompt
 
 from ..data_utils import Completion, Prompt, require_columns, row_error
 from .base import PairwiseJudge, ScoringJudge, check_inputs
@@ -362,7 +363,8 @@ def labeler_alignment(
 
     Args:
         dataset ([`~datasets.Dataset`] or `list[dict]`):
-            Rows `(prompt, chosen, rejected)` where `chosen` is the gold (e.g. human) preference.
+            Rows `(prompt, chosen, rejected)` where `chosen` is the gold (e.g. human) preference; the prompt may be
+            implicit (the common start of `chosen` and `rejected`), as in TRL's preference datasets.
         judge ([`PairwiseJudge`]):
             The judge.
         store ([`LabelStore`], *optional*):
@@ -381,10 +383,13 @@ def labeler_alignment(
         dataset = Dataset.from_list(dataset)
     require_columns(
         dataset.column_names,
-        ["prompt", "chosen", "rejected"],
+        ["chosen", "rejected"],
         "alignment",
         "Give the gold preference as 'chosen' and the other completion as 'rejected'.",
     )
+    # Datasets with an implicit prompt (the conversation up to the answers inside 'chosen'/'rejected', as in
+    # trl-lib/ultrafeedback_binarized) get it extracted the way TRL's trainers do.
+    dataset = dataset.map(maybe_extract_prompt)
     judgements = judge_pairs_cached(
         judge, dataset["prompt"], dataset["chosen"], dataset["rejected"], store, chunk_size, show_progress
     )
