@@ -240,8 +240,13 @@ class RLAIFLabelerCallback(TrainerCallback):
             if missing:
                 reference = self.reference_model
                 if isinstance(reference, str):  # loaded for this once only, then freed
-                    reference = load_model(reference, AutoModelForCausalLM, argument_name="reference_model")
-                    reference.to(accelerator.device)
+                    # On this process's device only (not spread over every GPU with device_map="auto").
+                    reference = load_model(
+                        reference,
+                        AutoModelForCausalLM,
+                        model_init_kwargs={"device_map": None, "dtype": "auto"},
+                        argument_name="reference_model",
+                    ).to(accelerator.device)
                 samples = sample_completions(
                     reference,
                     self.tokenizer,
