@@ -59,3 +59,10 @@ def test_sampled_token_logprobs_equal_a_teacher_forced_pass(policy, tokenizer):
             expected = logps[torch.arange(len(prompt_ids) - 1, ids.shape[1] - 1), torch.tensor(sample.token_ids)]
             assert sample.logprobs == pytest.approx(expected.tolist(), abs=1e-4)
     assert sample_completions(policy, tokenizer, prompts[:1], 1, params)[0][0].logprobs is None
+
+
+def test_extra_generate_kwargs_reach_generate(policy, tokenizer):
+    params = SamplingParams(temperature=1.0, max_new_tokens=4)
+    extra = {"min_new_tokens": 4}
+    results = sample_completions(policy, tokenizer, ["Hello"], 8, params, seed=0, generate_kwargs=extra)
+    assert [len(s.token_ids) for s in results[0]] == [4] * 8  # no sample may stop before 4 tokens

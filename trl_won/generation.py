@@ -147,6 +147,7 @@ def sample_completions(
     show_progress: bool = False,
     chat_template_kwargs: dict | None = None,
     return_logprobs: bool = False,
+    generate_kwargs: dict | None = None,
 ) -> list[list[Sample]]:
     """Sample `num_samples` completions for every prompt.
 
@@ -175,6 +176,8 @@ def sample_completions(
         return_logprobs (`bool`, *optional*, defaults to `False`):
             Also record each sampled token's log-probability (`Sample.logprobs`), read from the logits `generate`
             computes anyway (see `_SampledTokenLogprobs`).
+        generate_kwargs (`dict`, *optional*):
+            Extra arguments for `model.generate` (for instance `synced_gpus=True` for a sharded model).
 
     Returns:
         `list[list[Sample]]`: For each prompt, its `num_samples` samples.
@@ -207,6 +210,7 @@ def sample_completions(
                 eos_token_id=sorted(eos_ids),
                 logits_processor=LogitsProcessorList([recorder]) if recorder is not None else None,
                 **params.generate_kwargs(),
+                **(generate_kwargs or {}),
             )
             new_tokens = output[:, encoded["input_ids"].shape[1] :]
             token_logprobs = recorder.finish(new_tokens) if recorder is not None else None
