@@ -2,6 +2,29 @@
 
 from .generation import SamplingParams, sample_completions
 from .rewards import RewardModelScorer
+from .rlaif import (
+    HARMLESSNESS,
+    HELPFULNESS,
+    SUMMARIZATION,
+    LabelStore,
+    OpenAIJudge,
+    OpenAIScoreJudge,
+    PairwiseJudge,
+    PairwiseJudgement,
+    PairwiseTemplate,
+    RLAIFLabelerCallback,
+    RLAIFRewardConfig,
+    RLAIFRewardTrainer,
+    ScoreJudgement,
+    ScoreTemplate,
+    ScoringJudge,
+    TransformersJudge,
+    TransformersScoreJudge,
+    judge_reward_func,
+    label_preferences,
+    labeler_alignment,
+    soft_preference_loss,
+)
 from .rrhf import DataCollatorForRRHF, RRHFConfig, RRHFTrainer, add_rewards
 from .west_of_n import (
     WestOfNConfig,
@@ -18,6 +41,27 @@ from .west_of_n import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "HARMLESSNESS",
+    "HELPFULNESS",
+    "SUMMARIZATION",
+    "LabelStore",
+    "OpenAIJudge",
+    "OpenAIScoreJudge",
+    "PairwiseJudge",
+    "PairwiseJudgement",
+    "PairwiseTemplate",
+    "RLAIFLabelerCallback",
+    "RLAIFRewardConfig",
+    "RLAIFRewardTrainer",
+    "ScoreJudgement",
+    "ScoreTemplate",
+    "ScoringJudge",
+    "TransformersJudge",
+    "TransformersScoreJudge",
+    "judge_reward_func",
+    "label_preferences",
+    "labeler_alignment",
+    "soft_preference_loss",
     "DataCollatorForRRHF",
     "RRHFConfig",
     "RRHFTrainer",

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from datasets import Dataset
 from tqdm.auto import tqdm
 from trl.data_utils import maybe_extract_prompt
 
@@ -178,7 +179,7 @@ def label_preferences(
     chunk_size: int = 64,
     seed: int = 0,
     show_progress: bool = True,
-):
+) -> "Dataset":
     """Turn pairs of completions into a TRL preference dataset labeled by `judge`.
 
     Input rows are `(prompt, completion_a, completion_b)` or `(prompt, completions)`; with a list of completions,
@@ -217,7 +218,6 @@ def label_preferences(
     Returns:
         [`~datasets.Dataset`]: The preference dataset.
     """
-    from datasets import Dataset
 
     if isinstance(dataset, list):
         dataset = Dataset.from_list(dataset)
@@ -377,7 +377,6 @@ def labeler_alignment(
     Returns:
         [`LabelerAlignment`]
     """
-    from datasets import Dataset
 
     if isinstance(dataset, list):
         dataset = Dataset.from_list(dataset)

@@ -29,8 +29,8 @@ class OpenAIJudge(ChatJudgeMixin, PairwiseJudge):
     Args:
         model (`str`):
             The model name the server knows.
-        base_url (`str`, *optional*, defaults to `"https://api.openai.com/v1"`):
-            The API root.
+        base_url (`str`, *optional*, defaults to OpenAI's API):
+            The API root, `https://api.openai.com/v1` by default; for vLLM, e.g. `http://localhost:8000/v1`.
         template ([`PairwiseTemplate`] or `str`, *optional*, defaults to `"helpfulness"`):
             A template or preset name (see [`TransformersJudge`]).
         api_key_env (`str` or `None`, *optional*, defaults to `"OPENAI_API_KEY"`):

@@ -44,8 +44,12 @@ class TransformersScoreJudge(ScoringJudge):
             Longest judge prompt in tokens; longer ones get `None` with a reason.
         rationale_max_new_tokens (`int`, *optional*, defaults to `256`):
             Longest rationale.
-        quantization_config, model_init_kwargs, chat_template_kwargs, name, show_progress, share_prefix:
-            As for [`TransformersJudge`].
+        quantization_config (*optional*): As for [`TransformersJudge`].
+        model_init_kwargs (*optional*): As for [`TransformersJudge`].
+        chat_template_kwargs (*optional*): As for [`TransformersJudge`].
+        name (*optional*): As for [`TransformersJudge`].
+        show_progress (*optional*): As for [`TransformersJudge`].
+        share_prefix (*optional*): As for [`TransformersJudge`].
     """
 
     def __init__(
@@ -156,12 +160,22 @@ class OpenAIScoreJudge(ChatJudgeMixin, ScoringJudge):
 
     Args:
         model (`str`): The model name the server knows.
-        base_url (`str`, *optional*, defaults to `"https://api.openai.com/v1"`): The API root.
+        base_url (`str`, *optional*, defaults to OpenAI's API): The API root (`https://api.openai.com/v1` by default).
         template ([`ScoreTemplate`], *optional*): The question; by default asks for a SCORE from 1 to 10.
         chain_of_thought (`bool`, *optional*, defaults to `False`): Ask for a rationale first.
-        api_key_env, system_prompt, logprobs, top_logprobs, max_concurrency, requests_per_second, timeout,
-        max_retries, backoff_base, backoff_max, rationale_max_tokens, extra_body, show_progress:
-            As for [`OpenAIJudge`].
+        api_key_env (*optional*): As for [`OpenAIJudge`].
+        system_prompt (*optional*): As for [`OpenAIJudge`].
+        logprobs (*optional*): As for [`OpenAIJudge`].
+        top_logprobs (*optional*): As for [`OpenAIJudge`].
+        max_concurrency (*optional*): As for [`OpenAIJudge`].
+        requests_per_second (*optional*): As for [`OpenAIJudge`].
+        timeout (*optional*): As for [`OpenAIJudge`].
+        max_retries (*optional*): As for [`OpenAIJudge`].
+        backoff_base (*optional*): As for [`OpenAIJudge`].
+        backoff_max (*optional*): As for [`OpenAIJudge`].
+        rationale_max_tokens (*optional*): As for [`OpenAIJudge`].
+        extra_body (*optional*): As for [`OpenAIJudge`].
+        show_progress (*optional*): As for [`OpenAIJudge`].
     """
 
     # Two tokens leave room for a score such as "10" that is one token for some tokenizers and two for others.

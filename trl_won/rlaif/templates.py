@@ -107,8 +107,8 @@ class PairwiseTemplate(_AnswerLayout):
             probabilities still say which completion is preferred.
         cot_instruction (`str`, *optional*):
             Instruction that asks for a rationale when chain of thought is on.
-        rationale_prefix (`str`, *optional*, defaults to `"Rationale:"`):
-            Text after which the judge writes its rationale.
+        rationale_prefix (`str`, *optional*):
+            Text after which the judge writes its rationale; `"Rationale:"` by default.
         name (`str`, *optional*, defaults to `"custom"`):
             A short name for logs.
     """
@@ -171,16 +171,16 @@ class ScoreTemplate(_AnswerLayout):
             Header of the prompt section.
         response_label (`str`, *optional*, defaults to `"Response"`):
             Header of the response section.
-        ending (`str`, *optional*, defaults to `"SCORE: "`):
-            Text after which the judge writes the score.
+        ending (`str`, *optional*):
+            Text after which the judge writes the score; `"SCORE: "` by default.
         scores (`tuple[int, ...]`, *optional*, defaults to `(1, ..., 10)`):
             The possible scores.
         exemplars (`tuple[ScoreExemplar, ...]`, *optional*, defaults to `()`):
             Few-shot examples.
         cot_instruction (`str`, *optional*):
             Instruction that asks for a rationale when chain of thought is on.
-        rationale_prefix (`str`, *optional*, defaults to `"Rationale:"`):
-            Text after which the judge writes its rationale.
+        rationale_prefix (`str`, *optional*):
+            Text after which the judge writes its rationale; `"Rationale:"` by default.
         name (`str`, *optional*, defaults to `"score"`):
             A short name for logs.
     """
