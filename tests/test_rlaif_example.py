@@ -13,7 +13,7 @@ ROOT = Path(__file__).parents[1]
 def test_rlaif_label_example(tiny_paths, tmp_path):
     output_dir = tmp_path / "labels"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "2"}
-    command = [sys.executable, str(ROOT / "examples" / "rlaif_label.py"), "--judge_model", tiny_paths.policy]
+    command = [sys.executable, str(ROOT / "examples" / "rlaif_label.py"), "--model_name_or_path", tiny_paths.policy]
     command += ["--output_dir", str(output_dir), "--template", "summarization"]
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     module = importlib.import_module(f"trl_won.cli.{COMMANDS[name][0]}")
     parser = module.make_parser(prog=f"trl-won {name}")
-    parser.usage = f"trl-won {name} [options]   (trl-won {name} --help lists them, with examples)"
+    parser.usage = f"trl-won {name} [--config file.yaml] [options]   (--help lists the options, with examples)"
     try:
         parsed = parser.parse_args_and_config(rest, fail_with_unknown_args=True)
     except ValueError as error:  # unknown arguments, or a config dataclass rejecting a value
