@@ -2,6 +2,7 @@
 
 import torch
 
+from tests.helpers import cpu_training_kwargs
 from trl_won import RRHFConfig, RRHFTrainer, WestOfNConfig, WestOfNGenerator
 from trl_won.tiny import toy_prompt_dataset
 
@@ -17,11 +18,7 @@ def test_west_of_n_candidates_train_rrhf(tiny_paths, tmp_path):
     for row in pairs:
         assert max(row["rewards"]) == row["chosen_score"] and min(row["rewards"]) == row["rejected_score"]
 
-    args = RRHFConfig(
-        str(tmp_path / "rrhf"), max_steps=1, per_device_train_batch_size=4, report_to="none", bf16=False,
-        use_cpu=True, save_strategy="no", disable_tqdm=True, gradient_checkpointing=False, learning_rate=1e-3,
-        logging_steps=1,
-    )  # fmt: skip
+    args = RRHFConfig(**cpu_training_kwargs(tmp_path / "rrhf", max_steps=1, per_device_train_batch_size=4))
     trainer = RRHFTrainer(tiny_paths.policy, args=args, train_dataset=ranking)
     before = trainer.model.lm_head.weight.detach().clone()
     trainer.train()

@@ -5,6 +5,7 @@ import pytest
 from rlaif_helpers import LengthJudge
 from trl import DPOConfig, DPOTrainer
 
+from tests.helpers import cpu_training_kwargs
 from trl_won.generation import SamplingParams
 from trl_won.rlaif import LabelStore, PairwiseJudge, RLAIFLabelerCallback, TransformersJudge
 from trl_won.tiny import TOY_PROMPTS, toy_preference_dataset
@@ -14,19 +15,7 @@ SAMPLING = SamplingParams(temperature=1.0, max_new_tokens=6)
 
 
 def dpo_trainer(tiny_paths, tmp_path, **overrides):
-    kwargs = dict(
-        output_dir=str(tmp_path),
-        report_to="none",
-        bf16=False,
-        use_cpu=True,
-        save_strategy="no",
-        disable_tqdm=True,
-        max_steps=2,
-        per_device_train_batch_size=2,
-        logging_steps=1,
-        gradient_checkpointing=False,
-    )
-    kwargs.update(overrides)
+    kwargs = cpu_training_kwargs(tmp_path, **{"max_steps": 2, "per_device_train_batch_size": 2, **overrides})
     return DPOTrainer(model=tiny_paths.policy, args=DPOConfig(**kwargs), train_dataset=toy_preference_dataset())
 
 
@@ -167,18 +156,7 @@ def test_labels_inside_rrhf_training(tiny_paths, tmp_path):
     from trl_won.rrhf import RRHFConfig, RRHFTrainer
     from trl_won.tiny import toy_ranking_dataset
 
-    args = RRHFConfig(
-        output_dir=str(tmp_path),
-        report_to="none",
-        bf16=False,
-        use_cpu=True,
-        save_strategy="no",
-        disable_tqdm=True,
-        max_steps=2,
-        per_device_train_batch_size=2,
-        logging_steps=1,
-        gradient_checkpointing=False,
-    )
+    args = RRHFConfig(**cpu_training_kwargs(tmp_path, max_steps=2, per_device_train_batch_size=2))
     trainer = RRHFTrainer(tiny_paths.policy, args=args, train_dataset=toy_ranking_dataset(conversational=True))
     prompts = [[{"role": "user", "content": p}] for p in TOY_PROMPTS[:3]]
     callback = RLAIFLabelerCallback(LengthJudge(), trainer, prompts=prompts, label_every=2, sampling_params=SAMPLING)

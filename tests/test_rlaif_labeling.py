@@ -6,6 +6,7 @@ from datasets import Dataset
 from rlaif_helpers import FixedJudge, LengthJudge, LengthScorer
 from trl.trainer.utils import get_callable_name, is_async_callable
 
+from tests.helpers import cpu_training_kwargs
 from trl_won.data_utils import DatasetFormatError
 from trl_won.rlaif import (
     LabelStore,
@@ -171,17 +172,9 @@ def test_judge_reward_func_inside_grpo_and_rloo_training(tiny_paths, tmp_path, t
     scorer = LengthScorer()
     config_class, trainer_class = getattr(trl, f"{trainer_name}Config"), getattr(trl, f"{trainer_name}Trainer")
     args = config_class(
-        output_dir=str(tmp_path),
-        report_to="none",
-        bf16=False,
-        use_cpu=True,
-        save_strategy="no",
-        disable_tqdm=True,
-        max_steps=1,
-        per_device_train_batch_size=4,
-        num_generations=2,
-        max_completion_length=6,
-        logging_steps=1,
+        **cpu_training_kwargs(
+            tmp_path, max_steps=1, per_device_train_batch_size=4, num_generations=2, max_completion_length=6
+        )
     )
     reward = judge_reward_func(scorer, asynchronous=asynchronous, name="ai_judge")
     dataset = toy_prompt_dataset()

@@ -5,6 +5,7 @@ import pytest
 import torch
 from trl import RewardConfig, RewardTrainer
 
+from tests.helpers import cpu_training_kwargs
 from trl_won.data_utils import DatasetFormatError
 from trl_won.rlaif import RLAIFRewardConfig, RLAIFRewardTrainer, soft_preference_loss
 from trl_won.tiny import toy_preference_dataset
@@ -53,20 +54,7 @@ SOFT = [0.9, 0.6, 0.75, 1.0, 0.55, 0.8, 0.65, 0.7]
 
 
 def config_kwargs(tmp_path, **overrides):
-    kwargs = dict(
-        output_dir=str(tmp_path),
-        report_to="none",
-        bf16=False,
-        use_cpu=True,
-        save_strategy="no",
-        disable_tqdm=True,
-        max_steps=2,
-        per_device_train_batch_size=8,
-        logging_steps=1,
-        gradient_checkpointing=False,
-    )
-    kwargs.update(overrides)
-    return kwargs
+    return cpu_training_kwargs(tmp_path, **{"max_steps": 2, "per_device_train_batch_size": 8, **overrides})
 
 
 def config(tmp_path, **overrides):

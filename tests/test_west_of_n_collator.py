@@ -8,6 +8,7 @@ from peft import LoraConfig
 from transformers import AutoModelForSequenceClassification, BitsAndBytesConfig
 from trl import RewardConfig
 
+from tests.helpers import cpu_training_kwargs
 from trl_won.data_utils import DatasetFormatError, as_completion, completion_text, tokenize_for_reward_model
 from trl_won.tiny import (
     build_tiny_reward_model,
@@ -36,20 +37,8 @@ def won_args(**overrides):
 
 
 def reward_args(tmp_path, **overrides):
-    settings = dict(
-        output_dir=str(tmp_path / "student"),
-        report_to="none",
-        bf16=False,
-        use_cpu=True,
-        save_strategy="no",
-        disable_tqdm=True,
-        max_steps=3,
-        per_device_train_batch_size=4,
-        logging_steps=1,
-        learning_rate=1e-2,
-    )
-    settings.update(overrides)
-    return RewardConfig(**settings)
+    settings = {"max_steps": 3, "per_device_train_batch_size": 4, "learning_rate": 1e-2, **overrides}
+    return RewardConfig(**cpu_training_kwargs(tmp_path / "student", **settings))
 
 
 def snapshot(model):

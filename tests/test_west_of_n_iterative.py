@@ -4,21 +4,13 @@ import json
 
 from trl import RewardConfig
 
+from tests.helpers import cpu_training_kwargs
 from trl_won.tiny import toy_preference_dataset, toy_prompt_dataset
 from trl_won.west_of_n import WestOfNConfig, iterative_west_of_n
 
 
 def test_two_rounds_chain_base_models(tiny_paths, tmp_path):
-    reward_args = RewardConfig(
-        output_dir=str(tmp_path),
-        report_to="none",
-        bf16=False,
-        use_cpu=True,
-        save_strategy="no",
-        disable_tqdm=True,
-        max_steps=1,
-        per_device_train_batch_size=4,
-    )
+    reward_args = RewardConfig(**cpu_training_kwargs(tmp_path, max_steps=1, per_device_train_batch_size=4))
     won_args = WestOfNConfig(n=2, max_new_tokens=4, generation_batch_size=8, show_progress=False)
     students = iterative_west_of_n(
         tiny_paths.policy,

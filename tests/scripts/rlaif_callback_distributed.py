@@ -9,6 +9,7 @@ import os
 
 from trl import DPOConfig, DPOTrainer
 
+from tests.helpers import cpu_training_kwargs
 from trl_won.generation import SamplingParams
 from trl_won.rlaif import PairwiseJudge, PairwiseJudgement, RLAIFLabelerCallback
 from trl_won.tiny import TOY_PROMPTS, toy_preference_dataset
@@ -34,18 +35,7 @@ class RecordingJudge(PairwiseJudge):
         return {"judge": "recording"}
 
 
-args = DPOConfig(
-    output_dir=cli.output_dir,
-    per_device_train_batch_size=2,
-    max_steps=3,
-    report_to="none",
-    bf16=False,
-    use_cpu=True,
-    logging_steps=1,
-    save_strategy="no",
-    disable_tqdm=True,
-    gradient_checkpointing=False,
-)
+args = DPOConfig(**cpu_training_kwargs(cli.output_dir, per_device_train_batch_size=2, max_steps=3))
 trainer = DPOTrainer(model=cli.model, args=args, train_dataset=toy_preference_dataset())
 os.makedirs(cli.output_dir, exist_ok=True)
 judge = RecordingJudge(os.path.join(cli.output_dir, "judge_calls.txt"))

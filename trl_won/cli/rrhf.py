@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from trl import ModelConfig, ScriptArguments, TrlParser, get_peft_config, get_quantization_config
 
-from ..dataset_loading import load_dataset_dict
+from ..dataset_loading import load_split
 from ..rrhf import RRHFConfig, RRHFTrainer
 from ..tiny import build_tiny_models, toy_ranking_dataset
 
@@ -60,14 +60,11 @@ def main(script_args: RRHFScriptArguments, training_args: RRHFConfig, model_args
     if script_args.dataset_name is None:
         train_dataset, eval_dataset = toy_ranking_dataset(), toy_ranking_dataset(conversational=True)
     else:
-        dataset = load_dataset_dict(script_args.dataset_name, script_args.dataset_config)
-        if script_args.dataset_train_split not in dataset:
-            raise ValueError(
-                f"--dataset_train_split {script_args.dataset_train_split!r} is not a split of "
-                f"{script_args.dataset_name!r} (it has {list(dataset)})."
-            )
-        train_dataset = dataset[script_args.dataset_train_split]
-        eval_dataset = dataset.get(script_args.dataset_test_split) if training_args.eval_strategy != "no" else None
+        name, config = script_args.dataset_name, script_args.dataset_config
+        train_dataset = load_split(name, script_args.dataset_train_split, config)
+        eval_dataset = None
+        if training_args.eval_strategy != "no":
+            eval_dataset = load_split(name, script_args.dataset_test_split, config)
 
     trainer = RRHFTrainer(
         model=model_args.model_name_or_path,

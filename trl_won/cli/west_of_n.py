@@ -18,7 +18,7 @@ from trl import (
 )
 from trl.data_utils import maybe_extract_prompt
 
-from ..dataset_loading import load_dataset_dict
+from ..dataset_loading import load_dataset_dict, load_split
 from ..rlaif import OpenAIJudge, TransformersJudge
 from ..tiny import build_tiny_models, toy_preference_dataset, toy_prompt_dataset
 from ..west_of_n import WestOfNConfig, WestOfNGenerator, mix_preference_datasets
@@ -102,13 +102,7 @@ def load_prompts(script_args: WestOfNScriptArguments):
     if script_args.dataset_name is None:
         prompts = toy_prompt_dataset()
     else:
-        dataset = load_dataset_dict(script_args.dataset_name, script_args.dataset_config)
-        if script_args.dataset_train_split not in dataset:
-            raise ValueError(
-                f"--dataset_train_split {script_args.dataset_train_split!r} is not a split of "
-                f"{script_args.dataset_name!r} (it has {list(dataset)})."
-            )
-        prompts = dataset[script_args.dataset_train_split]
+        prompts = load_split(script_args.dataset_name, script_args.dataset_train_split, script_args.dataset_config)
         if "prompt" not in prompts.column_names:
             if "chosen" not in prompts.column_names:
                 raise ValueError(
