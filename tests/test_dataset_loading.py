@@ -28,3 +28,13 @@ def test_unknown_file_type_is_a_clear_error(tmp_path):
     path.write_text("x")
     with pytest.raises(ValueError, match=r"expected one of \['.csv', '.json', '.jsonl', '.parquet'\], got '.txt'"):
         load_dataset_dict(str(path))
+
+
+def test_missing_split_names_the_splits_there_are(tmp_path):
+    from trl_won.dataset_loading import load_split
+
+    path = tmp_path / "data.jsonl"
+    toy_ranking_dataset().to_json(str(path))
+    assert len(load_split(str(path), "train")) == 8
+    with pytest.raises(ValueError, match=r"--dataset_name '.*data.jsonl' has no split 'test' \(it has \['train'\]\)"):
+        load_split(str(path), "test")

@@ -43,3 +43,26 @@ def test_bad_sampling_params():
         SamplingParams(top_p=0)
     with pytest.raises(ValueError, match="temperature"):
         SamplingParams(temperature=-1)
+
+
+def test_sampled_token_logprobs_equal_a_teacher_forced_pass(policy, tokenizer):
+    prompts = ["Hello", "What is the capital of France?"]
+    params = SamplingParams(temperature=0.7, top_k=20, max_new_tokens=6)
+    results = sample_completions(policy, tokenizer, prompts, 3, params, seed=3, return_logprobs=True)
+    for prompt, samples in zip(prompts, results):
+        prompt_ids = tokenizer(prompt)["input_ids"]
+        for sample in samples:
+            assert len(sample.logprobs) == len(sample.token_ids)
+            ids = torch.tensor([prompt_ids + sample.token_ids])
+            with torch.no_grad():  # the model's own log-probabilities, not the temperature/top-k warped ones
+                logps = torch.log_softmax(policy(ids).logits[0, :-1].float(), dim=-1)
+            expected = logps[torch.arange(len(prompt_ids) - 1, ids.shape[1] - 1), torch.tensor(sample.token_ids)]
+            assert sample.logprobs == pytest.approx(expected.tolist(), abs=1e-4)
+    assert sample_completions(policy, tokenizer, prompts[:1], 1, params)[0][0].logprobs is None
+
+
+def test_extra_generate_kwargs_reach_generate(policy, tokenizer):
+    params = SamplingParams(temperature=1.0, max_new_tokens=4)
+    extra = {"min_new_tokens": 4}
+    results = sample_completions(policy, tokenizer, ["Hello"], 8, params, seed=0, generate_kwargs=extra)
+    assert [len(s.token_ids) for s in results[0]] == [4] * 8  # no sample may stop before 4 tokens

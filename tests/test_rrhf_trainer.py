@@ -7,29 +7,20 @@ from datasets import Dataset
 from peft import LoraConfig
 from transformers import AutoModelForCausalLM, BitsAndBytesConfig, TrainerCallback
 
+from tests.helpers import cpu_training_kwargs
 from trl_won.data_utils import DatasetFormatError, tokenize_prompt_completion
 from trl_won.rrhf import RRHFConfig, RRHFTrainer
 from trl_won.tiny import toy_ranking_dataset
 
 
 def make_args(tmp_path, **overrides):
-    kwargs = dict(
-        output_dir=str(tmp_path / "out"),
-        per_device_train_batch_size=2,
-        per_device_eval_batch_size=4,
-        max_steps=2,
-        learning_rate=1e-3,
-        report_to="none",
-        bf16=False,
-        use_cpu=True,
-        logging_steps=1,
-        save_strategy="no",
-        disable_tqdm=True,
-        gradient_checkpointing=False,
-        seed=0,
-    )
-    kwargs.update(overrides)
-    return RRHFConfig(**kwargs)
+    settings = {
+        "per_device_train_batch_size": 2,
+        "per_device_eval_batch_size": 4,
+        "max_steps": 2,
+        "learning_rate": 1e-3,
+    }
+    return RRHFConfig(**cpu_training_kwargs(tmp_path / "out", **{**settings, **overrides}))
 
 
 def snapshot(model):

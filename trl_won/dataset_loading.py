@@ -38,3 +38,11 @@ def load_dataset_dict(name_or_path: str, config: str | None = None, streaming: b
         loaded = load_from_disk(name_or_path)
         return DatasetDict({"train": loaded}) if isinstance(loaded, Dataset) else loaded
     return load_dataset(name_or_path, name=config, streaming=streaming)
+
+
+def load_split(name_or_path: str, split: str, config: str | None = None, argument: str = "--dataset_name"):
+    """One split of [`load_dataset_dict`]`(name_or_path)`, with an error naming the split and the ones there are."""
+    dataset = load_dataset_dict(name_or_path, config)
+    if split not in dataset:
+        raise ValueError(f"{argument} {name_or_path!r} has no split {split!r} (it has {list(dataset)}).")
+    return dataset[split]

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from accelerate.utils import extract_model_from_parallel
 from tqdm.auto import tqdm
+from transformers import LogitsProcessor, LogitsProcessorList
 
 from .data_utils import Prompt, is_conversational_prompt, prompt_for_generation
 
@@ -65,11 +66,14 @@ class Sample:
         text (`str`): The decoded completion, special tokens removed.
         token_ids (`list[int]`): The completion's token ids, up to and including the first EOS.
         finished (`bool`): Whether the completion ended with EOS rather than hitting `max_new_tokens`.
+        logprobs (`list[float]`, *optional*): With `return_logprobs=True`, the log-probability of each token of
+            `token_ids` under the model, as `generate` saw it before the sampling warpers (temperature, top-k, top-p).
     """
 
     text: str
     token_ids: list[int]
     finished: bool
+    logprobs: list[float] | None = None
 
 
 @contextlib.contextmanager
@@ -95,6 +99,34 @@ def eval_mode(model):
         model.train(was_training)
 
 
+class _SampledTokenLogprobs(LogitsProcessor):
+    """A logits processor that records the log-probability of each sampled token, at no extra forward pass.
+
+    `generate` applies custom processors before the sampling warpers, so the scores it sees are the model's logits
+    (after any non-warper processor of the generation config, such as a repetition penalty). At step t the token
+    sampled at step t - 1 is the last input id, so its log-probability is read from the previous step's log-softmax;
+    [`finish`] reads the last one. Memory: one `(batch, vocab)` float32 tensor.
+    """
+
+    def __init__(self):
+        self.previous: torch.Tensor | None = None
+        self.steps: list[torch.Tensor] = []
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if self.previous is not None:
+            self.steps.append(self.previous.gather(1, input_ids[:, -1:]).squeeze(1))
+        self.previous = torch.log_softmax(scores.float(), dim=-1)
+        return scores
+
+    def finish(self, sequences: torch.Tensor) -> list[list[float]]:
+        """The `(batch, new_tokens)` log-probabilities of the generated tokens, as lists."""
+        if self.previous is not None:
+            self.steps.append(self.previous.gather(1, sequences[:, -1:]).squeeze(1))
+        if not self.steps:
+            return [[] for _ in range(sequences.shape[0])]
+        return torch.stack(self.steps, dim=1).tolist()
+
+
 def _trim(ids: list[int], eos_ids: set[int], pad_id: int | None) -> tuple[list[int], bool]:
     for i, token in enumerate(ids):
         if token in eos_ids:
@@ -114,6 +146,8 @@ def sample_completions(
     seed: int | None = None,
     show_progress: bool = False,
     chat_template_kwargs: dict | None = None,
+    return_logprobs: bool = False,
+    generate_kwargs: dict | None = None,
 ) -> list[list[Sample]]:
     """Sample `num_samples` completions for every prompt.
 
@@ -139,6 +173,11 @@ def sample_completions(
             Show a progress bar over prompts.
         chat_template_kwargs (`dict`, *optional*):
             Extra arguments for the chat template.
+        return_logprobs (`bool`, *optional*, defaults to `False`):
+            Also record each sampled token's log-probability (`Sample.logprobs`), read from the logits `generate`
+            computes anyway (see `_SampledTokenLogprobs`).
+        generate_kwargs (`dict`, *optional*):
+            Extra arguments for `model.generate` (for instance `synced_gpus=True` for a sharded model).
 
     Returns:
         `list[list[Sample]]`: For each prompt, its `num_samples` samples.
@@ -164,19 +203,25 @@ def sample_completions(
             ).to(device)
             # Each prompt's row repeated `num_samples` times: what `num_return_sequences` does, but also for greedy.
             encoded = {key: value.repeat_interleave(num_samples, dim=0) for key, value in encoded.items()}
+            recorder = _SampledTokenLogprobs() if return_logprobs else None
             output = model.generate(
                 **encoded,
                 pad_token_id=pad_id,
                 eos_token_id=sorted(eos_ids),
+                logits_processor=LogitsProcessorList([recorder]) if recorder is not None else None,
                 **params.generate_kwargs(),
+                **(generate_kwargs or {}),
             )
-            new_tokens = output[:, encoded["input_ids"].shape[1] :].tolist()
+            new_tokens = output[:, encoded["input_ids"].shape[1] :]
+            token_logprobs = recorder.finish(new_tokens) if recorder is not None else None
+            new_tokens = new_tokens.tolist()
             for i in range(len(chunk)):
                 samples = []
-                for ids in new_tokens[i * num_samples : (i + 1) * num_samples]:
-                    ids, finished = _trim(ids, eos_ids, pad_id)
+                for row in range(i * num_samples, (i + 1) * num_samples):
+                    ids, finished = _trim(new_tokens[row], eos_ids, pad_id)
                     text = tokenizer.decode(ids, skip_special_tokens=True)
-                    samples.append(Sample(text=text, token_ids=ids, finished=finished))
+                    logprobs = token_logprobs[row][: len(ids)] if token_logprobs is not None else None
+                    samples.append(Sample(text=text, token_ids=ids, finished=finished, logprobs=logprobs))
                 results.append(samples)
             progress.update(len(chunk))
     progress.close()

@@ -7,6 +7,7 @@ import argparse
 import json
 import os
 
+from tests.helpers import cpu_training_kwargs
 from trl_won.rrhf import RRHFConfig, RRHFTrainer
 from trl_won.tiny import toy_ranking_dataset
 
@@ -19,19 +20,14 @@ parser.add_argument("--gradient_accumulation_steps", type=int, default=1)
 cli = parser.parse_args()
 
 args = RRHFConfig(
-    output_dir=cli.output_dir,
-    per_device_train_batch_size=cli.per_device_train_batch_size,
-    gradient_accumulation_steps=cli.gradient_accumulation_steps,
-    max_steps=3,
-    learning_rate=1e-3,
-    optim="sgd",
-    report_to="none",
-    bf16=False,
-    use_cpu=True,
-    logging_steps=1,
-    save_strategy="no",
-    disable_tqdm=True,
-    gradient_checkpointing=False,
+    **cpu_training_kwargs(
+        cli.output_dir,
+        per_device_train_batch_size=cli.per_device_train_batch_size,
+        gradient_accumulation_steps=cli.gradient_accumulation_steps,
+        max_steps=3,
+        learning_rate=1e-3,
+        optim="sgd",
+    )
 )
 trainer = RRHFTrainer(cli.model, args=args, train_dataset=toy_ranking_dataset(conversational=True))
 trainer.train()

@@ -140,7 +140,11 @@ class RRHFTrainer(_BaseTrainer):
         # Model. PEFT initializes adapter weights randomly, so seed first.
         set_seed(args.seed)
         model_init_kwargs = dict(args.model_init_kwargs or {})
-        if isinstance(model, str) and args.distributed_state.distributed_type in ["MULTI_GPU", "DEEPSPEED"]:
+        distributed = args.distributed_state.distributed_type
+        if isinstance(model, str) and distributed == "MULTI_GPU" and quantization_config is not None:
+            # A 4/8-bit model cannot be moved after loading: load each process's copy on its own GPU.
+            model_init_kwargs["device_map"] = {"": args.distributed_state.local_process_index}
+        elif isinstance(model, str) and distributed in ("MULTI_GPU", "DEEPSPEED"):
             model_init_kwargs["device_map"] = None  # distributed training places the model itself
         model_id = model
         model = load_model(

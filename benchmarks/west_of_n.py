@@ -1,0 +1,145 @@
+"""Benchmark: West-of-N pairs per second, batched pipeline vs a naive loop, and the time spent outside generation.
+
+Both are measured in the same run, on the same randomly initialized Llama models (built locally, no download):
+
+- batched: `WestOfNGenerator` as users run it (all `n` samples of a group of prompts in one `generate` call,
+  length-bucketed reward-model scoring under `torch.inference_mode`, selection, log-likelihoods of the pair, JSONL
+  shards written as it goes);
+- naive: one prompt and one sample at a time, each sample scored alone.
+
+It prints pairs/second for both and their ratio (target >= 5x), and the share of the batched pipeline's time spent
+outside generation: scoring + selection + log-likelihoods (target <= 15%), plus the same share of the whole
+`generate()` call including disk writes. The reward model has the policy's architecture unless `--rm-layers` /
+`--rm-hidden` say otherwise.
+
+    python benchmarks/west_of_n.py                      # about 2 minutes on 2 CPU cores
+    python benchmarks/west_of_n.py --device cuda --prompts 64 --n 16 --max-new-tokens 256 --hidden 1024 --layers 8
+"""
+
+import argparse
+import math
+import os
+import tempfile
+import time
+
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import torch  # noqa: E402
+from transformers import AutoModelForCausalLM  # noqa: E402
+
+from trl_won.data_utils import as_completion  # noqa: E402
+from trl_won.generation import SamplingParams, sample_completions  # noqa: E402
+from trl_won.rewards import RewardModelScorer  # noqa: E402
+from trl_won.tiny import TOY_PROMPTS, build_tiny_causal_lm, build_tiny_reward_model, build_tiny_tokenizer  # noqa: E402
+from trl_won.west_of_n import WestOfNConfig, WestOfNGenerator  # noqa: E402
+from trl_won.west_of_n.selection import select_from_scores  # noqa: E402
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--prompts", type=int, default=16, help="Prompts for the batched pipeline.")
+    parser.add_argument("--naive-prompts", type=int, default=4, help="Prompts for the (slow) naive loop.")
+    parser.add_argument("--n", type=int, default=8, help="Samples per prompt.")
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--hidden", type=int, default=256, help="Hidden size of the policy.")
+    parser.add_argument("--layers", type=int, default=4, help="Layers of the policy.")
+    parser.add_argument("--rm-hidden", type=int, default=None, help="Hidden size of the reward model (policy's).")
+    parser.add_argument("--rm-layers", type=int, default=None, help="Layers of the reward model (policy's).")
+    parser.add_argument("--generation-batch-size", type=int, default=64)
+    parser.add_argument("--scoring-batch-size", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads.")
+    parser.add_argument("--device", default="cpu")
+    return parser.parse_args()
+
+
+def naive_loop(policy, tokenizer, scorer, prompts, n, params, device):
+    """One prompt, one sample at a time, each sample scored alone (log-likelihoods recorded while sampling, as in the
+    batched pipeline)."""
+    pairs = 0
+    for index, prompt in enumerate(prompts):
+        samples = [
+            sample_completions(
+                policy, tokenizer, [prompt], 1, params, batch_size=1, seed=index * n + k, return_logprobs=True
+            )[0][0]
+            for k in range(n)
+        ]
+        scores = [scorer([prompt], [as_completion(prompt, s.text)])[0] for s in samples]
+        selection = select_from_scores(scores, "west_of_n")
+        if not selection.is_pair:
+            continue
+        logps = [sum(samples[i].logprobs) / len(samples[i].logprobs) for i in (selection.chosen, selection.rejected)]
+        pairs += all(math.isfinite(x) for x in logps)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return pairs
+
+
+def main():
+    args = parse_args()
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    params = SamplingParams(temperature=0.7, max_new_tokens=args.max_new_tokens)
+    with tempfile.TemporaryDirectory() as root:
+        tokenizer = build_tiny_tokenizer(f"{root}/tokenizer")
+        policy_path = build_tiny_causal_lm(
+            f"{root}/policy", tokenizer, hidden_size=args.hidden, num_layers=args.layers, num_attention_heads=8
+        )
+        rm_path = build_tiny_reward_model(
+            f"{root}/rm",
+            tokenizer,
+            hidden_size=args.rm_hidden or args.hidden,
+            num_layers=args.rm_layers or args.layers,
+            num_attention_heads=8,
+        )
+        prompts = [TOY_PROMPTS[i % len(TOY_PROMPTS)] + f" (variant {i})" for i in range(args.prompts)]
+        policy = AutoModelForCausalLM.from_pretrained(policy_path).to(device)
+        scorer = RewardModelScorer(rm_path, tokenizer, batch_size=args.scoring_batch_size)
+        scorer.model.to(device)
+        policy_params = sum(p.numel() for p in policy.parameters()) / 1e6
+        rm_params = sum(p.numel() for p in scorer.model.parameters()) / 1e6
+        print(
+            f"policy {policy_params:.1f}M params, reward model {rm_params:.1f}M params, n={args.n}, "
+            f"max_new_tokens={args.max_new_tokens}, {args.threads} thread(s), device {device}"
+        )
+        sample_completions(policy, tokenizer, prompts[:2], 2, SamplingParams(max_new_tokens=4))  # warm-up
+
+        config = WestOfNConfig(
+            n=args.n,
+            max_new_tokens=args.max_new_tokens,
+            generation_batch_size=args.generation_batch_size,
+            scoring_batch_size=args.scoring_batch_size,
+            pairs_dir=f"{root}/pairs",
+            show_progress=False,
+        )
+        generator = WestOfNGenerator(policy, config, reward_model=scorer.model, processing_class=tokenizer)
+        start = time.perf_counter()
+        pairs = generator.generate(prompts)
+        batched_seconds = time.perf_counter() - start
+        stages = dict(generator.pipeline.timings.seconds)
+
+        start = time.perf_counter()
+        naive_pairs = naive_loop(policy, tokenizer, scorer, prompts[: args.naive_prompts], args.n, params, device)
+        naive_seconds = time.perf_counter() - start
+
+    batched_rate = len(pairs) / batched_seconds
+    naive_rate = naive_pairs / naive_seconds
+    pipeline_total = sum(stages.values())
+    outside = pipeline_total - stages["generation"]
+    print(f"batched: {len(pairs)} pairs in {batched_seconds:.2f} s = {batched_rate:.3f} pairs/s")
+    print(f"naive:   {naive_pairs} pairs in {naive_seconds:.2f} s = {naive_rate:.3f} pairs/s")
+    print(f"speed-up: {batched_rate / naive_rate:.1f}x (target >= 5x)")
+    print(
+        "batched stage seconds: "
+        + ", ".join(f"{stage} {seconds:.2f}" for stage, seconds in stages.items())
+        + f", other (disk, gathering) {batched_seconds - pipeline_total:.2f}"
+    )
+    whole = (batched_seconds - stages["generation"]) / batched_seconds
+    share = outside / pipeline_total
+    print(f"share outside generation (scoring, selection, log-likelihoods): {share:.1%} (target <= 15%)")
+    print(f"share outside generation, whole generate() call: {whole:.1%}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""A real OpenAI-compatible chat-completions HTTP server on 127.0.0.1 for the RLAIF judge tests and benchmark.
+
+Each test gives it a `respond(body, attempt, headers) -> Reply` function; the server records every request (arrival
+time, JSON body, headers) and the largest number of requests it was serving at once.
+"""
+
+import json
+import math
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    body: bytes | dict = b""
+    headers: dict = field(default_factory=dict)
+    delay: float = 0.0
+
+
+def chat_body(content: str, top: dict[str, float] | None = None, prompt_tokens: int = 50, completion_tokens: int = 1):
+    """A chat-completions answer; `top` maps candidate first tokens to probabilities (sent as log-probabilities)."""
+    choice = {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "length"}
+    if top is not None:
+        entries = [{"token": t, "logprob": math.log(p), "bytes": None} for t, p in top.items()]
+        first = {"token": content, "logprob": math.log(top.get(content, 1e-9)), "top_logprobs": entries}
+        choice["logprobs"] = {"content": [first]}
+    usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens}
+    return {"id": "chatcmpl-test", "object": "chat.completion", "model": "judge", "choices": [choice], "usage": usage}
+
+
+def sections(body: dict) -> tuple[str, str]:
+    """The two responses shown in a pairwise request (the test server's way of reading the sample)."""
+    for message in body["messages"]:
+        match = re.search(r"Response 1:\n(.*?)\n\nResponse 2:\n(.*?)(\n\n|$)", message["content"], re.S)
+        if match:
+            return match.group(1), match.group(2)
+    raise ValueError("no pairwise sample in the request")
+
+
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 256  # the default listen backlog (5) refuses connections when many requests start at once
+
+
+class JudgeServer:
+    def __init__(self, respond, idle_timeout: float | None = None):
+        self.respond = respond
+        self.requests: list[tuple[float, dict, dict]] = []
+        self.attempts: dict[str, int] = {}
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True
+            timeout = idle_timeout  # closes a keep-alive connection idle for this long
+
+            def handle(self):
+                try:
+                    super().handle()
+                except TimeoutError:
+                    pass
+
+            def log_message(self, *args):  # keep test output clean
+                pass
+
+            def do_POST(self):
+                length = int(self.headers.get("content-length", 0))
+                raw = self.rfile.read(length)
+                body = json.loads(raw)
+                key = json.dumps(body["messages"], sort_keys=True)
+                with server.lock:
+                    server.requests.append((time.monotonic(), body, dict(self.headers)))
+                    attempt = server.attempts.get(key, 0)
+                    server.attempts[key] = attempt + 1
+                    server.in_flight += 1
+                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                try:
+                    reply = server.respond(body, attempt, dict(self.headers))
+                    if reply.delay:
+                        time.sleep(reply.delay)
+                    payload = reply.body if isinstance(reply.body, bytes) else json.dumps(reply.body).encode()
+                    try:
+                        self.send_response(reply.status)
+                        for name, value in reply.headers.items():
+                            self.send_header(name, value)
+                        self.send_header("Content-Type", "application/json")
+                        self.send_header("Content-Length", str(len(payload)))
+                        self.end_headers()
+                        self.wfile.write(payload)
+                    except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout)
+                        pass
+                finally:
+                    with server.lock:
+                        server.in_flight -= 1
+
+        self.httpd = _Server(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()

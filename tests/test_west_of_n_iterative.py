@@ -1,0 +1,44 @@
+"""Iterative West-of-N: the student of a round is the base reward model of the next."""
+
+import json
+
+from trl import RewardConfig
+
+from tests.helpers import cpu_training_kwargs
+from trl_won.tiny import toy_preference_dataset, toy_prompt_dataset
+from trl_won.west_of_n import WestOfNConfig, iterative_west_of_n
+
+
+def test_two_rounds_chain_base_models(tiny_paths, tmp_path):
+    reward_args = RewardConfig(**cpu_training_kwargs(tmp_path, max_steps=1, per_device_train_batch_size=4))
+    won_args = WestOfNConfig(n=2, max_new_tokens=4, generation_batch_size=8, show_progress=False)
+    students = iterative_west_of_n(
+        tiny_paths.policy,
+        tiny_paths.reward_model,
+        toy_preference_dataset(),
+        toy_prompt_dataset().select(range(4)),
+        student_model=tiny_paths.reward_model,
+        output_dir=str(tmp_path / "rounds"),
+        num_rounds=2,
+        west_of_n_args=won_args,
+        reward_args=reward_args,
+    )
+    assert students == [str(tmp_path / "rounds" / f"round-{r}" / "student") for r in (1, 2)]
+    labelers = [
+        json.loads((tmp_path / "rounds" / f"round-{r}" / "pairs" / "manifest.json").read_text())["preference_model"]
+        for r in (1, 2)
+    ]
+    assert labelers[0]["functions"] == [f"reward_model:{tiny_paths.reward_model}"]
+    assert labelers[1]["functions"] == [f"reward_model:{students[0]}"]
+
+    # A rerun finds both students and loads or trains nothing (the bogus paths below would fail otherwise).
+    again = iterative_west_of_n(
+        "policy-that-is-never-loaded",
+        "base-that-is-never-loaded",
+        toy_preference_dataset(),
+        [toy_prompt_dataset(), toy_prompt_dataset()],
+        student_model="never-loaded",
+        output_dir=str(tmp_path / "rounds"),
+        num_rounds=2,
+    )
+    assert again == students

@@ -1,0 +1,4 @@
+from trl_won.cli.main import main
+
+
+raise SystemExit(main())

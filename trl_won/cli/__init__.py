@@ -1,0 +1,1 @@
+"""The `trl-won` command line: `trl-won rrhf | west-of-n | label | demo`."""

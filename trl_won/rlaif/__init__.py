@@ -1,0 +1,71 @@
+"""RLAIF: LLM judges, a crash-safe label store, soft-label reward training and an in-training labeler callback.
+
+See `docs/rlaif.md`.
+"""
+
+from .answer_tokens import AnswerTokens, answer_distribution, resolve_answer_tokens
+from .base import PairwiseJudge, ScoringJudge
+from .callback import RLAIFLabelerCallback
+from .judgement import PairwiseJudgement, ScoreJudgement
+from .labeling import (
+    LabelerAlignment,
+    alignment_metrics,
+    judge_pairs_cached,
+    label_preferences,
+    labeler_alignment,
+    score_cached,
+)
+from .losses import soft_preference_loss
+from .openai_client import JudgeRequestError, RequestStats
+from .openai_judge import OpenAIJudge
+from .reward_funcs import judge_reward_func
+from .reward_trainer import DataCollatorForSoftPreference, RLAIFRewardConfig, RLAIFRewardTrainer
+from .score_judges import OpenAIScoreJudge, TransformersScoreJudge
+from .store import LabelStore
+from .templates import (
+    HARMLESSNESS,
+    HELPFULNESS,
+    SUMMARIZATION,
+    PairwiseExemplar,
+    PairwiseTemplate,
+    ScoreExemplar,
+    ScoreTemplate,
+)
+from .transformers_judge import TransformersJudge
+
+
+__all__ = [
+    "HARMLESSNESS",
+    "HELPFULNESS",
+    "SUMMARIZATION",
+    "AnswerTokens",
+    "DataCollatorForSoftPreference",
+    "JudgeRequestError",
+    "LabelStore",
+    "LabelerAlignment",
+    "OpenAIJudge",
+    "OpenAIScoreJudge",
+    "PairwiseExemplar",
+    "PairwiseJudge",
+    "PairwiseJudgement",
+    "PairwiseTemplate",
+    "RLAIFLabelerCallback",
+    "RLAIFRewardConfig",
+    "RLAIFRewardTrainer",
+    "RequestStats",
+    "ScoreExemplar",
+    "ScoreJudgement",
+    "ScoreTemplate",
+    "ScoringJudge",
+    "TransformersJudge",
+    "TransformersScoreJudge",
+    "alignment_metrics",
+    "answer_distribution",
+    "judge_pairs_cached",
+    "judge_reward_func",
+    "label_preferences",
+    "labeler_alignment",
+    "resolve_answer_tokens",
+    "score_cached",
+    "soft_preference_loss",
+]

@@ -1,0 +1,169 @@
+"""The judge protocols.
+
+- A pairwise judge is called as `judge(prompts, completions_a, completions_b) -> list[float | None]`: the probability
+  that each `a` is preferred, or `None` when it cannot say. `judge.judge_pairs(...)` returns the full
+  [`PairwiseJudgement`]s (both orders, reasons, rationales). Any such judge can label preferences, train a reward
+  model, or serve as West-of-N's base preference model.
+- A scoring judge is called as `judge.score(prompts, completions) -> list[float | None]`, a score in [-1, 1] per
+  completion; `judge.score_completions(...)` returns the full [`ScoreJudgement`]s.
+
+Every judge has a `fingerprint`: a hash of everything that changes its answers (model, template, settings), which keys
+its labels in a [`LabelStore`]. It never includes secrets.
+"""
+
+import asyncio
+import hashlib
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any
+
+from ..data_utils import Completion, Prompt
+from .judgement import PairwiseJudgement, ScoreJudgement
+
+
+# Bump when a change in this package changes what a judge answers for the same settings.
+FINGERPRINT_VERSION = 1
+
+
+def fingerprint_of(fields: dict[str, Any]) -> str:
+    """A stable hash of a judge's identifying fields (JSON with sorted keys, SHA-256)."""
+    payload = json.dumps({"version": FINGERPRINT_VERSION, **fields}, sort_keys=True, default=str, ensure_ascii=False)
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def _check_item(value: Any, kind: str, argument: str, index: int) -> None:
+    if isinstance(value, str):
+        return
+    if isinstance(value, list) and value and all(isinstance(m, dict) and "content" in m for m in value):
+        return
+    raise TypeError(
+        f"`{argument}[{index}]` must be a string or a non-empty list of chat messages with a 'content' key, got "
+        f"{type(value).__name__}: {value!r:.80}. Pass {kind}s in TRL's standard or conversational format."
+    )
+
+
+def check_inputs(argument_values: dict[str, Sequence]) -> int:
+    """Check that the judge's arguments have one entry per item, each in a supported format; return the count."""
+    lengths = {name: len(values) for name, values in argument_values.items()}
+    if len(set(lengths.values())) > 1:
+        raise ValueError(
+            f"The judge needs one entry per item in each argument, got lengths {lengths}. Pass lists of equal length."
+        )
+    for name, values in argument_values.items():
+        kind = "prompt" if name == "prompts" else "completion"
+        for i, value in enumerate(values):
+            _check_item(value, kind, name, i)
+    return next(iter(lengths.values()), 0)
+
+
+class PairwiseJudge(ABC):
+    """Base class of pairwise judges. Subclasses implement `_judge_pairs` and `fingerprint_fields`."""
+
+    def judge_pairs(
+        self, prompts: Sequence[Prompt], completions_a: Sequence[Completion], completions_b: Sequence[Completion]
+    ) -> list[PairwiseJudgement]:
+        """Judge each pair `(a, b)` of completions of its prompt, in both orders.
+
+        Args:
+            prompts (`Sequence[str | list[dict]]`): The prompts.
+            completions_a (`Sequence[str | list[dict]]`): One completion of each prompt.
+            completions_b (`Sequence[str | list[dict]]`): Another completion of each prompt.
+
+        Returns:
+            `list[PairwiseJudgement]`: One judgement per pair, in order.
+        """
+        count = check_inputs({"prompts": prompts, "completions_a": completions_a, "completions_b": completions_b})
+        if count == 0:
+            return []
+        judgements = self._judge_pairs(list(prompts), list(completions_a), list(completions_b))
+        if len(judgements) != count:
+            raise RuntimeError(f"{type(self).__name__} returned {len(judgements)} judgements for {count} pairs.")
+        return judgements
+
+    async def ajudge_pairs(
+        self, prompts: Sequence[Prompt], completions_a: Sequence[Completion], completions_b: Sequence[Completion]
+    ) -> list[PairwiseJudgement]:
+        """Async [`judge_pairs`]."""
+        count = check_inputs({"prompts": prompts, "completions_a": completions_a, "completions_b": completions_b})
+        if count == 0:
+            return []
+        judgements = await self._ajudge_pairs(list(prompts), list(completions_a), list(completions_b))
+        if len(judgements) != count:
+            raise RuntimeError(f"{type(self).__name__} returned {len(judgements)} judgements for {count} pairs.")
+        return judgements
+
+    async def _ajudge_pairs(
+        self, prompts: list[Prompt], completions_a: list[Completion], completions_b: list[Completion]
+    ) -> list[PairwiseJudgement]:
+        # Local judges compute synchronously: run them in a worker thread so the event loop stays free.
+        return await asyncio.to_thread(self._judge_pairs, prompts, completions_a, completions_b)
+
+    def __call__(
+        self, prompts: Sequence[Prompt], completions_a: Sequence[Completion], completions_b: Sequence[Completion]
+    ) -> list[float | None]:
+        """Probability that each `a` is preferred over its `b`, or `None` where the judge cannot say."""
+        return [j.probability for j in self.judge_pairs(prompts, completions_a, completions_b)]
+
+    @abstractmethod
+    def _judge_pairs(
+        self, prompts: list[Prompt], completions_a: list[Completion], completions_b: list[Completion]
+    ) -> list[PairwiseJudgement]: ...
+
+    @abstractmethod
+    def fingerprint_fields(self) -> dict[str, Any]:
+        """Everything that changes this judge's answers (never a secret)."""
+
+    @property
+    def fingerprint(self) -> str:
+        """Hash of [`fingerprint_fields`]: labels from judges with the same fingerprint are interchangeable."""
+        return fingerprint_of({"kind": "pairwise", **self.fingerprint_fields()})
+
+
+class ScoringJudge(ABC):
+    """Base class of scoring judges (direct RLAIF). Subclasses implement `_score_completions` and
+    `fingerprint_fields`."""
+
+    def score_completions(self, prompts: Sequence[Prompt], completions: Sequence[Completion]) -> list[ScoreJudgement]:
+        """Score each completion of its prompt.
+
+        Returns:
+            `list[ScoreJudgement]`: One judgement per completion, in order.
+        """
+        count = check_inputs({"prompts": prompts, "completions": completions})
+        if count == 0:
+            return []
+        judgements = self._score_completions(list(prompts), list(completions))
+        if len(judgements) != count:
+            raise RuntimeError(f"{type(self).__name__} returned {len(judgements)} judgements for {count} items.")
+        return judgements
+
+    async def ascore_completions(
+        self, prompts: Sequence[Prompt], completions: Sequence[Completion]
+    ) -> list[ScoreJudgement]:
+        """Async [`score_completions`]."""
+        count = check_inputs({"prompts": prompts, "completions": completions})
+        if count == 0:
+            return []
+        judgements = await self._ascore_completions(list(prompts), list(completions))
+        if len(judgements) != count:
+            raise RuntimeError(f"{type(self).__name__} returned {len(judgements)} judgements for {count} items.")
+        return judgements
+
+    async def _ascore_completions(self, prompts: list[Prompt], completions: list[Completion]) -> list[ScoreJudgement]:
+        return await asyncio.to_thread(self._score_completions, prompts, completions)
+
+    def score(self, prompts: Sequence[Prompt], completions: Sequence[Completion]) -> list[float | None]:
+        """Score in [-1, 1] of each completion, or `None` where the judge cannot say."""
+        return [j.score for j in self.score_completions(prompts, completions)]
+
+    @abstractmethod
+    def _score_completions(self, prompts: list[Prompt], completions: list[Completion]) -> list[ScoreJudgement]: ...
+
+    @abstractmethod
+    def fingerprint_fields(self) -> dict[str, Any]:
+        """Everything that changes this judge's answers (never a secret)."""
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint_of({"kind": "score", **self.fingerprint_fields()})

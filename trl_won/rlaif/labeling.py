@@ -1,0 +1,395 @@
+"""Labeling with a judge through a label store: preference datasets and labeler alignment."""
+
+import logging
+import random
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from datasets import Dataset
+from tqdm.auto import tqdm
+from trl.data_utils import maybe_extract_prompt
+
+from ..data_utils import Completion, Prompt, require_columns, row_error
+from .base import PairwiseJudge, ScoringJudge, check_inputs
+from .judgement import PairwiseJudgement, ScoreJudgement
+from .store import LabelStore, content_key, pair_key
+
+
+logger = logging.getLogger(__name__)
+
+
+def judge_pairs_cached(
+    judge: PairwiseJudge,
+    prompts: Sequence[Prompt],
+    completions_a: Sequence[Completion],
+    completions_b: Sequence[Completion],
+    store: LabelStore | None = None,
+    chunk_size: int = 64,
+    show_progress: bool = False,
+) -> list[PairwiseJudgement]:
+    """Judge pairs, asking the judge only for pairs the store does not hold and storing each chunk as it arrives.
+
+    Duplicate pairs (also in swapped order) are judged once. Interrupting this function (crash, Ctrl-C) loses at most
+    the chunk in progress: calling it again resumes where it stopped.
+
+    Args:
+        judge ([`PairwiseJudge`]): The judge.
+        prompts, completions_a, completions_b (`Sequence`): The pairs.
+        store ([`LabelStore`], *optional*): Where labels are read from and written to; without it nothing is cached.
+        chunk_size (`int`, *optional*, defaults to `64`): Pairs per judge call (and per store transaction).
+        show_progress (`bool`, *optional*, defaults to `False`): Show a progress bar over unique pairs.
+
+    Returns:
+        `list[PairwiseJudgement]`: One judgement per pair, in order, oriented as given.
+    """
+    if chunk_size < 1:
+        raise ValueError(f"`chunk_size` must be >= 1, got {chunk_size}.")
+    count = check_inputs({"prompts": prompts, "completions_a": completions_a, "completions_b": completions_b})
+    keys = [pair_key(p, a, b) for p, a, b in zip(prompts, completions_a, completions_b, strict=True)]
+    first_of: dict[str, int] = {}
+    for i, (key, _) in enumerate(keys):
+        first_of.setdefault(key, i)
+    firsts = list(first_of.values())
+    found: dict[int, PairwiseJudgement] = {}
+    fingerprint = None
+    if store is not None and firsts:
+        fingerprint = judge.fingerprint
+        store.register_judge(fingerprint, judge.fingerprint_fields())
+        stored = store.get_pairs(
+            fingerprint,
+            [prompts[i] for i in firsts],
+            [completions_a[i] for i in firsts],
+            [completions_b[i] for i in firsts],
+        )
+        found = {i: j for i, j in zip(firsts, stored, strict=True) if j is not None}
+    missing = [i for i in firsts if i not in found]
+    progress = tqdm(
+        total=len(firsts), initial=len(found), desc="Judging pairs", unit="pair", disable=not show_progress
+    )
+    try:
+        for start in range(0, len(missing), chunk_size):
+            chunk = missing[start : start + chunk_size]
+            args = ([prompts[i] for i in chunk], [completions_a[i] for i in chunk], [completions_b[i] for i in chunk])
+            judgements = judge.judge_pairs(*args)
+            if store is not None:
+                store.put_pairs(fingerprint, *args, judgements)
+            found.update(zip(chunk, judgements, strict=True))
+            progress.update(len(chunk))
+    finally:
+        progress.close()
+    results = []
+    for i in range(count):
+        key, flipped = keys[i]
+        first = first_of[key]
+        judgement = found[first]
+        results.append(judgement.swapped() if flipped != keys[first][1] else judgement)
+    return results
+
+
+def score_cached(
+    judge: ScoringJudge,
+    prompts: Sequence[Prompt],
+    completions: Sequence[Completion],
+    store: LabelStore | None = None,
+    chunk_size: int = 64,
+    show_progress: bool = False,
+) -> list[ScoreJudgement]:
+    """Score completions, asking the judge only for what the store does not hold (see [`judge_pairs_cached`])."""
+    if chunk_size < 1:
+        raise ValueError(f"`chunk_size` must be >= 1, got {chunk_size}.")
+    count = check_inputs({"prompts": prompts, "completions": completions})
+    keys = [content_key(p, c) for p, c in zip(prompts, completions, strict=True)]
+    first_of: dict[str, int] = {}
+    for i, key in enumerate(keys):
+        first_of.setdefault(key, i)
+    firsts = list(first_of.values())
+    found: dict[int, ScoreJudgement] = {}
+    fingerprint = None
+    if store is not None and firsts:
+        fingerprint = judge.fingerprint
+        store.register_judge(fingerprint, judge.fingerprint_fields())
+        stored = store.get_scores(fingerprint, [prompts[i] for i in firsts], [completions[i] for i in firsts])
+        found = {i: j for i, j in zip(firsts, stored, strict=True) if j is not None}
+    missing = [i for i in firsts if i not in found]
+    progress = tqdm(total=len(firsts), initial=len(found), desc="Scoring", unit="item", disable=not show_progress)
+    try:
+        for start in range(0, len(missing), chunk_size):
+            chunk = missing[start : start + chunk_size]
+            args = ([prompts[i] for i in chunk], [completions[i] for i in chunk])
+            judgements = judge.score_completions(*args)
+            if store is not None:
+                store.put_scores(fingerprint, *args, judgements)
+            found.update(zip(chunk, judgements, strict=True))
+            progress.update(len(chunk))
+    finally:
+        progress.close()
+    return [found[first_of[keys[i]]] for i in range(count)]
+
+
+def _pairs_of_rows(dataset, pairing: str, seed: int) -> tuple[list[int], list[Any], list[Any], list[Any]]:
+    """Expand the dataset into (row index, prompt, a, b) lists."""
+    columns = dataset.column_names
+    rows, prompts, a, b = [], [], [], []
+    if "completion_a" in columns and "completion_b" in columns:
+        for i, row in enumerate(dataset):
+            rows.append(i)
+            prompts.append(row["prompt"])
+            a.append(row["completion_a"])
+            b.append(row["completion_b"])
+        return rows, prompts, a, b
+    if "completions" not in columns:
+        raise row_error(
+            None,
+            None,
+            f"label_preferences needs columns 'prompt' with 'completion_a' and 'completion_b', or 'prompt' with "
+            f"'completions' (a list per row); the dataset has {list(columns)}.",
+            "Rename your columns to one of these layouts.",
+        )
+    if pairing not in ("all", "random"):
+        raise ValueError(f"`pairing` must be 'all' or 'random', got {pairing!r}.")
+    rng = random.Random(seed)
+    for i, row in enumerate(dataset):
+        completions = row["completions"]
+        if not isinstance(completions, list) or len(completions) < 2:
+            raise row_error(
+                i, "completions", f"expected a list of at least 2 completions, got {completions!r:.80}.", "Drop it."
+            )
+        if pairing == "all":
+            indices = [(x, y) for x in range(len(completions)) for y in range(x + 1, len(completions))]
+        else:
+            indices = [tuple(rng.sample(range(len(completions)), 2))]
+        for x, y in indices:
+            rows.append(i)
+            prompts.append(row["prompt"])
+            a.append(completions[x])
+            b.append(completions[y])
+    return rows, prompts, a, b
+
+
+def label_preferences(
+    dataset,
+    judge: PairwiseJudge,
+    *,
+    store: LabelStore | None = None,
+    pairing: str = "all",
+    min_confidence: float | None = None,
+    drop_inconsistent: bool = False,
+    chunk_size: int = 64,
+    seed: int = 0,
+    show_progress: bool = True,
+) -> "Dataset":
+    """Turn pairs of completions into a TRL preference dataset labeled by `judge`.
+
+    Input rows are `(prompt, completion_a, completion_b)` or `(prompt, completions)`; with a list of completions,
+    `pairing="all"` judges every pair of the row and `pairing="random"` one random pair. The output has TRL's
+    `prompt`, `chosen`, `rejected` columns (in the prompt's format, standard or conversational), plus:
+
+    - `soft_label`: the judge's probability that `chosen` is preferred (>= 0.5), for [`RLAIFRewardTrainer`];
+    - `soft_label_chosen_first`, `soft_label_chosen_second`: that probability with `chosen` shown first / second;
+    - `position_consistent`: whether the judge preferred `chosen` in both orders;
+    - `rationale_chosen_first`, `rationale_chosen_second`: the judge's rationales, with chain of thought;
+    - the input's other columns (except `completions` and `rewards`).
+
+    Pairs the judge could not label are dropped, and so, on request, are low-confidence and position-inconsistent
+    pairs; what was dropped and why is logged.
+
+    Args:
+        dataset ([`~datasets.Dataset`] or `list[dict]`):
+            The rows to label.
+        judge ([`PairwiseJudge`]):
+            The judge.
+        store ([`LabelStore`], *optional*):
+            Label store; a rerun after a crash asks the judge only for pairs not stored yet.
+        pairing (`str`, *optional*, defaults to `"all"`):
+            `"all"` or `"random"`, for rows with a `completions` list.
+        min_confidence (`float`, *optional*):
+            Drop pairs whose `soft_label` is below this (in [0.5, 1]).
+        drop_inconsistent (`bool`, *optional*, defaults to `False`):
+            Drop pairs whose preference flips when the order is swapped.
+        chunk_size (`int`, *optional*, defaults to `64`):
+            Pairs per judge call and per store transaction.
+        seed (`int`, *optional*, defaults to `0`):
+            Seed of `pairing="random"`.
+        show_progress (`bool`, *optional*, defaults to `True`):
+            Show a progress bar.
+
+    Returns:
+        [`~datasets.Dataset`]: The preference dataset.
+    """
+
+    if isinstance(dataset, list):
+        dataset = Dataset.from_list(dataset)
+    require_columns(dataset.column_names, ["prompt"], "labeling", "Give every row a 'prompt'.")
+    if min_confidence is not None and not 0.5 <= min_confidence <= 1:
+        raise ValueError(f"`min_confidence` must be in [0.5, 1], got {min_confidence}.")
+    rows, prompts, a, b = _pairs_of_rows(dataset, pairing, seed)
+    judgements = judge_pairs_cached(judge, prompts, a, b, store, chunk_size, show_progress)
+    consumed = ("prompt", "completion_a", "completion_b", "completions", "rewards")
+    extra_names = [c for c in dataset.column_names if c not in consumed]
+    extra = {}
+    for name in extra_names:
+        column = dataset[name]
+        extra[name] = [column[row] for row in rows]
+    output, dropped = preference_columns(
+        prompts, a, b, judgements, min_confidence=min_confidence, drop_inconsistent=drop_inconsistent, extra=extra
+    )
+    if dropped:
+        details = ", ".join(f"{n} {why}" for why, n in dropped.most_common())
+        logger.warning("label_preferences kept %d of %d pairs; dropped %s.", len(output["prompt"]), len(a), details)
+    return Dataset.from_dict(output)
+
+
+def preference_columns(
+    prompts: Sequence[Prompt],
+    completions_a: Sequence[Completion],
+    completions_b: Sequence[Completion],
+    judgements: Sequence[PairwiseJudgement],
+    *,
+    min_confidence: float | None = None,
+    drop_inconsistent: bool = False,
+    extra: dict[str, list] | None = None,
+) -> tuple[dict[str, list], Counter]:
+    """Columns of a preference dataset from judged pairs (see [`label_preferences`]) and the count of dropped pairs
+    by reason. `extra` columns (one value per pair) are carried over for the kept pairs."""
+    with_rationales = any(j.rationale_a_first or j.rationale_a_second for j in judgements)
+    columns = ["prompt", "chosen", "rejected", "soft_label", "soft_label_chosen_first", "soft_label_chosen_second"]
+    columns.append("position_consistent")
+    if with_rationales:
+        columns += ["rationale_chosen_first", "rationale_chosen_second"]
+    extra = extra or {}
+    output: dict[str, list] = {c: [] for c in [*columns, *extra]}
+    dropped: Counter = Counter()
+    for i, (prompt, completion_a, completion_b, judgement) in enumerate(
+        zip(prompts, completions_a, completions_b, judgements, strict=True)
+    ):
+        if judgement.probability is None:
+            dropped[f"not judged ({judgement.reason})"] += 1
+            continue
+        a_wins = judgement.probability >= 0.5
+        oriented = judgement if a_wins else judgement.swapped()
+        if drop_inconsistent and oriented.position_consistent is not True:
+            dropped["position-inconsistent"] += 1
+            continue
+        if min_confidence is not None and oriented.probability < min_confidence:
+            dropped[f"confidence below {min_confidence}"] += 1
+            continue
+        values = {
+            "prompt": prompt,
+            "chosen": completion_a if a_wins else completion_b,
+            "rejected": completion_b if a_wins else completion_a,
+            "soft_label": oriented.probability,
+            "soft_label_chosen_first": oriented.probability_a_first,
+            "soft_label_chosen_second": oriented.probability_a_second,
+            "position_consistent": oriented.position_consistent,
+            "rationale_chosen_first": oriented.rationale_a_first,
+            "rationale_chosen_second": oriented.rationale_a_second,
+        }
+        for column in columns:
+            output[column].append(values[column])
+        for column, values_of_column in extra.items():
+            output[column].append(values_of_column[i])
+    return output, dropped
+
+
+@dataclass(frozen=True)
+class LabelerAlignment:
+    """How well a judge agrees with gold (human) labels.
+
+    Args:
+        accuracy (`float` or `None`): Fraction of judged pairs where the judge's argmax is the gold choice (a tie
+            counts 1/2).
+        position_consistency (`float` or `None`): Fraction of pairs where the judge preferred the same completion in
+            both orders.
+        same_position_rate (`float` or `None`): Fraction where it preferred the same *position* after swapping (the
+            paper's position-bias measure; `1 - position_consistency`).
+        mean_confidence (`float` or `None`): Mean of `max(p, 1 - p)`.
+        num_pairs (`int`): Pairs given.
+        num_judged (`int`): Pairs the judge labeled.
+    """
+
+    accuracy: float | None
+    position_consistency: float | None
+    same_position_rate: float | None
+    mean_confidence: float | None
+    num_pairs: int
+    num_judged: int
+
+    def as_dict(self) -> dict[str, float | int | None]:
+        return dict(self.__dict__)
+
+
+def alignment_metrics(judgements: Sequence[PairwiseJudgement], gold: Sequence[str] | None = None) -> LabelerAlignment:
+    """Labeler alignment from judgements of pairs with known gold preferences.
+
+    Args:
+        judgements (`Sequence[PairwiseJudgement]`): The judge's judgements of pairs `(a, b)`.
+        gold (`Sequence[str]`, *optional*): `"a"` or `"b"` per pair, the gold preference; defaults to `"a"` for every
+            pair (pairs given as `(chosen, rejected)`).
+    """
+    gold = list(gold) if gold is not None else ["a"] * len(judgements)
+    if len(gold) != len(judgements):
+        raise ValueError(f"`gold` has {len(gold)} entries for {len(judgements)} judgements.")
+    if any(g not in ("a", "b") for g in gold):
+        raise ValueError("Each gold label must be 'a' or 'b'.")
+    judged = [(j, g) for j, g in zip(judgements, gold, strict=True) if j.probability is not None]
+    hits = [1.0 if j.preferred == g else 0.5 if j.preferred is None else 0.0 for j, g in judged]
+    consistency = [j.position_consistent for j, _ in judged if j.position_consistent is not None]
+
+    def mean(values):
+        return sum(values) / len(values) if values else None
+
+    position_consistency = mean([1.0 if c else 0.0 for c in consistency])
+    return LabelerAlignment(
+        accuracy=mean(hits),
+        position_consistency=position_consistency,
+        same_position_rate=None if position_consistency is None else 1.0 - position_consistency,
+        mean_confidence=mean([j.confidence for j, _ in judged]),
+        num_pairs=len(judgements),
+        num_judged=len(judged),
+    )
+
+
+def labeler_alignment(
+    dataset,
+    judge: PairwiseJudge,
+    *,
+    store: LabelStore | None = None,
+    chunk_size: int = 64,
+    show_progress: bool = True,
+) -> LabelerAlignment:
+    """Accuracy of `judge` against the gold labels of a preference dataset, and its position bias.
+
+    Args:
+        dataset ([`~datasets.Dataset`] or `list[dict]`):
+            Rows `(prompt, chosen, rejected)` where `chosen` is the gold (e.g. human) preference; the prompt may be
+            implicit (the common start of `chosen` and `rejected`), as in TRL's preference datasets.
+        judge ([`PairwiseJudge`]):
+            The judge.
+        store ([`LabelStore`], *optional*):
+            Label store, to reuse and keep the labels.
+        chunk_size (`int`, *optional*, defaults to `64`):
+            Pairs per judge call.
+        show_progress (`bool`, *optional*, defaults to `True`):
+            Show a progress bar.
+
+    Returns:
+        [`LabelerAlignment`]
+    """
+
+    if isinstance(dataset, list):
+        dataset = Dataset.from_list(dataset)
+    require_columns(
+        dataset.column_names,
+        ["chosen", "rejected"],
+        "alignment",
+        "Give the gold preference as 'chosen' and the other completion as 'rejected'.",
+    )
+    # Datasets with an implicit prompt (the conversation up to the answers inside 'chosen'/'rejected', as in
+    # trl-lib/ultrafeedback_binarized) get it extracted the way TRL's trainers do.
+    dataset = dataset.map(maybe_extract_prompt)
+    judgements = judge_pairs_cached(
+        judge, dataset["prompt"], dataset["chosen"], dataset["rejected"], store, chunk_size, show_progress
+    )
+    return alignment_metrics(judgements)

@@ -1,0 +1,285 @@
+"""A crash-safe SQLite store of judge labels.
+
+Every label is written as soon as the judge returns it (one transaction per batch), keyed by the judge's fingerprint
+and a SHA-256 hash of the content it judged. Running the same labeling again after a crash or Ctrl-C asks the judge
+only for what is not stored yet. Several processes can write to one store at once: SQLite's write-ahead log lets
+readers and a writer work together, and a busy timeout makes writers wait for each other instead of failing.
+
+A pair is stored once for both of its orientations: the label of `(prompt, b, a)` is read from that of
+`(prompt, a, b)` by swapping. Only the content's hash is stored, never the text itself. Judgements that are not
+final (a failed request, a prompt over the judge's length limit) are not stored, so a rerun asks again.
+
+The store needs a local filesystem: SQLite's locking is unreliable on network filesystems (NFS, SMB).
+"""
+
+import hashlib
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ..data_utils import Completion, Prompt
+from .judgement import PairwiseJudgement, ScoreJudgement
+
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS judges (
+    fingerprint TEXT PRIMARY KEY,
+    description TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS pairwise_labels (
+    fingerprint TEXT NOT NULL,
+    content_key TEXT NOT NULL,
+    probability REAL,
+    probability_first REAL,
+    probability_second REAL,
+    reason TEXT,
+    rationale_first TEXT,
+    rationale_second TEXT,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (fingerprint, content_key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS score_labels (
+    fingerprint TEXT NOT NULL,
+    content_key TEXT NOT NULL,
+    score REAL,
+    expected_score REAL,
+    reason TEXT,
+    rationale TEXT,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (fingerprint, content_key)
+) WITHOUT ROWID;
+"""
+
+
+def content_key(*items: Any) -> str:
+    """SHA-256 of the JSON of `items` (prompts and completions, in either dataset format)."""
+    payload = json.dumps(items, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def pair_key(prompt: Prompt, completion_a: Completion, completion_b: Completion) -> tuple[str, bool]:
+    """The stored key of a pair and whether the stored orientation is `(b, a)` rather than `(a, b)`."""
+    forward = content_key(prompt, completion_a, completion_b)
+    backward = content_key(prompt, completion_b, completion_a)
+    return (forward, False) if forward <= backward else (backward, True)
+
+
+class LabelStore:
+    """SQLite file of judge labels.
+
+    Args:
+        path (`str` or `os.PathLike`):
+            The database file; created (with its folder) if missing.
+        timeout (`float`, *optional*, defaults to `60.0`):
+            Seconds a writer waits for another process's transaction before giving up.
+
+    Example:
+
+    ```python
+    store = LabelStore("labels.sqlite")
+    judgements = judge_pairs_cached(judge, prompts, chosen, rejected, store=store)  # asks only for new pairs
+    ```
+    """
+
+    def __init__(self, path: str | os.PathLike, timeout: float = 60.0):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.timeout = timeout
+        self._local = threading.local()
+        with self._write() as connection:
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    connection.execute(statement)
+            row = connection.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            if row is None:
+                connection.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            elif int(row[0]) != SCHEMA_VERSION:
+                raise ValueError(
+                    f"The label store {self.path} has schema version {row[0]}, this version of trl_won reads version "
+                    f"{SCHEMA_VERSION}. Use another file or a matching trl_won version."
+                )
+
+    def __repr__(self) -> str:
+        return f"LabelStore({str(self.path)!r})"
+
+    # One connection per process and thread: SQLite connections must not cross a fork or be shared by threads.
+    def _connection(self) -> sqlite3.Connection:
+        connection = getattr(self._local, "connection", None)
+        if connection is None or self._local.pid != os.getpid():
+            connection = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA synchronous=FULL")
+            connection.execute(f"PRAGMA busy_timeout={int(self.timeout * 1000)}")
+            self._local.connection, self._local.pid = connection, os.getpid()
+        return connection
+
+    def _write(self) -> "_Transaction":
+        return _Transaction(self._connection())
+
+    def __getstate__(self):
+        return {"path": self.path, "timeout": self.timeout}
+
+    def __setstate__(self, state):
+        self.path, self.timeout = state["path"], state["timeout"]
+        self._local = threading.local()
+
+    def close(self) -> None:
+        """Close this thread's connection (a later call reopens it)."""
+        connection = getattr(self._local, "connection", None)
+        if connection is not None:
+            connection.close()
+            self._local.connection = None
+
+    def register_judge(self, fingerprint: str, description: dict[str, Any]) -> None:
+        """Record what a fingerprint stands for (for people reading the file; labels do not need it)."""
+        with self._write() as connection:
+            connection.execute(
+                "INSERT OR IGNORE INTO judges VALUES (?, ?, ?)",
+                (fingerprint, json.dumps(description, sort_keys=True, default=str), time.time()),
+            )
+
+    def get_pairs(
+        self,
+        fingerprint: str,
+        prompts: Sequence[Prompt],
+        completions_a: Sequence[Completion],
+        completions_b: Sequence[Completion],
+    ) -> list[PairwiseJudgement | None]:
+        """Stored judgements of each pair (`None` where nothing is stored)."""
+        keys = [pair_key(p, a, b) for p, a, b in zip(prompts, completions_a, completions_b, strict=True)]
+        rows = self._fetch("pairwise_labels", fingerprint, [k for k, _ in keys])
+        results = []
+        for key, flipped in keys:
+            row = rows.get(key)
+            if row is None:
+                results.append(None)
+                continue
+            judgement = PairwiseJudgement(
+                probability=row[0],
+                probability_a_first=row[1],
+                probability_a_second=row[2],
+                reason=row[3],
+                rationale_a_first=row[4],
+                rationale_a_second=row[5],
+            )
+            results.append(judgement.swapped() if flipped else judgement)
+        return results
+
+    def put_pairs(
+        self,
+        fingerprint: str,
+        prompts: Sequence[Prompt],
+        completions_a: Sequence[Completion],
+        completions_b: Sequence[Completion],
+        judgements: Sequence[PairwiseJudgement],
+    ) -> int:
+        """Store the final judgements of these pairs in one transaction; return how many were final."""
+        rows = []
+        now = time.time()
+        for p, a, b, judgement in zip(prompts, completions_a, completions_b, judgements, strict=True):
+            if not judgement.final:
+                continue
+            key, flipped = pair_key(p, a, b)
+            j = judgement.swapped() if flipped else judgement
+            rows.append(
+                (
+                    fingerprint,
+                    key,
+                    j.probability,
+                    j.probability_a_first,
+                    j.probability_a_second,
+                    j.reason,
+                    j.rationale_a_first,
+                    j.rationale_a_second,
+                    now,
+                )
+            )
+        with self._write() as connection:
+            connection.executemany(
+                "INSERT INTO pairwise_labels VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", rows
+            )
+        return len(rows)
+
+    def get_scores(
+        self, fingerprint: str, prompts: Sequence[Prompt], completions: Sequence[Completion]
+    ) -> list[ScoreJudgement | None]:
+        """Stored score judgements of each completion (`None` where nothing is stored)."""
+        keys = [content_key(p, c) for p, c in zip(prompts, completions, strict=True)]
+        rows = self._fetch("score_labels", fingerprint, keys)
+        return [
+            None
+            if key not in rows
+            else ScoreJudgement(
+                score=rows[key][0], expected_score=rows[key][1], reason=rows[key][2], rationale=rows[key][3]
+            )
+            for key in keys
+        ]
+
+    def put_scores(
+        self,
+        fingerprint: str,
+        prompts: Sequence[Prompt],
+        completions: Sequence[Completion],
+        judgements: Sequence[ScoreJudgement],
+    ) -> int:
+        """Store the final score judgements in one transaction; return how many were final."""
+        now = time.time()
+        rows = [
+            (fingerprint, content_key(p, c), j.score, j.expected_score, j.reason, j.rationale, now)
+            for p, c, j in zip(prompts, completions, judgements, strict=True)
+            if j.final
+        ]
+        with self._write() as connection:
+            connection.executemany(
+                "INSERT INTO score_labels VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", rows
+            )
+        return len(rows)
+
+    def count(self, fingerprint: str | None = None, kind: str = "pairwise") -> int:
+        """Number of stored labels (of one judge when `fingerprint` is given); `kind` is `"pairwise"` or `"score"`."""
+        table = {"pairwise": "pairwise_labels", "score": "score_labels"}[kind]
+        connection = self._connection()
+        if fingerprint is None:
+            return connection.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+        query = f"SELECT COUNT(*) FROM {table} WHERE fingerprint = ?"
+        return connection.execute(query, (fingerprint,)).fetchone()[0]
+
+    def _fetch(self, table: str, fingerprint: str, keys: Sequence[str]) -> dict[str, tuple]:
+        columns = {
+            "pairwise_labels": "probability, probability_first, probability_second, reason, rationale_first, "
+            "rationale_second",
+            "score_labels": "score, expected_score, reason, rationale",
+        }[table]
+        found: dict[str, tuple] = {}
+        unique = list(dict.fromkeys(keys))
+        connection = self._connection()
+        for start in range(0, len(unique), 500):  # SQLite limits the number of bound parameters
+            chunk = unique[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            query = f"SELECT content_key, {columns} FROM {table} WHERE fingerprint = ? AND content_key IN ({marks})"
+            for row in connection.execute(query, (fingerprint, *chunk)):
+                found[row[0]] = tuple(row[1:])
+        return found
+
+
+class _Transaction:
+    """`with` block that runs in one SQLite transaction (BEGIN IMMEDIATE ... COMMIT, ROLLBACK on error)."""
+
+    def __init__(self, connection: sqlite3.Connection):
+        self.connection = connection
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.connection.execute("BEGIN IMMEDIATE")
+        return self.connection
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.connection.execute("ROLLBACK" if exc_type else "COMMIT")

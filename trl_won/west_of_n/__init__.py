@@ -1,0 +1,27 @@
+"""West-of-N synthetic preference generation (Pace et al., arXiv 2401.12086), offline and online."""
+
+from .collator import WestOfNDataCollator
+from .config import WestOfNConfig
+from .generator import WestOfNGenerator
+from .iterative import iterative_west_of_n
+from .mixing import mix_preference_datasets, mix_preferences_and_prompts
+from .pairs_dataset import read_west_of_n_pairs
+from .preference_model import PairwisePreferenceModel, PointwisePreferenceModel, build_preference_model
+from .storage import ResumeMismatchError
+from .trainer import WestOfNRewardTrainer
+
+
+__all__ = [
+    "PairwisePreferenceModel",
+    "PointwisePreferenceModel",
+    "ResumeMismatchError",
+    "WestOfNConfig",
+    "WestOfNDataCollator",
+    "WestOfNGenerator",
+    "WestOfNRewardTrainer",
+    "build_preference_model",
+    "iterative_west_of_n",
+    "mix_preference_datasets",
+    "mix_preferences_and_prompts",
+    "read_west_of_n_pairs",
+]

@@ -1,0 +1,245 @@
+"""Offline West-of-N: turn a prompt dataset into a TRL preference dataset, resumably and across processes."""
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from datasets import Dataset, IterableDataset
+from tqdm.auto import tqdm
+
+from ..data_utils import is_conversational_prompt, require_columns, row_error
+from .config import WestOfNConfig
+from .pairs_dataset import filter_results, results_to_dataset
+from .pipeline import WestOfNPipeline, build_sampler, describe_policy, process_state
+from .preference_model import build_preference_model
+from .storage import (
+    DATASET,
+    FORMAT_VERSION,
+    append_results,
+    check_or_write_manifest,
+    done_chunks,
+    prompts_fingerprint,
+    read_results,
+    repair_shard,
+    shard_path,
+    write_summary,
+)
+
+
+logger = logging.getLogger(__name__)
+
+
+def chunk_seed(seed: int, chunk: int) -> int:
+    """The sampling seed of a group of prompts: a function of the run's seed and the group's position only."""
+    return (seed * 1_000_003 + chunk) % (2**63 - 1)
+
+
+def validate_prompts(prompts: Sequence) -> None:
+    """Every prompt is a non-empty string or a non-empty list of messages, all in the same format."""
+    if len(prompts) == 0:
+        raise ValueError("The prompt dataset is empty.")
+    conversational = is_conversational_prompt(prompts[0])
+    for i, prompt in enumerate(prompts):
+        if is_conversational_prompt(prompt) != conversational:
+            raise row_error(
+                i,
+                "prompt",
+                f"is {'standard' if conversational else 'conversational'} but row 0 is "
+                f"{'conversational' if conversational else 'standard'}.",
+                "Use one format (plain strings, or lists of {'role', 'content'} messages) for every prompt.",
+            )
+        if not conversational and (not isinstance(prompt, str) or not prompt):
+            raise row_error(
+                i, "prompt", f"expected a non-empty string or a list of messages, got {prompt!r}.", "Fix or drop it."
+            )
+
+
+class WestOfNGenerator:
+    r"""
+    Generate West-of-N preference pairs offline: for every prompt, sample `n` responses from the policy, let the base
+    preference model pick the best (`chosen`) and the worst (`rejected`), and filter.
+
+    Results are written to `args.pairs_dir` as they are made, one group of prompts at a time; if the run stops,
+    rerunning it with the same arguments resumes without regenerating the prompts already done, and gives the same
+    dataset as an uninterrupted run. Under `accelerate launch`, groups of prompts are dealt to the processes in turn,
+    each writes its own shard, and every process returns the same gathered dataset (`pairs_dir` must be visible to all
+    processes).
+
+    Example:
+
+    ```python
+    >>> from trl_won import WestOfNConfig, WestOfNGenerator
+
+    >>> generator = WestOfNGenerator(
+    ...     "Qwen/Qwen2.5-0.5B-Instruct",
+    ...     WestOfNConfig(n=8, pairs_dir="won_pairs", confidence_quantile=0.5),
+    ...     reward_model="my-org/my-base-reward-model",
+    ... )
+    >>> pairs = generator.generate(prompt_dataset)  # columns prompt, chosen, rejected, chosen_score, ...
+    ```
+
+    Args:
+        policy (`str`, [`~transformers.PreTrainedModel`] or [`~peft.PeftModel`]):
+            The causal LM to sample from, or its path/hub id (loaded with `AutoModelForCausalLM` and
+            `args.policy_init_kwargs`, and quantized with `quantization_config`).
+        args ([`WestOfNConfig`], *optional*):
+            Settings; defaults to `WestOfNConfig()`.
+        reward_model (`str` or [`~transformers.PreTrainedModel`], *optional*):
+            Base preference model: a sequence-classification reward model with `num_labels=1`, or its path.
+        reward_funcs (`Callable` or `list[Callable]`, *optional*):
+            Base preference model: reward function(s) `f(prompts, completions, **kwargs) -> list[float]` (TRL GRPO
+            signature), summed with `args.reward_weights`.
+        judge (`Callable`, *optional*):
+            Base preference model: a pairwise judge `judge(prompts, completions_a, completions_b) -> list[float |
+            None]` returning P(a preferred over b), or `None` to abstain. Best and worst are then found by knockout
+            tournaments (see [`~trl_won.west_of_n.tournament`] for the cost).
+        processing_class ([`~transformers.PreTrainedTokenizerBase`], *optional*):
+            The policy's tokenizer; loaded from the policy's path when omitted.
+        reward_processing_class ([`~transformers.PreTrainedTokenizerBase`], *optional*):
+            The reward model's tokenizer; loaded from its path when omitted.
+        quantization_config ([`~transformers.BitsAndBytesConfig`], *optional*):
+            Quantization of the policy when it is loaded from a path.
+        reward_quantization_config ([`~transformers.BitsAndBytesConfig`], *optional*):
+            Quantization of the reward model when it is loaded from a path.
+
+    Exactly one of `reward_model`, `reward_funcs` and `judge` must be given.
+    """
+
+    def __init__(
+        self,
+        policy,
+        args: WestOfNConfig | None = None,
+        *,
+        reward_model=None,
+        reward_funcs=None,
+        judge=None,
+        processing_class=None,
+        reward_processing_class=None,
+        quantization_config=None,
+        reward_quantization_config=None,
+    ):
+        self.args = args = args if args is not None else WestOfNConfig()
+        if args.keep_candidates and judge is not None:
+            raise ValueError(
+                "`keep_candidates=True` outputs each response's reward (the RRHF format), but a pairwise judge gives "
+                "no per-response reward. Use `reward_model=` or `reward_funcs=`, or set `keep_candidates=False`."
+            )
+        self.state = process_state()
+        init_kwargs = dict(args.reward_model_init_kwargs or {})
+        if isinstance(reward_model, str) and self.state.num_processes > 1 and self.state.device.type != "cpu":
+            init_kwargs.setdefault("device_map", {"": self.state.device})
+        self.preference = build_preference_model(
+            reward_model,
+            reward_funcs,
+            judge,
+            reward_processing_class=reward_processing_class,
+            reward_weights=args.reward_weights,
+            scoring_batch_size=args.scoring_batch_size,
+            quantization_config=reward_quantization_config,
+            model_init_kwargs=init_kwargs,
+            chat_template_kwargs=args.chat_template_kwargs,
+        )
+        self.sampler = build_sampler(policy, args, processing_class, quantization_config)
+        self.pipeline = WestOfNPipeline(self.sampler, self.preference, args)
+        self._policy_name = describe_policy(policy)
+        self.summary: dict | None = None
+
+    def manifest(self, prompts: Sequence) -> dict:
+        """What the saved results depend on; a rerun resumes only if this matches."""
+        a = self.args
+        return {
+            "format_version": FORMAT_VERSION,
+            "policy": self._policy_name,
+            "preference_model": self.preference.describe(),
+            "n": a.n,
+            "temperature": a.temperature,
+            "top_p": a.top_p,
+            "top_k": a.top_k,
+            "max_new_tokens": a.max_new_tokens,
+            "strategy": a.strategy,
+            "sampling_seed": a.sampling_seed,
+            "prompts_per_chunk": a.prompts_per_chunk,
+            "chat_template_kwargs": a.chat_template_kwargs,
+            "backend": "vllm" if a.use_vllm else "transformers",
+            "num_prompts": len(prompts),
+            "prompts_sha256": prompts_fingerprint(prompts),
+        }
+
+    def generate(self, dataset: Dataset | IterableDataset | Sequence) -> Dataset:
+        """Generate (or resume generating) the pairs of `dataset`'s prompts and return the filtered dataset.
+
+        Args:
+            dataset ([`~datasets.Dataset`], [`~datasets.IterableDataset`] or a list of prompts):
+                Prompts in a `prompt` column, standard (strings) or conversational (lists of messages). Other columns
+                are ignored.
+
+        Returns:
+            [`~datasets.Dataset`]: The preference dataset, the same on every process. It is also saved to
+            `pairs_dir/dataset`, with counts in `pairs_dir/summary.json`.
+        """
+        prompts = self._prompts(dataset)
+        args, state = self.args, self.state
+        pairs_dir = Path(args.pairs_dir)
+        manifest = self.manifest(prompts)
+        resumed = check_or_write_manifest(pairs_dir, manifest, write=state.is_main_process)
+        state.wait_for_everyone()
+        if not state.is_main_process:
+            check_or_write_manifest(pairs_dir, manifest, write=False)
+
+        per_chunk = args.prompts_per_chunk
+        num_chunks = -(-len(prompts) // per_chunk)
+        done = done_chunks(read_results(pairs_dir), len(prompts), per_chunk)
+        mine = [c for c in range(num_chunks) if c % state.num_processes == state.process_index and c not in done]
+        if resumed and state.is_main_process:
+            logger.info("Resuming in %s: %d of %d groups of prompts already done.", pairs_dir, len(done), num_chunks)
+        own_shard = shard_path(pairs_dir, state.process_index)
+        repair_shard(own_shard)
+        desc = "West-of-N" if state.num_processes == 1 else f"West-of-N (process 0 of {state.num_processes})"
+        todo = sum(min(per_chunk, len(prompts) - c * per_chunk) for c in mine)
+        progress = tqdm(
+            total=todo, desc=desc, unit="prompt", disable=not (args.show_progress and state.is_main_process)
+        )
+        for chunk in mine:
+            indices = list(range(chunk * per_chunk, min((chunk + 1) * per_chunk, len(prompts))))
+            results = self.pipeline([prompts[i] for i in indices], indices, chunk_seed(args.sampling_seed, chunk))
+            for result in results:
+                result.chunk = chunk
+            append_results(own_shard, results)
+            progress.update(len(indices))
+            progress.set_postfix(pairs=sum(r.is_pair for r in results))
+        progress.close()
+        state.wait_for_everyone()
+
+        saved = read_results(pairs_dir)
+        missing = [i for i in range(len(prompts)) if i not in saved]
+        if missing:
+            raise RuntimeError(
+                f"{len(missing)} prompts have no saved result in {pairs_dir} (first: {missing[:5]}). With several "
+                "processes, `pairs_dir` must be on a file system that every process sees."
+            )
+        kept, self.summary = filter_results([saved[i] for i in range(len(prompts))], args)
+        pairs = results_to_dataset(kept, args.keep_candidates)
+        if state.is_main_process:
+            write_summary(pairs_dir, self.summary)
+            pairs.save_to_disk(str(pairs_dir / DATASET))
+            logger.info("West-of-N: %s", json.dumps(self.summary))
+        state.wait_for_everyone()
+        return pairs
+
+    @staticmethod
+    def _prompts(dataset) -> list:
+        if isinstance(dataset, (Dataset, IterableDataset)):
+            columns = dataset.column_names or list(next(iter(dataset)).keys())
+            require_columns(
+                columns,
+                ["prompt"],
+                "prompt",
+                "West-of-N samples responses to the `prompt` column; rename your prompt column with "
+                "`dataset.rename_column(old, 'prompt')`.",
+            )
+            prompts = list(dataset["prompt"]) if isinstance(dataset, Dataset) else [row["prompt"] for row in dataset]
+        else:
+            prompts = list(dataset)
+        validate_prompts(prompts)
+        return prompts

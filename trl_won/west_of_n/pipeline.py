@@ -1,0 +1,231 @@
+"""The West-of-N step shared by the offline generator and the online collator: sample, score, select, measure.
+
+For a group of prompts: sample `n` responses per prompt (one batched generation call per group), score them with the
+base preference model (one length-bucketed scoring pass for the whole group, or a knockout tournament batched across
+the group's prompts for a judge), pick each prompt's pair, and compute the per-token mean log-likelihood of the two
+picked responses under the policy. Filtering is left to the caller (offline it needs all pairs, online a window).
+"""
+
+import random
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from accelerate import PartialState
+from accelerate.utils import parse_flag_from_env
+from transformers import AutoModelForCausalLM
+
+from ..data_utils import Prompt, as_completion
+from ..models import load_model, load_tokenizer
+from .config import WestOfNConfig
+from .preference_model import PairwisePreferenceModel, PointwisePreferenceModel
+from .selection import Selection, select_from_scores
+from .tournament import select_with_judge
+
+
+@dataclass
+class PromptResult:
+    """Everything West-of-N computed for one prompt. Saved as one JSON line offline.
+
+    Args:
+        index (`int`): Position of the prompt in its dataset (offline) or in the stream of prompts (online).
+        prompt (`str` or `list[dict]`): The prompt.
+        completions (`list[str]`): The sampled responses' texts.
+        finished (`list[bool]`): Whether each response ended with EOS (rather than `max_new_tokens`).
+        scores (`list[float]`, *optional*): Pointwise base-model scores of the responses.
+        comparisons (`list[list]`, *optional*): With a judge: every `[a, b, P(a > b) or None]` it was asked.
+        chosen (`int`, *optional*): Index of the chosen response.
+        rejected (`int`, *optional*): Index of the rejected response.
+        chosen_score (`float`, *optional*): Base-model score of the chosen response (judge: the confidence).
+        rejected_score (`float`, *optional*): Base-model score of the rejected response (judge: 1 - confidence).
+        confidence (`float`, *optional*): The base model's P(chosen > rejected).
+        chosen_logp (`float`, *optional*): Per-token mean log-likelihood of the chosen response under the policy.
+        rejected_logp (`float`, *optional*): Same for the rejected response.
+        reason (`str`, *optional*): Why there is no pair (`"tie"`, `"abstained"`, `"inconsistent"`), else `None`.
+        chunk (`int`, *optional*): The group of prompts it was generated with (offline).
+    """
+
+    index: int
+    prompt: Prompt
+    completions: list[str]
+    finished: list[bool]
+    scores: list[float] | None = None
+    comparisons: list[list[Any]] | None = None
+    chosen: int | None = None
+    rejected: int | None = None
+    chosen_score: float | None = None
+    rejected_score: float | None = None
+    confidence: float | None = None
+    chosen_logp: float | None = None
+    rejected_logp: float | None = None
+    reason: str | None = None
+    chunk: int | None = None
+
+    @property
+    def is_pair(self) -> bool:
+        return self.reason is None and self.chosen is not None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "PromptResult":
+        return cls(**data)
+
+
+@dataclass
+class Timings:
+    """Seconds spent in each stage, accumulated over calls."""
+
+    seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+
+    def add(self, stage: str, start: float) -> float:
+        now = time.perf_counter()
+        self.seconds[stage] += now - start
+        return now
+
+    @property
+    def total(self) -> float:
+        return sum(self.seconds.values())
+
+    def share_outside(self, stage: str = "generation") -> float:
+        return 1.0 - self.seconds.get(stage, 0.0) / self.total if self.total else 0.0
+
+
+def process_state() -> PartialState:
+    """This process's place in a distributed run (`accelerate launch`), CPU-only runs included."""
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+
+
+def prompt_rng(seed: int, index: int) -> random.Random:
+    """The random source of one prompt (for `strategy="best_random"`), a function of the seed and its index only."""
+    return random.Random(seed * 1_000_003 + index)
+
+
+class WestOfNPipeline:
+    """Sample, score, select and measure the likelihood of the pair, for a group of prompts.
+
+    Args:
+        sampler ([`TransformersSampler`] or [`VLLMSampler`]):
+            The generation backend.
+        preference ([`PointwisePreferenceModel`] or [`PairwisePreferenceModel`]):
+            The base preference model.
+        args ([`WestOfNConfig`]):
+            The settings (`n`, `strategy`, `sampling_seed`).
+    """
+
+    def __init__(self, sampler, preference: PointwisePreferenceModel | PairwisePreferenceModel, args: WestOfNConfig):
+        self.sampler = sampler
+        self.preference = preference
+        self.args = args
+        self.timings = Timings()
+
+    def __call__(self, prompts: Sequence[Prompt], indices: Sequence[int], seed: int) -> list[PromptResult]:
+        """Run the step on `prompts` (whose dataset positions are `indices`), sampling with `seed`."""
+        prompts, indices = list(prompts), list(indices)
+        start = time.perf_counter()
+        samples = self.sampler.sample(prompts, self.args.n, seed, indices)
+        start = self.timings.add("generation", start)
+        completions = [[as_completion(p, s.text) for s in row] for p, row in zip(prompts, samples, strict=True)]
+        results = [
+            PromptResult(index=i, prompt=p, completions=[s.text for s in row], finished=[s.finished for s in row])
+            for i, p, row in zip(indices, prompts, samples, strict=True)
+        ]
+        rngs = [prompt_rng(self.args.sampling_seed, i) for i in indices]
+        if self.preference.pairwise:
+            selections = self._judge(prompts, completions, results, rngs)
+            start = self.timings.add("scoring", start)
+        else:
+            flat_prompts = [p for p, row in zip(prompts, completions, strict=True) for _ in row]
+            flat = self.preference.score(flat_prompts, [c for row in completions for c in row])
+            start = self.timings.add("scoring", start)
+            selections = []
+            for k, result in enumerate(results):
+                result.scores = flat[k * self.args.n : (k + 1) * self.args.n]
+                selections.append(select_from_scores(result.scores, self.args.strategy, rngs[k]))
+            start = self.timings.add("selection", start)
+        for result, selection in zip(results, selections, strict=True):
+            _apply_selection(result, selection)
+        pairs = [(k, r) for k, r in enumerate(results) if r.is_pair]
+        if pairs:
+            picked = [samples[k][r.chosen] for k, r in pairs] + [samples[k][r.rejected] for k, r in pairs]
+            logps = self.sampler.mean_logprobs([prompts[k] for k, _ in pairs] * 2, picked)
+            for j, (_, result) in enumerate(pairs):
+                result.chosen_logp, result.rejected_logp = logps[j], logps[len(pairs) + j]
+        self.timings.add("likelihood", start)
+        return results
+
+    def _judge(self, prompts, completions, results, rngs) -> list[Selection]:
+        def compare(requests):
+            return self.preference.compare(
+                [prompts[k] for k, _, _ in requests],
+                [completions[k][a] for k, a, _ in requests],
+                [completions[k][b] for k, _, b in requests],
+            )
+
+        selections, tournaments = select_with_judge([len(c) for c in completions], compare, self.args.strategy, rngs)
+        for result, tournament in zip(results, tournaments, strict=True):
+            result.comparisons = [[a, b, p] for (a, b), p in tournament.results.items()]
+        return selections
+
+
+def _apply_selection(result: PromptResult, selection: Selection) -> None:
+    result.reason = selection.reason
+    if not selection.is_pair:
+        return
+    result.chosen, result.rejected, result.confidence = selection.chosen, selection.rejected, selection.confidence
+    if result.scores is not None:
+        result.chosen_score, result.rejected_score = result.scores[selection.chosen], result.scores[selection.rejected]
+    else:  # a judge has no pointwise score: report the two sides of its direct comparison
+        result.chosen_score, result.rejected_score = selection.confidence, 1.0 - selection.confidence
+
+
+def build_sampler(policy, args: WestOfNConfig, processing_class=None, quantization_config=None):
+    """The generation backend for `policy` (a path/hub id or a causal LM object), as `args` asks."""
+    if args.use_vllm:
+        from .vllm_sampler import VLLMSampler
+
+        if not isinstance(policy, str):
+            raise ValueError(
+                "With `use_vllm=True` the policy must be a path or hub id that vLLM can load, not a model object. "
+                "Save the model (merge LoRA adapters first with `merge_and_unload()`) and pass its directory."
+            )
+        if quantization_config is not None:
+            raise ValueError("`quantization_config` is for the `transformers` backend; configure vLLM's own instead.")
+        return VLLMSampler(policy, load_tokenizer(policy, processing_class), args)
+    init_kwargs = dict(args.policy_init_kwargs or {})
+    state = process_state()
+    if isinstance(policy, str) and state.num_processes > 1 and state.device.type != "cpu":
+        init_kwargs.setdefault("device_map", {"": state.device})  # one copy per process, not split across GPUs
+    model = load_model(
+        policy,
+        AutoModelForCausalLM,
+        model_init_kwargs=init_kwargs,
+        quantization_config=quantization_config,
+        argument_name="policy",
+    )
+    tokenizer = load_tokenizer(policy if isinstance(policy, str) else model, processing_class)
+    return _transformers_sampler(model, tokenizer, args)
+
+
+def _transformers_sampler(model, tokenizer, args: WestOfNConfig):
+    from .sampling import TransformersSampler
+
+    return TransformersSampler(
+        model,
+        tokenizer,
+        args.sampling_params,
+        generation_batch_size=args.generation_batch_size,
+        scoring_batch_size=args.scoring_batch_size,
+        chat_template_kwargs=args.chat_template_kwargs,
+    )
+
+
+def describe_policy(policy) -> str:
+    """What identifies the policy in a run's manifest: its path or hub id."""
+    if isinstance(policy, str):
+        return policy
+    config = getattr(policy, "config", None)
+    return getattr(config, "_name_or_path", "") or type(policy).__name__
