@@ -126,22 +126,25 @@ def test_lm_head_only_sees_completion_tokens(tiny_paths, tmp_path):
     assert shapes and all(len(shape) == 2 and shape[0] <= 16 for shape in shapes)
 
 
+LENGTH_REWARD_CALLS = []
+
+
+def length_reward(prompts, completions, **kwargs):
+    LENGTH_REWARD_CALLS.append(len(completions))
+    return [float(len(c)) for c in completions]
+
+
 def test_rewards_are_computed_once_from_reward_funcs(tiny_paths, tmp_path):
-    calls = []
-
-    def length_reward(prompts, completions, **kwargs):
-        calls.append(len(completions))
-        return [float(len(c)) for c in completions]
-
+    LENGTH_REWARD_CALLS.clear()
     dataset = toy_ranking_dataset(with_rewards=False)
     args = make_args(tmp_path, max_steps=1)
     trainer = RRHFTrainer(tiny_paths.policy, args=args, train_dataset=dataset, reward_funcs=length_reward)
     expected = [[float(len(c)) for c in row] for row in dataset["completions"]]
     assert trainer.train_dataset["rewards"] == expected
-    assert sum(calls) == sum(len(row) for row in dataset["completions"])
+    assert sum(LENGTH_REWARD_CALLS) == sum(len(row) for row in dataset["completions"])
     # A rerun in the same output dir reuses the saved scores instead of paying for them again.
     RRHFTrainer(tiny_paths.policy, args=args, train_dataset=dataset, reward_funcs=length_reward)
-    assert sum(calls) == sum(len(row) for row in dataset["completions"])
+    assert sum(LENGTH_REWARD_CALLS) == sum(len(row) for row in dataset["completions"])
     trainer.train()
 
 
@@ -296,3 +299,37 @@ def test_resume_from_checkpoint_matches_an_uninterrupted_run(tiny_paths, tmp_pat
     assert not torch.equal(crashed.model.lm_head.weight, resumed.model.lm_head.weight)
     for name, value in resumed.model.state_dict().items():
         torch.testing.assert_close(value, full.model.state_dict()[name])
+
+
+def test_saved_rewards_are_not_reused_for_a_different_reward_model(tiny_paths, tmp_path):
+    """Two reward models loaded from the same path but with different weights must not share saved scores."""
+    from transformers import AutoModelForSequenceClassification
+
+    from trl_won.rewards import RewardModelScorer
+
+    dataset = toy_ranking_dataset(with_rewards=False).select(range(2))
+    args = make_args(tmp_path, max_steps=1)
+    first = AutoModelForSequenceClassification.from_pretrained(tiny_paths.reward_model)
+    second = AutoModelForSequenceClassification.from_pretrained(tiny_paths.reward_model)
+    with torch.no_grad():
+        second.score.weight.mul_(-1.0)
+    rewards_first = RRHFTrainer(tiny_paths.policy, args=args, train_dataset=dataset, reward_funcs=first)
+    rewards_second = RRHFTrainer(tiny_paths.policy, args=args, train_dataset=dataset, reward_funcs=second)
+    expected = RewardModelScorer(second)(
+        [dataset[0]["prompt"]] * len(dataset[0]["completions"]), dataset[0]["completions"]
+    )
+    assert rewards_second.train_dataset["rewards"][0] == pytest.approx(expected, abs=1e-5)
+    assert rewards_second.train_dataset["rewards"] != rewards_first.train_dataset["rewards"]
+
+
+def test_rewards_of_unidentifiable_functions_are_not_saved(tiny_paths, tmp_path):
+    scale = torch.tensor(2.0)  # a closure over an object: a changed version would look the same
+
+    def scaled_length(prompts, completions):
+        return [float(scale) * len(c) for c in completions]
+
+    args = make_args(tmp_path, max_steps=1)
+    RRHFTrainer(
+        tiny_paths.policy, args=args, train_dataset=toy_ranking_dataset(with_rewards=False), reward_funcs=scaled_length
+    )
+    assert not list((tmp_path / "out").glob("rrhf_rewards-*.json"))

@@ -158,3 +158,22 @@ def prepare_peft_model(model: PreTrainedModel, peft_config, args=None) -> PreTra
 def unwrap_peft(model):
     """The transformers model under a PEFT wrapper (the same object when there is no wrapper)."""
     return model.get_base_model() if is_peft_model(model) else model
+
+
+@torch.no_grad()
+def weights_digest(model, samples_per_tensor: int = 64) -> str:
+    """A short hash that changes when the model's weights change, cheap enough for any model size.
+
+    Hashes every tensor's name and shape and `samples_per_tensor` evenly strided values of it (any training step
+    changes nearly every weight, so sampled values tell checkpoints apart without reading all of them).
+    """
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        flat = tensor.detach().reshape(-1)
+        step = max(1, flat.numel() // samples_per_tensor)
+        sample = flat[::step][:samples_per_tensor].to(device="cpu", dtype=torch.float32)
+        digest.update(f"{name}{tuple(tensor.shape)}".encode())
+        digest.update(sample.numpy().tobytes())
+    return digest.hexdigest()[:16]

@@ -66,4 +66,5 @@ def judge_reward_func(
 
     reward_func.__name__ = reward_func.__qualname__ = name or "rlaif_judge"
     reward_func.judge = judge
+    reward_func.fingerprint = judge.fingerprint  # identifies the scores across runs (e.g. RRHF's saved rewards)
     return reward_func

@@ -1,9 +1,11 @@
 """Scoring the completions of an RRHF dataset with reward functions before training."""
 
 import hashlib
+import inspect
 import json
 import logging
 import os
+import types
 from collections.abc import Callable, Sequence
 
 from accelerate import PartialState
@@ -11,7 +13,8 @@ from accelerate.utils import gather_object
 from datasets import Dataset
 from tqdm.auto import tqdm
 
-from ..rewards import reward_func_name, weighted_rewards
+from ..models import weights_digest
+from ..rewards import RewardModelScorer, weighted_rewards
 
 
 logger = logging.getLogger(__name__)
@@ -38,15 +41,19 @@ def add_rewards(
         reward_weights (`Sequence[float]`, *optional*):
             One weight per reward function (default 1).
         cache_dir (`str` or `os.PathLike`, *optional*):
-            If given, the scores are saved there (keyed by a hash of the prompts, completions and reward function
-            names) and reused by a rerun, so that a crash or a resumed run does not pay for scoring twice.
+            If given, the scores are saved there, keyed by a hash of the prompts, the completions and what identifies
+            each reward function (see [`reward_func_identity`]: a reward model's weights digest, a judge's
+            fingerprint, a plain function's source), and reused by a rerun, so that a crash or a resumed run does not
+            pay for scoring twice. Reward functions that cannot be identified reliably are never cached.
 
     Returns:
         [`~datasets.Dataset`]: `dataset` with a `rewards` column.
     """
     cache_path = None
-    if cache_dir is not None:
-        fingerprint = _fingerprint(dataset, reward_funcs, reward_weights)
+    fingerprint = _fingerprint(dataset, reward_funcs, reward_weights) if cache_dir is not None else None
+    if cache_dir is not None and fingerprint is None:
+        logger.info("Completion rewards are not saved: a reward function cannot be identified across runs.")
+    if fingerprint is not None:
         cache_path = os.path.join(cache_dir, f"rrhf_rewards-{fingerprint}.json")
         if os.path.exists(cache_path):
             with open(cache_path) as f:
@@ -76,10 +83,44 @@ def add_rewards(
     return dataset.add_column("rewards", rewards)
 
 
-def _fingerprint(dataset: Dataset, reward_funcs, reward_weights) -> str:
+def _fingerprint(dataset: Dataset, reward_funcs, reward_weights) -> str | None:
+    identities = [reward_func_identity(f) for f in reward_funcs]
+    if any(identity is None for identity in identities):
+        return None
     digest = hashlib.sha256()
-    digest.update(json.dumps([reward_func_name(f) for f in reward_funcs]).encode())
+    digest.update(json.dumps(identities).encode())
     digest.update(json.dumps(list(reward_weights) if reward_weights is not None else None).encode())
     for example in dataset.select_columns(["prompt", "completions"]):
         digest.update(json.dumps(example, sort_keys=True).encode())
     return digest.hexdigest()[:16]
+
+
+_SIMPLE = (int, float, str, bool, type(None))
+
+
+def reward_func_identity(func) -> str | None:
+    """What identifies a reward function across runs, or `None` when nothing reliable does.
+
+    A reward model is identified by its class, its path, a digest of its weights and its tokenizer; an object with a
+    `fingerprint` string (an RLAIF judge's reward function) by that; a plain function by its module, name and source,
+    provided it closes over simple values only. Anything else (a callable object, a closure over a model) cannot be
+    told apart from a changed version of itself, so its scores are never reused.
+    """
+    if isinstance(func, RewardModelScorer):
+        tokenizer = getattr(func.tokenizer, "name_or_path", "")
+        model = func.model
+        return json.dumps(
+            ["reward_model", type(model).__name__, func.name, weights_digest(model), tokenizer, func.max_length]
+        )
+    fingerprint = getattr(func, "fingerprint", None)
+    if isinstance(fingerprint, str):
+        return fingerprint
+    if isinstance(func, types.FunctionType):
+        captured = [cell.cell_contents for cell in func.__closure__ or ()] + list(func.__defaults__ or ())
+        if all(isinstance(value, _SIMPLE) for value in captured):
+            try:
+                source = inspect.getsource(func)
+            except (OSError, TypeError):
+                return None
+            return json.dumps([func.__module__, func.__qualname__, source, captured])
+    return None
