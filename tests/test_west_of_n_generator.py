@@ -165,6 +165,27 @@ def test_resume_refuses_a_directory_made_with_other_arguments(tiny_paths, tmp_pa
         WestOfNGenerator(tiny_paths.policy, small(tmp_path, n=2), reward_funcs=text_length).generate(other_prompts)
 
 
+def test_resume_refuses_other_weights_under_the_same_model_path(tiny_paths, tmp_path):
+    """Model objects are identified by a digest of their weights: a retrained model is not mistaken for the old one."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    prompts = toy_prompt_dataset().select(range(2))
+    policy = AutoModelForCausalLM.from_pretrained(tiny_paths.policy)
+    reward_model = AutoModelForSequenceClassification.from_pretrained(tiny_paths.reward_model)
+    WestOfNGenerator(policy, small(tmp_path, n=2), reward_model=reward_model).generate(prompts)
+    with torch.no_grad():
+        reward_model.score.weight.mul_(-1.0)
+    with pytest.raises(ResumeMismatchError, match=r"preference_model"):
+        WestOfNGenerator(policy, small(tmp_path, n=2), reward_model=reward_model).generate(prompts)
+    WestOfNGenerator(policy, small(tmp_path, name="policy", n=2), reward_funcs=text_length).generate(prompts)
+    retrained = AutoModelForCausalLM.from_pretrained(tiny_paths.policy)
+    with torch.no_grad():
+        retrained.lm_head.weight.add_(0.01)
+    with pytest.raises(ResumeMismatchError, match=r"policy") as error:
+        WestOfNGenerator(retrained, small(tmp_path, name="policy", n=2), reward_funcs=text_length).generate(prompts)
+    assert "preference_model" not in str(error.value)
+
+
 def test_pairwise_judge_tournament_end_to_end(tiny_paths, tmp_path):
     calls = []
 

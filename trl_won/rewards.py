@@ -8,7 +8,9 @@ Async functions are awaited. A sequence-classification reward model (object or p
 
 import asyncio
 import inspect
+import json
 import math
+import types
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -17,7 +19,7 @@ from tqdm.auto import tqdm
 
 from .data_utils import Completion, Prompt, tokenize_for_reward_model
 from .generation import eval_mode
-from .models import load_reward_model, load_tokenizer
+from .models import load_reward_model, load_tokenizer, weights_digest
 
 
 class RewardModelScorer:
@@ -254,3 +256,34 @@ def weighted_rewards(
         for i, score in enumerate(call_reward_func(func, prompts, completions, **kwargs)):
             total[i] += weight * score
     return total
+
+
+_SIMPLE = (int, float, str, bool, type(None))
+
+
+def reward_func_identity(func) -> str | None:
+    """What identifies a reward function across runs, or `None` when nothing reliable does.
+
+    A reward model is identified by its class, its path, a digest of its weights and its tokenizer; an object with a
+    `fingerprint` string (an RLAIF judge's reward function) by that; a plain function by its module, name and source,
+    provided it closes over simple values only. Anything else (a callable object, a closure over a model) cannot be
+    told apart from a changed version of itself, so its scores are never reused.
+    """
+    if isinstance(func, RewardModelScorer):
+        tokenizer = getattr(func.tokenizer, "name_or_path", "")
+        model = func.model
+        return json.dumps(
+            ["reward_model", type(model).__name__, func.name, weights_digest(model), tokenizer, func.max_length]
+        )
+    fingerprint = getattr(func, "fingerprint", None)
+    if isinstance(fingerprint, str):
+        return fingerprint
+    if isinstance(func, types.FunctionType):
+        captured = [cell.cell_contents for cell in func.__closure__ or ()] + list(func.__defaults__ or ())
+        if all(isinstance(value, _SIMPLE) for value in captured):
+            try:
+                source = inspect.getsource(func)
+            except (OSError, TypeError):
+                return None
+            return json.dumps([func.__module__, func.__qualname__, source, captured])
+    return None

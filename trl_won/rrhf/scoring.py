@@ -1,11 +1,9 @@
 """Scoring the completions of an RRHF dataset with reward functions before training."""
 
 import hashlib
-import inspect
 import json
 import logging
 import os
-import types
 from collections.abc import Callable, Sequence
 
 from accelerate import PartialState
@@ -13,8 +11,7 @@ from accelerate.utils import gather_object
 from datasets import Dataset
 from tqdm.auto import tqdm
 
-from ..models import weights_digest
-from ..rewards import RewardModelScorer, weighted_rewards
+from ..rewards import reward_func_identity, weighted_rewards
 
 
 logger = logging.getLogger(__name__)
@@ -93,34 +90,3 @@ def _fingerprint(dataset: Dataset, reward_funcs, reward_weights) -> str | None:
     for example in dataset.select_columns(["prompt", "completions"]):
         digest.update(json.dumps(example, sort_keys=True).encode())
     return digest.hexdigest()[:16]
-
-
-_SIMPLE = (int, float, str, bool, type(None))
-
-
-def reward_func_identity(func) -> str | None:
-    """What identifies a reward function across runs, or `None` when nothing reliable does.
-
-    A reward model is identified by its class, its path, a digest of its weights and its tokenizer; an object with a
-    `fingerprint` string (an RLAIF judge's reward function) by that; a plain function by its module, name and source,
-    provided it closes over simple values only. Anything else (a callable object, a closure over a model) cannot be
-    told apart from a changed version of itself, so its scores are never reused.
-    """
-    if isinstance(func, RewardModelScorer):
-        tokenizer = getattr(func.tokenizer, "name_or_path", "")
-        model = func.model
-        return json.dumps(
-            ["reward_model", type(model).__name__, func.name, weights_digest(model), tokenizer, func.max_length]
-        )
-    fingerprint = getattr(func, "fingerprint", None)
-    if isinstance(fingerprint, str):
-        return fingerprint
-    if isinstance(func, types.FunctionType):
-        captured = [cell.cell_contents for cell in func.__closure__ or ()] + list(func.__defaults__ or ())
-        if all(isinstance(value, _SIMPLE) for value in captured):
-            try:
-                source = inspect.getsource(func)
-            except (OSError, TypeError):
-                return None
-            return json.dumps([func.__module__, func.__qualname__, source, captured])
-    return None

@@ -18,7 +18,7 @@ from accelerate.utils import parse_flag_from_env
 from transformers import AutoModelForCausalLM
 
 from ..data_utils import Prompt, as_completion
-from ..models import load_model, load_tokenizer
+from ..models import load_model, load_tokenizer, weights_digest
 from .config import WestOfNConfig
 from .preference_model import PairwisePreferenceModel, PointwisePreferenceModel
 from .selection import Selection, select_from_scores
@@ -224,8 +224,10 @@ def _transformers_sampler(model, tokenizer, args: WestOfNConfig):
 
 
 def describe_policy(policy) -> str:
-    """What identifies the policy in a run's manifest: its path or hub id."""
+    """What identifies the policy in a run's manifest: its path or hub id, or for a model object its path and a digest
+    of its weights (so that a retrained or re-adapted model is not mistaken for the one that made the pairs)."""
     if isinstance(policy, str):
         return policy
     config = getattr(policy, "config", None)
-    return getattr(config, "_name_or_path", "") or type(policy).__name__
+    name = getattr(config, "_name_or_path", "") or type(policy).__name__
+    return f"{name}@{weights_digest(policy)}"

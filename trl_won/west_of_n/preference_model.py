@@ -18,7 +18,14 @@ from collections.abc import Callable, Sequence
 import torch
 
 from ..data_utils import Completion, Prompt
-from ..rewards import RewardModelScorer, _run_coroutine, as_reward_funcs, reward_func_name, weighted_rewards
+from ..rewards import (
+    RewardModelScorer,
+    _run_coroutine,
+    as_reward_funcs,
+    reward_func_identity,
+    reward_func_name,
+    weighted_rewards,
+)
 
 
 class PointwisePreferenceModel:
@@ -122,8 +129,11 @@ class PairwisePreferenceModel:
 
 
 def _identity(func) -> str:
-    if isinstance(func, RewardModelScorer):
-        return "reward_model:" + (getattr(func.model.config, "_name_or_path", "") or func.name)
+    # A reward model object by its weights digest, a judge by its fingerprint, a plain function by its source; other
+    # callables by their name only (changing one then needs a new `pairs_dir`, see the docs).
+    identity = reward_func_identity(func)
+    if identity is not None:
+        return identity
     module = getattr(func, "__module__", None) or type(func).__module__
     return f"{module}.{reward_func_name(func)}"
 
