@@ -28,8 +28,13 @@ def test_two_rounds_chain_base_models(tiny_paths, tmp_path):
         json.loads((tmp_path / "rounds" / f"round-{r}" / "pairs" / "manifest.json").read_text())["preference_model"]
         for r in (1, 2)
     ]
-    assert labelers[0]["functions"] == [f"reward_model:{tiny_paths.reward_model}"]
-    assert labelers[1]["functions"] == [f"reward_model:{students[0]}"]
+    # Each identity is [kind, class, name, weights digest, tokenizer path, max_length]: round 2 is labeled by the
+    # round-1 student (its own directory, trained weights), not by the base reward model again.
+    first, second = (json.loads(labeler["functions"][0]) for labeler in labelers)
+    assert first[0] == second[0] == "reward_model"
+    assert first[4] == tiny_paths.reward_model
+    assert second[4] == students[0]
+    assert first[3] != second[3]
 
     # A rerun finds both students and loads or trains nothing (the bogus paths below would fail otherwise).
     again = iterative_west_of_n(
