@@ -139,6 +139,20 @@ def test_model_objects_need_a_name_when_they_have_no_path(tokenizer):
     assert TransformersJudge(model, tokenizer, name="scratch").lm.name == "scratch"
 
 
+def test_a_model_object_is_fingerprinted_by_its_weights(tokenizer):
+    from transformers import LlamaForCausalLM
+
+    from trl_won.tiny import tiny_llama_config
+
+    model = LlamaForCausalLM(tiny_llama_config(tokenizer))
+    before = TransformersJudge(model, tokenizer, name="scratch").fingerprint
+    assert TransformersJudge(model, tokenizer, name="scratch").fingerprint == before
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.01)  # what a training step does: same name, new weights
+    assert TransformersJudge(model, tokenizer, name="scratch").fingerprint != before
+
+
 def test_quantized_and_lora_judges(tiny_paths, policy, tokenizer):
     from peft import LoraConfig, get_peft_model
     from transformers import BitsAndBytesConfig

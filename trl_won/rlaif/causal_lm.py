@@ -18,7 +18,7 @@ from transformers import AutoModelForCausalLM
 from transformers.cache_utils import DynamicLayer
 
 from ..generation import eval_mode
-from ..models import is_quantized, load_model, load_tokenizer, unwrap_peft
+from ..models import is_quantized, load_model, load_tokenizer, unwrap_peft, weights_digest
 from .answer_tokens import AnswerTokens, encode, resolve_answer_tokens
 
 
@@ -306,6 +306,8 @@ class JudgeLM:
             fields["dtype"] = str(model.dtype)
             fields["quantization"] = _quantization_fields(getattr(model.config, "quantization_config", None))
             fields["quantized"] = is_quantized(model)
+            # An object may be retrained in memory (or re-saved under the same path): its weights identify it.
+            fields["weights"] = weights_digest(model)
         if self.use_chat_template:
             fields["chat_template"] = self.tokenizer.chat_template
             fields["chat_template_kwargs"] = self.chat_template_kwargs
