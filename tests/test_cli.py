@@ -31,6 +31,20 @@ def test_each_command_has_help_with_examples(command, capsys):
     assert "--load_in_4bit" in out and "--config" in out  # TRL's ModelConfig flags and config files
 
 
+def test_demo_help_and_size_errors(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["demo", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "examples:" in out and "trl-won demo --quick" in out and "--reward_model" in out and "--sizes" in out
+    with pytest.raises(SystemExit):
+        main(["demo", "--sizes", '{"wonn": 3}'])
+    assert "--sizes: unknown size(s) ['wonn']" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["demo", "--sizes", '{"won_n": "many"}'])
+    assert "--sizes: 'won_n' must be a number" in capsys.readouterr().err
+
+
 def test_module_entry_point_runs(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     result = subprocess.run([sys.executable, "-m", "trl_won", "--help"], capture_output=True, text=True, env=env)

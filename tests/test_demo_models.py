@@ -1,23 +1,22 @@
-"""The demo's model-facing pieces on the tiny fixtures: judge reading, judge training, West-of-N stand-in."""
+"""The demo's model-facing pieces on the tiny fixtures: the judge's training text, judge training, reward models."""
 
 import math
 
 import pytest
 import torch
 
-from trl_won.demo.stand_ins import JUDGE_ENDING, StandInJudge, render_judge_request, west_of_n_pairs
-from trl_won.demo.training import TrainSettings, answer_loss, answer_token_ids, train_judge_lm
-from trl_won.generation import SamplingParams, sample_completions
+from trl_won.demo.judge import JUDGE_TEMPLATE, build_judge, judge_training_text
+from trl_won.demo.training import TrainSettings, answer_loss, answer_token_ids, train_judge_lm, train_reward_model
 
 
 PROMPTS = [[{"role": "user", "content": "Write 4 animals."}], [{"role": "user", "content": "Write 3 colors."}]]
 
 
 def test_answer_token_ids(tokenizer):
-    ids = answer_token_ids(tokenizer, JUDGE_ENDING, ["1", "2"])
+    ids = answer_token_ids(tokenizer, JUDGE_TEMPLATE.ending, ["1", "2"])
     assert tokenizer.convert_ids_to_tokens(ids) == ["1", "2"]
     with pytest.raises(ValueError, match="single token after"):
-        answer_token_ids(tokenizer, JUDGE_ENDING, ["1 2 3 4 5"])
+        answer_token_ids(tokenizer, JUDGE_TEMPLATE.ending, ["1 2 3 4 5"])
 
 
 def test_answer_loss_hand_computed():
@@ -28,56 +27,58 @@ def test_answer_loss_hand_computed():
     assert answer_loss(logits, target).item() == pytest.approx(expected, rel=1e-6)
 
 
-def test_stand_in_judge_reads_the_answer_position(policy, tokenizer):
-    judge = StandInJudge(policy, tokenizer, batch_size=3)
-    a, b = ["dog owl fox cat", "red"], ["hen", "blue gold teal"]
-    orders = judge.judge_orders(PROMPTS, a, b)
-    one, two = answer_token_ids(tokenizer, JUDGE_ENDING, ["1", "2"])
+def test_training_text_is_what_the_judge_reads(policy, tokenizer):
+    """The judge LM is trained on `judge_training_text`; `TransformersJudge` must show it the same tokens."""
+    judge = build_judge(policy, tokenizer, name="demo-judge")
+    a, b = [{"role": "assistant", "content": "dog owl fox cat"}], [{"role": "assistant", "content": "hen"}]
+    requests = judge.prompts_for(PROMPTS[0], a, b)
+    rendered = [judge.lm.render(r, JUDGE_TEMPLATE.prefill()) for r in requests]
+    assert rendered == [judge_training_text(PROMPTS[0], a, b), judge_training_text(PROMPTS[0], b, a)]
+    assert [list(s) for s in judge.answer_tokens.sequences] == [
+        [i] for i in answer_token_ids(tokenizer, JUDGE_TEMPLATE.ending, ["1", "2"])
+    ]
 
-    def by_hand(prompt, first, second):
-        ids = torch.tensor([tokenizer(render_judge_request(prompt, first, second))["input_ids"]])
+
+def test_judge_reads_the_answer_position(policy, tokenizer):
+    judge = build_judge(policy, tokenizer, name="demo-judge")
+    a, b = ["dog owl fox cat", "red"], ["hen", "blue gold teal"]
+    judgements = judge.judge_pairs(PROMPTS, a, b)
+    one, two = answer_token_ids(tokenizer, JUDGE_TEMPLATE.ending, ["1", "2"])
+
+    def p_answer_1(prompt, first, second):
+        ids = torch.tensor([tokenizer(judge_training_text(prompt, first, second))["input_ids"]])
         with torch.no_grad():
             logits = policy(input_ids=ids).logits[0, -1]
         return torch.softmax(logits[[one, two]], dim=-1)[0].item()
 
-    for i in range(2):
-        assert orders.p_ab[i] == pytest.approx(by_hand(PROMPTS[i], a[i], b[i]), abs=1e-5)
-        assert orders.p_ba[i] == pytest.approx(by_hand(PROMPTS[i], b[i], a[i]), abs=1e-5)
-        assert orders.averaged[i] == pytest.approx((orders.p_ab[i] + 1 - orders.p_ba[i]) / 2)
-    assert judge(PROMPTS, a, b) == orders.averaged
+    for i, judgement in enumerate(judgements):
+        assert judgement.probability_a_first == pytest.approx(p_answer_1(PROMPTS[i], a[i], b[i]), abs=1e-5)
+        assert judgement.probability_a_second == pytest.approx(1 - p_answer_1(PROMPTS[i], b[i], a[i]), abs=1e-5)
 
 
 def test_train_judge_lm_moves_the_answer_towards_the_targets(policy, tokenizer, tmp_path):
-    judge = StandInJudge(policy, tokenizer)
-    requests = [render_judge_request(PROMPTS[0], "dog", "hen"), render_judge_request(PROMPTS[0], "hen", "dog")]
-    before = judge.judge_orders(PROMPTS[:1], ["dog"], ["hen"])
+    requests = [judge_training_text(PROMPTS[0], "dog", "hen"), judge_training_text(PROMPTS[0], "hen", "dog")]
+    before = build_judge(policy, tokenizer, name="before").judge_pairs(PROMPTS[:1], ["dog"], ["hen"])[0]
     settings = TrainSettings(output_dir=str(tmp_path), epochs=30, learning_rate=1e-2, batch_size=2)
-    train_judge_lm(policy, tokenizer, requests, [0.9, 0.1], settings, judge.answer_ids)
-    after = judge.judge_orders(PROMPTS[:1], ["dog"], ["hen"])
-    assert abs(after.p_ab[0] - 0.9) < abs(before.p_ab[0] - 0.9) and after.p_ab[0] > 0.75
-    assert abs(after.p_ba[0] - 0.1) < abs(before.p_ba[0] - 0.1) and after.p_ba[0] < 0.25
+    answer_ids = answer_token_ids(tokenizer, JUDGE_TEMPLATE.ending, ["1", "2"])
+    train_judge_lm(policy, tokenizer, requests, [0.9, 0.1], settings, answer_ids)
+    after = build_judge(policy, tokenizer, name="after").judge_pairs(PROMPTS[:1], ["dog"], ["hen"])[0]
+    # Targets: P("1") = 0.9 with dog first, P("1") = 0.1 with hen first, i.e. P(dog) = 0.9 in both orders.
+    assert abs(after.probability_a_first - 0.9) < abs(before.probability_a_first - 0.9)
+    assert after.probability_a_first > 0.75 and after.probability_a_second > 0.75
     assert not policy.training
 
 
-@pytest.mark.parametrize("strategy, n", [("west_of_n", 4), ("best_random", 4), ("naive", 2)])
-def test_west_of_n_stand_in_picks_by_the_base_scores(policy, tokenizer, strategy, n):
-    params = SamplingParams(temperature=1.0, max_new_tokens=8)
+def test_soft_labels_train_with_the_rlaif_reward_trainer(tiny_paths, tokenizer, tmp_path):
+    from transformers import AutoModelForSequenceClassification
 
-    def longest_is_best(prompts, completions):
-        return [float(len(c[0]["content"])) for c in completions]
-
-    rows = west_of_n_pairs(policy, tokenizer, longest_is_best, PROMPTS, n, strategy, params, seed=3)
-    samples = sample_completions(policy, tokenizer, PROMPTS, n, params, batch_size=256, seed=3)
-    assert rows["prompt"] and set(map(str, rows["prompt"])) <= set(map(str, PROMPTS))
-    for prompt, chosen, rejected, confidence in zip(
-        rows["prompt"], rows["chosen"], rows["rejected"], rows["confidence"], strict=True
-    ):
-        texts = [s.text for s in samples[PROMPTS.index(prompt)]]
-        chosen, rejected = chosen[0]["content"], rejected[0]["content"]
-        assert len(chosen) == max(map(len, texts)) and rejected in texts
-        assert len(rejected) < len(chosen)
-        if strategy == "west_of_n":
-            assert len(rejected) == min(map(len, texts))
-        assert confidence == pytest.approx(1 / (1 + math.exp(-(len(chosen) - len(rejected)))), rel=1e-5)
-    with pytest.raises(ValueError, match="Unknown strategy"):
-        west_of_n_pairs(policy, tokenizer, longest_is_best, PROMPTS, n, "best_worst", params, seed=3)
+    prompts = [PROMPTS[0]] * 4
+    chosen = [[{"role": "assistant", "content": "dog owl"}]] * 4
+    rejected = [[{"role": "assistant", "content": "hen"}]] * 4
+    settings = TrainSettings(output_dir=str(tmp_path), epochs=3, learning_rate=1e-3, batch_size=2)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_paths.reward_model)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    trained = train_reward_model(model, tokenizer, prompts, chosen, rejected, settings, soft_labels=[0.9] * 4)
+    assert any(not torch.equal(before[n], p) for n, p in trained.named_parameters())
+    with pytest.raises(ValueError, match="soft_label"):
+        train_reward_model(model, tokenizer, prompts, chosen, rejected, settings, soft_labels=[1.5] * 4)

@@ -1,60 +1,75 @@
-"""The whole demo pipeline at the quick size: every stage runs and every number is sane."""
+"""`trl-won demo --quick` end to end: every stage runs, every number is sane, report, figure and models are written."""
 
 import json
 import math
 
 import pytest
 
-from trl_won.demo.pipeline import (
-    BEST_RANDOM,
-    HF50,
-    HF100,
-    JUDGE_LABELS,
-    NAIVE,
-    ORACLE,
-    WEST_OF_N,
-    DemoPipeline,
-)
+from trl_won.cli.main import main
+from trl_won.demo.names import BEST_RANDOM, HF50, HF100, JUDGE_LABELS, NAIVE, ORACLE, SFT, WEST_OF_N
 from trl_won.demo.sizes import DemoSizes
 
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
     output_dir = tmp_path_factory.mktemp("demo")
-    pipeline = DemoPipeline(DemoSizes.quick(), str(output_dir), show_progress=False)
-    return pipeline, pipeline.run(), output_dir
+    main(["demo", "--quick", "--output_dir", str(output_dir)])
+    return json.loads((output_dir / "results.json").read_text()), output_dir
 
 
 def test_quick_run_reports_every_measurement(quick_run):
-    _, results, output_dir = quick_run
+    results, _ = quick_run
     accuracies = results["reward_model_accuracy"]
     assert set(accuracies) == {HF50, HF100, WEST_OF_N, NAIVE, BEST_RANDOM, JUDGE_LABELS}
     assert all(0.0 <= a <= 1.0 for a in accuracies.values())
     rewards = results["policy_oracle_reward"]
     n = DemoSizes.quick().bon_n
-    expected = {"SFT policy", f"Best-of-{n} ({ORACLE})", f"Best-of-{n} ({HF50})", f"RRHF ({HF100})"}
+    expected = {SFT, f"Best-of-{n} ({ORACLE})", f"Best-of-{n} ({HF50})", f"RRHF ({HF100})"}
     assert expected | {f"RRHF ({JUDGE_LABELS})", f"RRHF ({ORACLE})"} <= set(rewards)
     assert all(math.isfinite(r) for r in rewards.values())
+    assert set(results["policy_oracle_reward_stderr"]) == set(rewards)
     # Best-of-N by the oracle is the best any selection from the same samples can do.
     assert rewards[f"Best-of-{n} ({ORACLE})"] >= max(v for k, v in rewards.items() if k.startswith("Best-of"))
     judge = results["judge"]
-    for key in ("alignment_one_order", "alignment_order_averaged", "same_position_rate", "mean_p_answer_1"):
+    for key in ("alignment_one_order", "alignment_order_averaged", "same_position_rate", "first_position_preference"):
         assert 0.0 <= judge[key] <= 1.0
+    assert 0.0 <= judge["label_accuracy"] <= 1.0 and judge["pairs_judged"] > 0
     for details in results["west_of_n"].values():
         assert details["pairs"] > 0 and 0.0 <= details["pair_accuracy"] <= 1.0
     assert 0.0 < results["world"]["human_label_accuracy"] < 1.0
+    comparison = results["reward_model_comparisons"][f"{WEST_OF_N} vs {HF50}"]
+    assert comparison["difference"] == pytest.approx(accuracies[WEST_OF_N] - accuracies[HF50])
+    assert comparison["stderr"] >= 0
     stages = results["timings_s"]
     assert stages["total"] == pytest.approx(sum(v for k, v in stages.items() if k != "total"), abs=0.05)
-    assert json.loads((output_dir / "results.json").read_text())["reward_model_accuracy"] == accuracies
+
+
+def test_quick_run_writes_report_and_figure(quick_run):
+    results, output_dir = quick_run
+    report = (output_dir / "report.md").read_text()
+    assert report.startswith("# trl-won demo report")
+    assert "## What the numbers say" in report and "![Main comparisons](demo.png)" in report
+    for name, accuracy in results["reward_model_accuracy"].items():
+        assert f"| {name} | {100 * accuracy:.1f}% |" in report
+    # Each paper's effect gets a verdict.
+    assert report.count("**West-of-N") == 4 and "**Averaging both orders" in report
+    assert (output_dir / "demo.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_quick_run_saves_models_loadable_with_from_pretrained(quick_run):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    pipeline, _, output_dir = quick_run
+    from trl_won.demo.judge import build_judge
+
+    _, output_dir = quick_run
     tokenizer = AutoTokenizer.from_pretrained(output_dir / "models" / "policy")
     policy = AutoModelForCausalLM.from_pretrained(output_dir / "models" / "policy")
     assert policy.config.hidden_size == DemoSizes.quick().hidden_size
-    assert len(tokenizer) == len(pipeline.tokenizer)
-    # The world tokenizer keeps the judge's answers single tokens.
-    assert tokenizer.convert_ids_to_tokens(pipeline.judge.answer_ids) == ["1", "2"]
+    # The saved judge answers through the package's TransformersJudge, with "1" and "2" single tokens.
+    judge = build_judge(str(output_dir / "models" / "judge"), tokenizer, name="saved-judge")
+    assert [tokenizer.convert_ids_to_tokens(list(s)) for s in judge.answer_tokens.sequences] == [["1"], ["2"]]
+    prompt = [{"role": "user", "content": "Write 2 animals."}]
+    (judgement,) = judge.judge_pairs([prompt], ["dog owl"], ["red"])
+    assert 0.0 <= judgement.probability <= 1.0
+    # The judge's labels were stored as they were made.
+    assert (output_dir / "judge_labels.sqlite").exists()

@@ -6,7 +6,8 @@ import random
 import pytest
 
 from trl_won.demo.data import build_world_data
-from trl_won.demo.evaluation import judge_accuracy, mean_and_stderr, pairwise_accuracy, same_position_rate
+from trl_won.demo.evaluation import judge_accuracy, mean_and_stderr, paired_difference, pairwise_accuracy
+from trl_won.demo.judge import JUDGE_TEMPLATE, judge_training_text
 from trl_won.demo.labels import (
     JudgeBias,
     LabelNoise,
@@ -18,7 +19,6 @@ from trl_won.demo.labels import (
     sigmoid,
 )
 from trl_won.demo.sizes import DemoSizes
-from trl_won.demo.stand_ins import JUDGE_PREAMBLE, render_judge_request
 from trl_won.demo.world import (
     CATEGORIES,
     TASTE,
@@ -207,15 +207,17 @@ def test_judge_bias_probability():
 
 
 def test_judge_request_layout():
-    request = render_judge_request([{"role": "user", "content": PROMPT}], " cat bee", "dog\n")
+    request = judge_training_text(
+        [{"role": "user", "content": PROMPT}], [{"role": "assistant", "content": " cat bee"}], "dog\n"
+    )
     assert request == (
-        f"{JUDGE_PREAMBLE}\n\n"
+        f"{JUDGE_TEMPLATE.preamble}\n\n"
         "Context:\nUser: Write 4 animals.\n\n"
         "Response 1:\ncat bee\n\n"
         "Response 2:\ndog\n\n"
         "Preferred Response="
     )
-    assert render_judge_request(PROMPT, "a", "b").startswith(f"{JUDGE_PREAMBLE}\n\nContext:\n{PROMPT}\n\n")
+    assert judge_training_text(PROMPT, "a", "b").startswith(f"{JUDGE_TEMPLATE.preamble}\n\nContext:\n{PROMPT}\n\n")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -265,10 +267,20 @@ def test_pairwise_accuracy():
         pairwise_accuracy([1.0, 2.0], [0.0])
 
 
-def test_judge_accuracy_and_same_position_rate():
+def test_paired_difference_by_hand():
+    a, b = [1.0, 1.0, 0.0, 0.5], [0.0, 1.0, 0.0, 1.0]
+    # differences 1, 0, 0, -0.5: mean 0.125, sample variance (0.765625 + 2 * 0.015625 + 0.390625) / 3 = 0.395833
+    difference, stderr = paired_difference(a, b)
+    assert difference == pytest.approx(0.125)
+    assert stderr == pytest.approx(math.sqrt(0.3958333 / 4), rel=1e-5)
+    with pytest.raises(ValueError, match="same pairs"):
+        paired_difference(a, b[:3])
+
+
+def test_judge_accuracy():
     assert judge_accuracy([0.9, 0.2, 0.5, 0.6], [True, True, False, False]) == pytest.approx((1 + 0 + 0.5 + 0) / 4)
-    # Pair 1 picks position 1 in both orders, pair 2 position 2 in both, pair 3 is consistent.
-    assert same_position_rate([0.7, 0.3, 0.8], [0.6, 0.4, 0.1]) == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match="2 probabilities but 1 gold"):
+        judge_accuracy([0.9, 0.2], [True])
 
 
 def test_mean_and_stderr():

@@ -10,9 +10,9 @@ import enum
 import random
 from dataclasses import dataclass
 
+from .judge import judge_training_text
 from .labels import demonstration_pairs
 from .sizes import DemoSizes
-from .stand_ins import render_judge_request
 from .world import Task, demonstration, sample_tasks
 
 
@@ -86,7 +86,7 @@ def build_world_data(sizes: DemoSizes) -> WorldData:
     requests, targets = [], []
     for pair in judge_pairs:
         prompt = as_prompt(pair.task)
-        requests += [render_judge_request(prompt, pair.a, pair.b), render_judge_request(prompt, pair.b, pair.a)]
+        requests += [judge_training_text(prompt, pair.a, pair.b), judge_training_text(prompt, pair.b, pair.a)]
         targets += [
             sizes.judge_bias.prob_answer_1(pair.reward_a, pair.reward_b),
             sizes.judge_bias.prob_answer_1(pair.reward_b, pair.reward_a),

@@ -9,6 +9,8 @@ same pipeline runs on real models; the world only supplies prompts, the oracle a
 """
 
 import json
+import logging
+import shutil
 import time
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -20,21 +22,36 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 from ..data_utils import as_completion
 from ..generation import SamplingParams, sample_completions
 from ..rewards import RewardModelScorer
+from ..rlaif import LabelStore, label_preferences
+from ..rlaif.labeling import alignment_metrics
 from ..tiny import build_tiny_causal_lm
+from ..west_of_n import WestOfNConfig, WestOfNGenerator, mix_preference_datasets
+from ..west_of_n.storage import ResumeMismatchError
 from .data import Draw, WorldData, as_answer, as_prompt, build_world_data, draw_seed
-from .evaluation import judge_accuracy, mean_and_stderr, pairwise_accuracy, same_position_rate
+from .evaluation import judge_hits, mean_and_stderr, paired_difference, pairwise_hits
+from .judge import JUDGE_TEMPLATE, build_judge
 from .labels import LabeledPair, gold_labels, human_labels, response_pairs
+from .names import BEST_RANDOM, HF50, HF100, JUDGE_LABELS, NAIVE, ORACLE, SFT, WEST_OF_N
 from .sizes import DemoSizes
-from .stand_ins import JUDGE_ENDING, StandInJudge, west_of_n_pairs
 from .tokenizer import build_world_tokenizer
 from .training import TrainSettings, answer_token_ids, train_judge_lm, train_reward_model, train_sft
 from .world import oracle_reward, oracle_reward_func
 
 
-HF50, HF100 = "HF50%", "HF100%"
-WEST_OF_N, NAIVE, BEST_RANDOM = "HF50% + West-of-N", "HF50% + naive self-training", "HF50% + (best, random)"
-JUDGE_LABELS = "RLAIF (judge labels)"
-ORACLE = "oracle reward"
+logger = logging.getLogger(__name__)
+
+# (better, worse) pairs of reward models whose held-out accuracies the report compares, as the papers do.
+RM_COMPARISONS = (
+    (HF100, HF50),
+    (WEST_OF_N, HF50),
+    (WEST_OF_N, HF100),
+    (WEST_OF_N, NAIVE),
+    (WEST_OF_N, BEST_RANDOM),
+    (NAIVE, HF50),
+    (BEST_RANDOM, HF50),
+    (JUDGE_LABELS, HF50),
+    (JUDGE_LABELS, HF100),
+)
 
 
 class Stopwatch:
@@ -92,6 +109,7 @@ class DemoPipeline:
         self.results: dict = {"sizes": asdict(sizes)}
         self.sampling = SamplingParams(temperature=sizes.temperature, max_new_tokens=sizes.max_new_tokens)
         self.reward_models: dict[str, RewardModelScorer] = {}
+        self.eval_hits: dict[str, list[float]] = {}  # per held-out pair, for paired comparisons
 
     # -- helpers ------------------------------------------------------------------------------------------------
 
@@ -124,10 +142,18 @@ class DemoPipeline:
         )
         return prompts, [[s.text for s in group] for group in samples]
 
-    def _oracle_mean(self, model, tasks, n: int, draw: Draw) -> tuple[float, list[list[float]], list, list]:
+    def _oracle_rewards(self, name: str, model, tasks, n: int, draw: Draw) -> tuple[list[list[float]], list, list]:
+        """Sample `n` responses per task, record the policy's mean oracle reward under `name`, return the rewards."""
         prompts, texts = self._sample(model, tasks, n, draw)
         rewards = [[oracle_reward(p, t) for t in group] for p, group in zip(prompts, texts, strict=True)]
-        return mean_and_stderr([r for group in rewards for r in group])[0], rewards, prompts, texts
+        self._record_policy(name, [sum(group) / len(group) for group in rewards])
+        return rewards, prompts, texts
+
+    def _record_policy(self, name: str, per_prompt: list[float]) -> None:
+        """Record a policy's mean oracle reward over prompts, and its standard error."""
+        mean, stderr = mean_and_stderr(per_prompt)
+        self.results.setdefault("policy_oracle_reward", {})[name] = mean
+        self.results.setdefault("policy_oracle_reward_stderr", {})[name] = stderr
 
     # -- world and models ---------------------------------------------------------------------------------------
 
@@ -190,33 +216,38 @@ class DemoPipeline:
             )
 
     def train_judge(self):
+        """The judge: the SFT policy trained to answer "1"/"2" after the RLAIF prompt, read by `TransformersJudge`."""
         with self.timer.stage("judge training"):
             if self.judge_source is not None:
-                self.judge_tokenizer = AutoTokenizer.from_pretrained(self.judge_source)
-                self.judge_model = AutoModelForCausalLM.from_pretrained(self.judge_source).eval()
-            else:
-                self.judge_tokenizer = self.tokenizer
-                model = AutoModelForCausalLM.from_pretrained(self.policy_path)
-                self.judge_model = train_judge_lm(
-                    model,
-                    self.judge_tokenizer,
-                    self.world.judge_requests,
-                    self.world.judge_targets,
-                    self._settings("judge", self.sizes.judge_epochs, self.sizes.judge_learning_rate),
-                    answer_token_ids(self.judge_tokenizer, JUDGE_ENDING, ["1", "2"]),
-                )
-            self.judge = StandInJudge(self.judge_model, self.judge_tokenizer)
+                tokenizer = AutoTokenizer.from_pretrained(self.judge_source)
+                chat = bool(getattr(tokenizer, "chat_template", None))
+                self.judge = build_judge(self.judge_source, tokenizer, self.judge_source, chat, self.show_progress)
+                return self.judge
+            model = AutoModelForCausalLM.from_pretrained(self.policy_path)
+            model = train_judge_lm(
+                model,
+                self.tokenizer,
+                self.world.judge_requests,
+                self.world.judge_targets,
+                self._settings("judge", self.sizes.judge_epochs, self.sizes.judge_learning_rate),
+                answer_token_ids(self.tokenizer, JUDGE_TEMPLATE.ending, ["1", "2"]),
+            )
+            judge_path = self._dir("models/judge")
+            model.save_pretrained(judge_path)
+            self.tokenizer.save_pretrained(judge_path)
+            # The label store tells judges apart by name and a digest of their weights.
+            self.judge = build_judge(model, self.tokenizer, judge_path, show_progress=self.show_progress)
         return self.judge
 
     # -- reward models ------------------------------------------------------------------------------------------
 
-    def _train_rm(self, name: str, prompts, chosen, rejected) -> RewardModelScorer:
+    def _train_rm(self, name: str, prompts, chosen, rejected, soft_labels=None) -> RewardModelScorer:
         source = self.reward_model_source or self.policy_path
         tokenizer = AutoTokenizer.from_pretrained(source)
         torch.manual_seed(self.sizes.seed)  # the new score head
         model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=1)
         settings = self._settings(f"rm_{len(self.reward_models)}", self.sizes.rm_epochs, self.sizes.rm_learning_rate)
-        model = train_reward_model(model, tokenizer, prompts, chosen, rejected, settings)
+        model = train_reward_model(model, tokenizer, prompts, chosen, rejected, settings, soft_labels=soft_labels)
         scorer = RewardModelScorer(model, tokenizer, batch_size=256)
         self.reward_models[name] = scorer
         self.results.setdefault("reward_model_accuracy", {})[name] = self._rm_accuracy(scorer)
@@ -224,19 +255,54 @@ class DemoPipeline:
 
     def _rm_accuracy(self, scorer: RewardModelScorer) -> float:
         prompts, chosen, rejected = _rows(self.eval_pairs)
-        return pairwise_accuracy(scorer(prompts, chosen), scorer(prompts, rejected))
+        hits = pairwise_hits(scorer(prompts, chosen), scorer(prompts, rejected))
+        self.eval_hits[next(name for name, s in self.reward_models.items() if s is scorer)] = hits
+        return sum(hits) / len(hits)
 
     def train_human_reward_models(self):
         with self.timer.stage("reward models HF50% / HF100%"):
             self._train_rm(HF50, *_rows(self.hf50_pairs))
             self._train_rm(HF100, *_rows(self.human_pairs))
 
-    def west_of_n(self):
-        """HF50% + West-of-N pairs, and the paper's controls (naive self-training, best/random pairs)."""
-        details = self.results.setdefault("west_of_n", {})
+    def _west_of_n_pairs(self, strategy: str, n: int):
+        """`WestOfNGenerator` pairs for the West-of-N prompts, labeled by the HF50% reward model."""
         base = self.reward_models[HF50]
-        hf50 = _rows(self.hf50_pairs)
+        args = WestOfNConfig(
+            n=n,
+            strategy=strategy,
+            temperature=self.sizes.temperature,
+            max_new_tokens=self.sizes.max_new_tokens,
+            sampling_seed=draw_seed(self.sizes, Draw.WEST_OF_N),
+            generation_batch_size=256,
+            scoring_batch_size=256,
+            pairs_dir=str(self.output_dir / "west_of_n" / strategy),
+            show_progress=self.show_progress,
+        )
+        generator = WestOfNGenerator(
+            self.policy,
+            args,
+            reward_model=base.model,
+            processing_class=self.policy_tokenizer,
+            reward_processing_class=base.tokenizer,
+        )
         prompts = [as_prompt(t) for t in self.world.won_tasks]
+        try:
+            return generator.generate(prompts)  # resumes when an identical earlier run left its results
+        except ResumeMismatchError:
+            logger.info("Replacing West-of-N pairs of an earlier demo run in %s.", args.pairs_dir)
+            shutil.rmtree(args.pairs_dir)
+            return generator.generate(prompts)
+
+    def west_of_n(self):
+        """HF50% + West-of-N pairs, and the paper's controls (naive self-training, best/random pairs).
+
+        Every strategy labels samples of the same prompts with the same seed, so West-of-N and (best, random) pick
+        from the very same responses. The number of West-of-N prompts equals HF50%'s size: the paper's 1:1 mix.
+        """
+        from datasets import Dataset
+
+        details = self.results.setdefault("west_of_n", {})
+        hf50 = Dataset.from_dict(dict(zip(("prompt", "chosen", "rejected"), _rows(self.hf50_pairs), strict=True)))
         strategies = (
             (WEST_OF_N, "west_of_n", self.sizes.won_n),
             (NAIVE, "naive", 2),
@@ -244,19 +310,10 @@ class DemoPipeline:
         )
         for name, strategy, n in strategies:
             with self.timer.stage(name):
-                rows = west_of_n_pairs(
-                    self.policy,
-                    self.policy_tokenizer,
-                    base,
-                    prompts,
-                    n,
-                    strategy,
-                    self.sampling,
-                    draw_seed(self.sizes, Draw.WEST_OF_N),
-                )
+                pairs = self._west_of_n_pairs(strategy, n)
                 gaps = [
                     oracle_reward(p, c) - oracle_reward(p, r)
-                    for p, c, r in zip(rows["prompt"], rows["chosen"], rows["rejected"], strict=True)
+                    for p, c, r in zip(pairs["prompt"], pairs["chosen"], pairs["rejected"], strict=True)
                 ]
                 graded = [g > 0 for g in gaps if g != 0]
                 details[name] = {
@@ -265,23 +322,22 @@ class DemoPipeline:
                     "oracle_ties": sum(g == 0 for g in gaps) / max(1, len(gaps)),
                     "mean_oracle_gap": mean_and_stderr(gaps)[0] if gaps else 0.0,
                 }
-                self._train_rm(name, hf50[0] + rows["prompt"], hf50[1] + rows["chosen"], hf50[2] + rows["rejected"])
+                mixed = mix_preference_datasets(hf50, pairs, ratio=None, seed=self.sizes.seed)
+                self._train_rm(name, mixed["prompt"], mixed["chosen"], mixed["rejected"])
 
     # -- policies -----------------------------------------------------------------------------------------------
 
     def best_of_n(self):
         n = self.sizes.bon_n
         with self.timer.stage("Best-of-N"):
-            mean, oracle, prompts, texts = self._oracle_mean(self.policy, self.world.bon_tasks, n, Draw.BEST_OF_N)
-            policy = self.results.setdefault("policy_oracle_reward", {})
-            policy["SFT policy"] = mean
+            oracle, prompts, texts = self._oracle_rewards(SFT, self.policy, self.world.bon_tasks, n, Draw.BEST_OF_N)
             flat_prompts = [p for p, group in zip(prompts, texts, strict=True) for _ in group]
             flat = [as_completion(p, t) for p, group in zip(prompts, texts, strict=True) for t in group]
             for name, scorer in self.reward_models.items():
                 scores = scorer(flat_prompts, flat)
                 picks = [max(range(n), key=lambda j, i=i: scores[i * n + j]) for i in range(len(prompts))]
-                policy[f"Best-of-{n} ({name})"] = mean_and_stderr([oracle[i][j] for i, j in enumerate(picks)])[0]
-            policy[f"Best-of-{n} ({ORACLE})"] = mean_and_stderr([max(group) for group in oracle])[0]
+                self._record_policy(f"Best-of-{n} ({name})", [oracle[i][j] for i, j in enumerate(picks)])
+            self._record_policy(f"Best-of-{n} ({ORACLE})", [max(group) for group in oracle])
 
     def rrhf(self, reward_models: tuple[str, ...] = (HF100, JUDGE_LABELS, ORACLE)):
         """RRHF on `rrhf_k` policy samples per prompt, ranked by each of `reward_models` (names of the reward models
@@ -315,37 +371,87 @@ class DemoPipeline:
                 )
                 trainer.train()
                 policy = trainer.model.eval()
-                mean, *_ = self._oracle_mean(policy, self.world.bon_tasks, self.sizes.bon_n, Draw.BEST_OF_N)
-                self.results["policy_oracle_reward"][f"RRHF ({name})"] = mean
+                self._oracle_rewards(f"RRHF ({name})", policy, self.world.bon_tasks, self.sizes.bon_n, Draw.BEST_OF_N)
 
     # -- RLAIF --------------------------------------------------------------------------------------------------
 
     def rlaif(self):
+        """The judge against the oracle (one order, both orders averaged), then a reward model on its soft labels."""
         with self.timer.stage("RLAIF judge"):
             pairs = self.eval_pairs
             prompts = [as_prompt(p.task) for p in pairs]
             # The truly better response is shown first in half of the pairs and second in the other half.
-            a = [p.chosen if i % 2 == 0 else p.rejected for i, p in enumerate(pairs)]
-            b = [p.rejected if i % 2 == 0 else p.chosen for i, p in enumerate(pairs)]
-            a_better = [i % 2 == 0 for i in range(len(pairs))]
-            orders = self.judge.judge_orders(prompts, a, b)
+            a = [as_answer(p.chosen if i % 2 == 0 else p.rejected) for i, p in enumerate(pairs)]
+            b = [as_answer(p.rejected if i % 2 == 0 else p.chosen) for i, p in enumerate(pairs)]
+            all_judgements = self.judge.judge_pairs(prompts, a, b)
+            judged = [(j, i % 2 == 0) for i, j in enumerate(all_judgements) if j.probability is not None]
+            if not judged:
+                raise RuntimeError("The judge labeled none of the held-out pairs; see the reasons it logged.")
+            judgements, a_better = [j for j, _ in judged], [better for _, better in judged]
+            averaged = alignment_metrics(judgements, ["a" if better else "b" for better in a_better])
+            # P("1") in each order: P(a) with a shown first, and P(b) = 1 - P(a) with b shown first.
+            answer_1 = [(j.probability_a_first, 1.0 - j.probability_a_second) for j in judgements]
+            one_order_hits = judge_hits([j.probability_a_first for j in judgements], a_better)
+            averaged_hits = judge_hits([j.probability for j in judgements], a_better)
+            gain, gain_stderr = paired_difference(averaged_hits, one_order_hits)
             self.results["judge"] = {
-                "alignment_one_order": judge_accuracy(orders.first_order, a_better),
-                "alignment_order_averaged": judge_accuracy(orders.averaged, a_better),
-                "same_position_rate": same_position_rate(orders.p_ab, orders.p_ba),
-                "mean_p_answer_1": sum(orders.p_ab + orders.p_ba) / (2 * len(pairs)),
+                "alignment_one_order": sum(one_order_hits) / len(one_order_hits),
+                "alignment_order_averaged": averaged.accuracy,
+                "same_position_rate": averaged.same_position_rate,
+                "first_position_preference": sum((x > 0.5) + (y > 0.5) for x, y in answer_1) / (2 * len(answer_1)),
+                "mean_p_answer_1": sum(x + y for x, y in answer_1) / (2 * len(answer_1)),
+                "pairs_judged": len(judgements),
+                "averaging_gain": {"difference": gain, "stderr": gain_stderr},
             }
         with self.timer.stage("RM on judge labels"):
-            # The judge labels the same pairs as the humans; hard labels from its order-averaged probability
-            # (STAND-IN for the soft-label distillation of trl_won.rlaif).
+            # The judge labels the pairs the humans labeled (HF100%); the store keeps its labels across runs.
             prompts, first, second = _rows(self.human_pairs)
-            probs = self.judge(prompts, first, second)
-            chosen = [x if q >= 0.5 else y for x, y, q in zip(first, second, probs, strict=True)]
-            rejected = [y if q >= 0.5 else x for x, y, q in zip(first, second, probs, strict=True)]
-            self._train_rm(JUDGE_LABELS, prompts, chosen, rejected)
+            rows = [
+                {"prompt": p, "completion_a": x, "completion_b": y}
+                for p, x, y in zip(prompts, first, second, strict=True)
+            ]
+            store = LabelStore(self.output_dir / "judge_labels.sqlite")
+            try:
+                labeled = label_preferences(rows, self.judge, store=store, chunk_size=256, show_progress=False)
+            finally:
+                store.close()
+            gaps = [
+                oracle_reward(p, c) - oracle_reward(p, r)
+                for p, c, r in zip(labeled["prompt"], labeled["chosen"], labeled["rejected"], strict=True)
+            ]
+            graded = [g > 0 for g in gaps if g != 0]
+            self.results["judge"]["label_accuracy"] = sum(graded) / max(1, len(graded))
+            self._train_rm(
+                JUDGE_LABELS, labeled["prompt"], labeled["chosen"], labeled["rejected"], labeled["soft_label"]
+            )
+
+    def compare_reward_models(self):
+        """Paired differences of held-out accuracy for the comparisons the papers make."""
+        comparisons = {}
+        for better, worse in RM_COMPARISONS:
+            if better in self.eval_hits and worse in self.eval_hits:
+                difference, stderr = paired_difference(self.eval_hits[better], self.eval_hits[worse])
+                comparisons[f"{better} vs {worse}"] = {"difference": difference, "stderr": stderr}
+        self.results["reward_model_comparisons"] = comparisons
+
+    def write_outputs(self) -> dict[str, Path]:
+        """Write `results.json`, `report.md` and (with matplotlib) `demo.png` to `output_dir`; return their paths."""
+        from .report import render_report
+
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        files = {"results": self.output_dir / "results.json", "report": self.output_dir / "report.md"}
+        files["results"].write_text(json.dumps(self.results, indent=2, default=str))
+        try:
+            from .figure import write_figure
+
+            files["figure"] = write_figure(self.results, self.output_dir / "demo.png")
+        except ImportError:
+            logger.warning('matplotlib is not installed, so no figure: pip install "trl-won[demo]".')
+        files["report"].write_text(render_report(self.results, "demo.png" if "figure" in files else None))
+        return files
 
     def run(self) -> dict:
-        """All stages; returns (and writes to `output_dir/results.json`) the measurements and timings."""
+        """All stages; returns the measurements and timings, and writes them (see [`write_outputs`])."""
         self.build_world()
         self.build_tokenizer()
         self.train_policy()
@@ -356,8 +462,8 @@ class DemoPipeline:
         self.best_of_n()
         self.rlaif()
         self.rrhf()
+        self.compare_reward_models()
         self.results["timings_s"] = dict(self.timer.seconds)
         self.results["timings_s"]["total"] = round(sum(self.timer.seconds.values()), 2)
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        (self.output_dir / "results.json").write_text(json.dumps(self.results, indent=2, default=str))
+        self.files = self.write_outputs()
         return self.results

@@ -75,17 +75,32 @@ def train_reward_model(
     chosen: Sequence,
     rejected: Sequence,
     settings: TrainSettings,
+    soft_labels: Sequence[float] | None = None,
     peft_config=None,
 ):
-    """Train a sequence-classification reward model on preference rows with TRL's `RewardTrainer`."""
+    """Train a sequence-classification reward model on preference rows.
+
+    With hard labels (`chosen` preferred) it is TRL's `RewardTrainer`; with `soft_labels` (the probability that
+    `chosen` is preferred, e.g. an RLAIF judge's) it is [`~trl_won.rlaif.RLAIFRewardTrainer`], which distills them.
+    """
     from trl import RewardConfig, RewardTrainer
 
-    dataset = Dataset.from_dict({"prompt": list(prompts), "chosen": list(chosen), "rejected": list(rejected)})
-    args = RewardConfig(**settings.trainer_kwargs(), max_length=None)
+    from ..rlaif import RLAIFRewardConfig, RLAIFRewardTrainer
+
+    columns = {"prompt": list(prompts), "chosen": list(chosen), "rejected": list(rejected)}
+    config_class, trainer_class = RewardConfig, RewardTrainer
+    if soft_labels is not None:
+        columns["soft_label"] = list(soft_labels)
+        config_class, trainer_class = RLAIFRewardConfig, RLAIFRewardTrainer
+    args = config_class(**settings.trainer_kwargs(), max_length=None)
     if getattr(model, "config", None) is not None and model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
-    trainer = RewardTrainer(
-        model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config
+    trainer = trainer_class(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_dict(columns),
+        processing_class=tokenizer,
+        peft_config=peft_config,
     )
     trainer.train()
     return trainer.model.eval()
