@@ -78,6 +78,18 @@ def _rows(pairs: list[LabeledPair]) -> tuple[list, list, list]:
     )
 
 
+def _oracle_gaps(pairs) -> list[float]:
+    """Oracle reward of `chosen` minus that of `rejected`, for each row of a preference dataset."""
+    rows = zip(pairs["prompt"], pairs["chosen"], pairs["rejected"], strict=True)
+    return [oracle_reward(p, c) - oracle_reward(p, r) for p, c, r in rows]
+
+
+def _agreement(gaps: list[float]) -> float:
+    """Share of pairs (oracle ties left out) whose `chosen` the oracle prefers."""
+    graded = [g > 0 for g in gaps if g != 0]
+    return sum(graded) / max(1, len(graded))
+
+
 class DemoPipeline:
     """One demo run. Call [`run`] for everything, or the stage methods in the order `run` calls them.
 
@@ -311,14 +323,10 @@ class DemoPipeline:
         for name, strategy, n in strategies:
             with self.timer.stage(name):
                 pairs = self._west_of_n_pairs(strategy, n)
-                gaps = [
-                    oracle_reward(p, c) - oracle_reward(p, r)
-                    for p, c, r in zip(pairs["prompt"], pairs["chosen"], pairs["rejected"], strict=True)
-                ]
-                graded = [g > 0 for g in gaps if g != 0]
+                gaps = _oracle_gaps(pairs)
                 details[name] = {
                     "pairs": len(gaps),
-                    "pair_accuracy": sum(graded) / max(1, len(graded)),
+                    "pair_accuracy": _agreement(gaps),
                     "oracle_ties": sum(g == 0 for g in gaps) / max(1, len(gaps)),
                     "mean_oracle_gap": mean_and_stderr(gaps)[0] if gaps else 0.0,
                 }
@@ -415,12 +423,7 @@ class DemoPipeline:
                 labeled = label_preferences(rows, self.judge, store=store, chunk_size=256, show_progress=False)
             finally:
                 store.close()
-            gaps = [
-                oracle_reward(p, c) - oracle_reward(p, r)
-                for p, c, r in zip(labeled["prompt"], labeled["chosen"], labeled["rejected"], strict=True)
-            ]
-            graded = [g > 0 for g in gaps if g != 0]
-            self.results["judge"]["label_accuracy"] = sum(graded) / max(1, len(graded))
+            self.results["judge"]["label_accuracy"] = _agreement(_oracle_gaps(labeled))
             self._train_rm(
                 JUDGE_LABELS, labeled["prompt"], labeled["chosen"], labeled["rejected"], labeled["soft_label"]
             )
