@@ -4,9 +4,10 @@
 - `labels`: noisy human labels, gold labels, the judge's position-biased targets.
 - `data`: everything drawn from the seed before any model exists.
 - `tokenizer`, `training`: the world tokenizer; SFT, reward-model and judge training.
-- `stand_ins`: stand-ins for method APIs that land later (judge reading, West-of-N pairs), one for one.
-- `evaluation`: the measurements.
-- `pipeline`: the stages, timed; `sizes`: the quick and full sizes.
+- `judge`: the world's RLAIF template and the texts the judge LM is trained on (what `TransformersJudge` renders).
+- `evaluation`: the measurements; `names`: the names results are reported under.
+- `pipeline`: the stages, timed, through the package's public API; `sizes`: the quick and full sizes.
+- `report`, `figure`: `report.md` (a verdict per paper claim, against its standard error) and `demo.png`.
 """
 
 from .pipeline import DemoPipeline
