@@ -43,6 +43,9 @@ def test_demo_help_and_size_errors(capsys):
     with pytest.raises(SystemExit):
         main(["demo", "--sizes", '{"won_n": "many"}'])
     assert "--sizes: 'won_n' must be a number" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["demo", "--sizes", '{"tie_embeddings": 1}'])
+    assert "--sizes: 'tie_embeddings' must be true or false" in capsys.readouterr().err
 
 
 def test_module_entry_point_runs(tmp_path):

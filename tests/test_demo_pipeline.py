@@ -7,12 +7,17 @@ import pytest
 
 from trl_won.cli.main import main
 from trl_won.demo.names import BEST_RANDOM, HF50, HF100, JUDGE_LABELS, NAIVE, ORACLE, SFT, WEST_OF_N
+from trl_won.demo.report import verdict, verdict_comparable
 from trl_won.demo.sizes import DemoSizes
 
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
     output_dir = tmp_path_factory.mktemp("demo")
+    # Pairs left by an earlier run with other models: the demo must replace them, not resume from them.
+    stale = output_dir / "west_of_n" / "west_of_n"
+    stale.mkdir(parents=True)
+    (stale / "manifest.json").write_text(json.dumps({"policy": "an older policy", "n": 99}))
     main(["demo", "--quick", "--output_dir", str(output_dir)])
     return json.loads((output_dir / "results.json").read_text()), output_dir
 
@@ -44,6 +49,20 @@ def test_quick_run_reports_every_measurement(quick_run):
     assert stages["total"] == pytest.approx(sum(v for k, v in stages.items() if k != "total"), abs=0.05)
 
 
+@pytest.mark.parametrize(
+    "difference, stderr, beats, comparable",
+    [
+        (0.05, 0.02, "shows", "shows (better)"),
+        (0.01, 0.02, "within noise", "shows (within noise)"),
+        (-0.03, 0.02, "does not show", "shows (within noise)"),
+        (-0.05, 0.02, "does not show", "does not show"),
+    ],
+)
+def test_report_verdicts_against_two_standard_errors(difference, stderr, beats, comparable):
+    assert verdict(difference, stderr) == beats
+    assert verdict_comparable(difference, stderr) == comparable
+
+
 def test_quick_run_writes_report_and_figure(quick_run):
     results, output_dir = quick_run
     report = (output_dir / "report.md").read_text()
@@ -71,5 +90,7 @@ def test_quick_run_saves_models_loadable_with_from_pretrained(quick_run):
     prompt = [{"role": "user", "content": "Write 2 animals."}]
     (judgement,) = judge.judge_pairs([prompt], ["dog owl"], ["red"])
     assert 0.0 <= judgement.probability <= 1.0
-    # The judge's labels were stored as they were made.
+    # The judge's labels were stored as they were made; the stale West-of-N pairs were replaced.
     assert (output_dir / "judge_labels.sqlite").exists()
+    manifest = json.loads((output_dir / "west_of_n" / "west_of_n" / "manifest.json").read_text())
+    assert manifest["n"] == DemoSizes.quick().won_n

@@ -10,6 +10,7 @@ Run `python -m trl_won.tiny DIR` to write them to `DIR/{tokenizer,policy,reward_
 
 import argparse
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,11 +64,20 @@ def build_tiny_tokenizer(output_dir: str | os.PathLike, vocab_size: int = 600):
     Returns:
         [`~transformers.PreTrainedTokenizerFast`]: The tokenizer, loaded back from `output_dir`.
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+    from tokenizers import Tokenizer, models, pre_tokenizers
 
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    lines = [line for line in _CORPUS.splitlines() if line.strip()]
+    return train_chat_tokenizer(tokenizer, lines * 20, vocab_size, output_dir)
+
+
+def train_chat_tokenizer(tokenizer, texts: Iterable[str], vocab_size: int, output_dir: str | os.PathLike):
+    """Train a byte-level BPE `tokenizers.Tokenizer` (its normalizer and pre-tokenizer already set) on `texts`, give it
+    the package's special tokens and chat template, save it with `save_pretrained` and load it back."""
+    from tokenizers import decoders, pre_tokenizers, trainers
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
@@ -75,8 +85,7 @@ def build_tiny_tokenizer(output_dir: str | os.PathLike, vocab_size: int = 600):
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    lines = [line for line in _CORPUS.splitlines() if line.strip()]
-    tokenizer.train_from_iterator(lines * 20, trainer)
+    tokenizer.train_from_iterator(texts, trainer)
     wrapped = PreTrainedTokenizerFast(
         tokenizer_object=tokenizer, bos_token="<|bos|>", eos_token="<|eos|>", pad_token="<|pad|>"
     )

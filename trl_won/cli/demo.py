@@ -81,10 +81,12 @@ def demo_sizes(args: DemoArguments):
         unknown = sorted(set(overrides) - known)
         if unknown:
             raise ValueError(f"--sizes: unknown size(s) {unknown}; expected some of {sorted(known)}.")
+        defaults = DemoSizes.full()
         for name, value in overrides.items():
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                if not (name == "tie_embeddings" and isinstance(value, bool)):
-                    raise ValueError(f"--sizes: {name!r} must be a number, got {value!r}.")
+            wants_bool = isinstance(getattr(defaults, name), bool)
+            if isinstance(value, bool) != wants_bool or not isinstance(value, (int, float)):
+                expected = "true or false" if wants_bool else "a number"
+                raise ValueError(f"--sizes: {name!r} must be {expected}, got {value!r}.")
     make = DemoSizes.quick if args.quick else DemoSizes.full
     return make(seed=args.seed, **overrides)
 

@@ -262,13 +262,13 @@ class DemoPipeline:
         model = train_reward_model(model, tokenizer, prompts, chosen, rejected, settings, soft_labels=soft_labels)
         scorer = RewardModelScorer(model, tokenizer, batch_size=256)
         self.reward_models[name] = scorer
-        self.results.setdefault("reward_model_accuracy", {})[name] = self._rm_accuracy(scorer)
+        self.results.setdefault("reward_model_accuracy", {})[name] = self._rm_accuracy(name, scorer)
         return scorer
 
-    def _rm_accuracy(self, scorer: RewardModelScorer) -> float:
+    def _rm_accuracy(self, name: str, scorer: RewardModelScorer) -> float:
+        """Held-out accuracy; the per-pair hits are kept under `name` for paired comparisons."""
         prompts, chosen, rejected = _rows(self.eval_pairs)
-        hits = pairwise_hits(scorer(prompts, chosen), scorer(prompts, rejected))
-        self.eval_hits[next(name for name, s in self.reward_models.items() if s is scorer)] = hits
+        hits = self.eval_hits[name] = pairwise_hits(scorer(prompts, chosen), scorer(prompts, rejected))
         return sum(hits) / len(hits)
 
     def train_human_reward_models(self):

@@ -11,7 +11,7 @@ against an instruction word) a matter of equal token ids. Digits are their own p
 import os
 from collections.abc import Iterable
 
-from ..tiny import CHAT_TEMPLATE, SPECIAL_TOKENS
+from ..tiny import train_chat_tokenizer
 
 
 def build_world_tokenizer(texts: Iterable[str], output_dir: str | os.PathLike, vocab_size: int = 1024):
@@ -28,28 +28,14 @@ def build_world_tokenizer(texts: Iterable[str], output_dir: str | os.PathLike, v
     Returns:
         [`~transformers.PreTrainedTokenizerFast`]: The tokenizer, loaded back from `output_dir`.
     """
-    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
-    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+    from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers
 
     tokenizer = Tokenizer(models.BPE())
     tokenizer.normalizer = normalizers.Replace(Regex(r"[ \t]*\n[ \t]*"), "\n")
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
         [pre_tokenizers.Split(Regex(r"\n+"), behavior="isolated"), pre_tokenizers.ByteLevel(add_prefix_space=True)]
     )
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tokenizer.train_from_iterator(texts, trainer)
-    wrapped = PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, bos_token="<|bos|>", eos_token="<|eos|>", pad_token="<|pad|>"
-    )
-    wrapped.chat_template = CHAT_TEMPLATE
-    wrapped.save_pretrained(output_dir)
-    tokenizer = AutoTokenizer.from_pretrained(output_dir)
+    tokenizer = train_chat_tokenizer(tokenizer, texts, vocab_size, output_dir)
     for answer in ("1", "2"):
         ids = tokenizer("Preferred Response=" + answer, add_special_tokens=False)["input_ids"]
         if tokenizer.decode(ids[-1:]) != answer:

@@ -117,7 +117,12 @@ class PairwiseJudge(ABC):
     @property
     def fingerprint(self) -> str:
         """Hash of [`fingerprint_fields`]: labels from judges with the same fingerprint are interchangeable."""
-        return fingerprint_of({"kind": "pairwise", **self.fingerprint_fields()})
+        return self.described_fingerprint()[0]
+
+    def described_fingerprint(self) -> tuple[str, dict[str, Any]]:
+        """The fingerprint and the fields it hashes, computed once (the fields may digest a model's weights)."""
+        fields = self.fingerprint_fields()
+        return fingerprint_of({"kind": "pairwise", **fields}), fields
 
 
 class ScoringJudge(ABC):
@@ -166,4 +171,9 @@ class ScoringJudge(ABC):
 
     @property
     def fingerprint(self) -> str:
-        return fingerprint_of({"kind": "score", **self.fingerprint_fields()})
+        return self.described_fingerprint()[0]
+
+    def described_fingerprint(self) -> tuple[str, dict[str, Any]]:
+        """The fingerprint and the fields it hashes, computed once (the fields may digest a model's weights)."""
+        fields = self.fingerprint_fields()
+        return fingerprint_of({"kind": "score", **fields}), fields

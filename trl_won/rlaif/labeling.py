@@ -55,8 +55,8 @@ def judge_pairs_cached(
     found: dict[int, PairwiseJudgement] = {}
     fingerprint = None
     if store is not None and firsts:
-        fingerprint = judge.fingerprint
-        store.register_judge(fingerprint, judge.fingerprint_fields())
+        fingerprint, fields = judge.described_fingerprint()
+        store.register_judge(fingerprint, fields)
         stored = store.get_pairs(
             fingerprint,
             [prompts[i] for i in firsts],
@@ -108,8 +108,8 @@ def score_cached(
     found: dict[int, ScoreJudgement] = {}
     fingerprint = None
     if store is not None and firsts:
-        fingerprint = judge.fingerprint
-        store.register_judge(fingerprint, judge.fingerprint_fields())
+        fingerprint, fields = judge.described_fingerprint()
+        store.register_judge(fingerprint, fields)
         stored = store.get_scores(fingerprint, [prompts[i] for i in firsts], [completions[i] for i in firsts])
         found = {i: j for i, j in zip(firsts, stored, strict=True) if j is not None}
     missing = [i for i in firsts if i not in found]
