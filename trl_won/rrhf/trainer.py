@@ -136,6 +136,17 @@ class RRHFTrainer(_BaseTrainer):
             raise TypeError(
                 f"`train_dataset` must be a `Dataset` or `IterableDataset`, got `{type(train_dataset).__name__}`."
             )
+        # A batch holds `sum(k)` sequences for its prompts, so its tensors do not share a first dimension. Accelerate's
+        # `dispatch_batches` (its default for an IterableDataset) cuts every tensor to the length of the first one's
+        # share, which silently drops completions. Each process builds its own batches instead: an IterableDataset is
+        # then sharded by rows, exactly like a map-style dataset.
+        if args.accelerator_config.dispatch_batches:
+            raise ValueError(
+                "RRHFTrainer cannot use `accelerator_config.dispatch_batches=True`: its batches hold several "
+                "completions per prompt, which accelerate's batch dispatching would cut to one row per prompt. "
+                "Leave `dispatch_batches` unset or set it to False (each process then reads its own rows)."
+            )
+        args.accelerator_config.dispatch_batches = False
 
         # Model. PEFT initializes adapter weights randomly, so seed first.
         set_seed(args.seed)
