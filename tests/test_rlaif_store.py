@@ -1,10 +1,20 @@
 import multiprocessing
+import re
+import shutil
 import sqlite3
+import subprocess
 
 import pytest
 from rlaif_helpers import LengthJudge, LengthScorer
 
-from trl_won.rlaif import LabelStore, PairwiseJudgement, ScoreJudgement, judge_pairs_cached, score_cached
+from trl_won.rlaif import (
+    LabelStore,
+    LabelStoreError,
+    PairwiseJudgement,
+    ScoreJudgement,
+    judge_pairs_cached,
+    score_cached,
+)
 from trl_won.rlaif.store import pair_key
 
 
@@ -56,8 +66,10 @@ def test_a_rerun_after_a_crash_asks_the_judge_nothing_already_stored(tmp_path):
     again = LengthJudge()
     from_store = judge_pairs_cached(again, PROMPTS, A, B, store=store)
     assert again.calls == 0
-    # Stored in one orientation per pair: reading the other one swaps (1 - p), exact to rounding.
-    assert [j.probability for j in from_store] == pytest.approx([j.probability for j in judgements], abs=1e-15)
+    # Stored as judged, with the order it was judged in: read back bit for bit, equal to an uninterrupted run.
+    uninterrupted = judge_pairs_cached(LengthJudge(), PROMPTS, A, B)
+    assert from_store == judgements == uninterrupted
+    assert any(pair_key(p, a, b)[1] for p, a, b in zip(PROMPTS, A, B))  # some pairs were judged against key order
     # Without a store every pair is judged; duplicates (also swapped ones) only once.
     fresh = LengthJudge()
     dup = judge_pairs_cached(fresh, ["p", "p", "p"], ["aa", "b", "aa"], ["b", "aa", "b"])
@@ -121,3 +133,101 @@ def test_store_survives_pickling_and_rejects_other_schema_versions(tmp_path):
         connection.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
     with pytest.raises(ValueError, match="schema version 99"):
         LabelStore(tmp_path / "labels.sqlite")
+
+
+def test_a_label_judged_in_either_order_reads_back_bit_for_bit(tmp_path):
+    store = LabelStore(tmp_path / "labels.sqlite")
+    # 1 - (1 - p) != p for these: a label swapped on writing and again on reading would differ in the last bits.
+    judged = PairwiseJudgement.from_orders(0.1, 0.7, rationale_a_first="first", rationale_a_second="second")
+    assert 1.0 - (1.0 - judged.probability_a_first) != judged.probability_a_first
+    pairs = [("p", "a", "b"), ("p", "b", "a")]
+    assert {pair_key(*pair)[1] for pair in pairs} == {False, True}
+    for i, (prompt, a, b) in enumerate(pairs):
+        store.put_pairs(f"fp{i}", [prompt], [a], [b], [judged])
+        assert store.get_pairs(f"fp{i}", [prompt], [a], [b]) == [judged]
+        assert store.get_pairs(f"fp{i}", [prompt], [b], [a]) == [judged.swapped()]
+
+
+def test_a_version_1_store_is_upgraded_and_keeps_its_labels(tmp_path):
+    path = tmp_path / "labels.sqlite"
+    key, flipped = pair_key("p", "a", "b")
+    judged = PairwiseJudgement.from_orders(0.25, 0.5)
+    stored = judged.swapped() if flipped else judged  # version 1 stored every pair in its key's order
+    with sqlite3.connect(path) as connection:
+        connection.executescript(
+            """
+            CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+            INSERT INTO meta VALUES ('schema_version', '1');
+            CREATE TABLE pairwise_labels (
+                fingerprint TEXT NOT NULL, content_key TEXT NOT NULL, probability REAL, probability_first REAL,
+                probability_second REAL, reason TEXT, rationale_first TEXT, rationale_second TEXT,
+                created_at REAL NOT NULL, PRIMARY KEY (fingerprint, content_key)
+            ) WITHOUT ROWID;
+            """
+        )
+        row = ("fp", key, stored.probability, stored.probability_a_first, stored.probability_a_second)
+        connection.execute("INSERT INTO pairwise_labels VALUES (?, ?, ?, ?, ?, NULL, NULL, NULL, 0)", row)
+    store = LabelStore(path)
+    assert store.get_pairs("fp", ["p"], ["b" if flipped else "a"], ["a" if flipped else "b"]) == [stored]
+    store.put_pairs("fp", ["q"], ["a"], ["b"], [judged])
+    assert store.get_pairs("fp", ["q"], ["a"], ["b"]) == [judged]
+    with sqlite3.connect(path) as connection:
+        assert connection.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("2",)
+
+
+def _damage_header(path):
+    with open(path, "r+b") as f:
+        f.write(b"\xde\xad" * 50)
+
+
+def _damage_middle(path):
+    with open(path, "r+b") as f:
+        f.seek(path.stat().st_size // 2 // 4096 * 4096)  # a whole page in the middle of the file
+        f.write(bytes(range(256)) * 32)
+
+
+def _truncate(path):
+    with open(path, "r+b") as f:
+        f.truncate(path.stat().st_size // 2)
+
+
+def _stored_pairs(path, count=2000):
+    prompts, a, b = (
+        [f"prompt {i}" for i in range(count)],
+        [f"a{i}" * 5 for i in range(count)],
+        [f"b{i}" for i in range(count)],
+    )
+    store = LabelStore(path)
+    store.put_pairs("fp", prompts, a, b, [PairwiseJudgement.from_orders(0.25, 0.5, "why " * 20)] * count)
+    store.close()  # the last connection checkpoints the write-ahead log into the file
+    return prompts, a, b
+
+
+@pytest.mark.parametrize("damage", [_damage_header, _damage_middle, _truncate])
+def test_a_damaged_store_raises_an_error_naming_the_file_and_the_fix(tmp_path, damage):
+    path = tmp_path / "labels.sqlite"
+    prompts, a, b = _stored_pairs(path)
+    assert not (tmp_path / "labels.sqlite-wal").exists()
+    damage(path)
+    with pytest.raises(LabelStoreError) as error:
+        LabelStore(path).get_pairs("fp", prompts, a, b)
+    message = str(error.value)
+    assert str(path) in message
+    what = "not a SQLite database" if damage is _damage_header else "pages are damaged"
+    assert what in message and "move it aside" in message and ".recover" in message and ".dump" in message
+
+
+@pytest.mark.skipif(shutil.which("sqlite3") is None, reason="needs the sqlite3 command-line shell")
+def test_the_recovery_recipe_of_the_error_keeps_the_readable_labels(tmp_path):
+    path = tmp_path / "labels.sqlite"
+    prompts, a, b = _stored_pairs(path)
+    _damage_middle(path)
+    with pytest.raises(LabelStoreError) as error:
+        LabelStore(path).get_pairs("fp", prompts, a, b)
+    recipe = re.search(r"or else `(.+)`\.$", str(error.value)).group(1)
+    path.rename(f"{path}.damaged")  # the error's first step
+    subprocess.run(recipe, shell=True, check=True, cwd=tmp_path, capture_output=True)
+    recovered = LabelStore(path).get_pairs("fp", prompts, a, b)
+    kept = [j for j in recovered if j is not None]
+    assert 0 < len(kept) < len(prompts)
+    assert set(kept) == {PairwiseJudgement.from_orders(0.25, 0.5, "why " * 20)}

@@ -21,7 +21,7 @@ from .openai_judge import OpenAIJudge
 from .reward_funcs import judge_reward_func
 from .reward_trainer import DataCollatorForSoftPreference, RLAIFRewardConfig, RLAIFRewardTrainer
 from .score_judges import OpenAIScoreJudge, TransformersScoreJudge
-from .store import LabelStore
+from .store import LabelStore, LabelStoreError
 from .templates import (
     HARMLESSNESS,
     HELPFULNESS,
@@ -42,6 +42,7 @@ __all__ = [
     "DataCollatorForSoftPreference",
     "JudgeRequestError",
     "LabelStore",
+    "LabelStoreError",
     "LabelerAlignment",
     "OpenAIJudge",
     "OpenAIScoreJudge",

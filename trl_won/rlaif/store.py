@@ -5,16 +5,21 @@ and a SHA-256 hash of the content it judged. Running the same labeling again aft
 only for what is not stored yet. Several processes can write to one store at once: SQLite's write-ahead log lets
 readers and a writer work together, and a busy timeout makes writers wait for each other instead of failing.
 
-A pair is stored once for both of its orientations: the label of `(prompt, b, a)` is read from that of
-`(prompt, a, b)` by swapping. Only the content's hash is stored, never the text itself. Judgements that are not
+A pair is stored once for both of its orientations, as the judge returned it together with the order it was judged
+in: the label of `(prompt, b, a)` is read from that of `(prompt, a, b)` by swapping, and the order it was judged in
+reads back bit for bit (so a resumed labeling run equals an uninterrupted one). Only the content's hash is stored,
+never the text itself. Judgements that are not
 final (a failed request, a prompt over the judge's length limit) are not stored, so a rerun asks again.
 
-The store needs a local filesystem: SQLite's locking is unreliable on network filesystems (NFS, SMB).
+The store needs a local filesystem: SQLite's locking is unreliable on network filesystems (NFS, SMB). A file that a
+crash or a disk damaged raises a [`LabelStoreError`] that names it and says how to recover what is readable.
 """
 
+import functools
 import hashlib
 import json
 import os
+import shlex
 import sqlite3
 import threading
 import time
@@ -26,7 +31,8 @@ from ..data_utils import Completion, Prompt
 from .judgement import PairwiseJudgement, ScoreJudgement
 
 
-SCHEMA_VERSION = 1
+# 2: `judged_reversed` keeps the order a pair was judged in (version 1 stored every pair swapped to its key's order).
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -45,6 +51,7 @@ CREATE TABLE IF NOT EXISTS pairwise_labels (
     rationale_first TEXT,
     rationale_second TEXT,
     created_at REAL NOT NULL,
+    judged_reversed INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (fingerprint, content_key)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS score_labels (
@@ -73,6 +80,48 @@ def pair_key(prompt: Prompt, completion_a: Completion, completion_b: Completion)
     return (forward, False) if forward <= backward else (backward, True)
 
 
+class LabelStoreError(RuntimeError):
+    """A label store file cannot be read: damaged by a crash or a disk, or not a label store. The message names the
+    file, what is wrong and what to do."""
+
+
+# What SQLite says of a damaged file (SQLITE_CORRUPT, SQLITE_NOTADB), by its message as Python 3.10 has no error codes.
+_DAMAGED = {
+    "database disk image is malformed": "its pages are damaged (overwritten or truncated)",
+    "file is not a database": "it is not a SQLite database (its header is overwritten, or it is another kind of file)",
+}
+
+
+def _damaged_file_error(path: Path, error: sqlite3.DatabaseError) -> LabelStoreError | None:
+    what = next((what for message, what in _DAMAGED.items() if message in str(error)), None)
+    if what is None:
+        return None
+    file, aside = shlex.quote(str(path)), shlex.quote(f"{path}.damaged")
+    return LabelStoreError(
+        f"The label store {path} cannot be read: {what} (SQLite: {error}). Stop every process using it, then either "
+        f"move it aside (`mv {file} {aside}`, with its -wal and -shm files if any) and start again with a new store "
+        f"(pairs whose labels were in it are judged again), or first recover what is readable into a new file at "
+        f"its place: `sqlite3 {aside} .recover | sqlite3 {file}` (SQLite 3.29 or later, built with `.recover`), or "
+        f"else `sqlite3 {aside} .dump | sed 's/^ROLLBACK;/COMMIT;/' | sqlite3 {file}`."
+    )
+
+
+def _reports_damage(method):
+    """Turn SQLite's errors about a damaged file into a [`LabelStoreError`] naming the file and the fix."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.DatabaseError as error:
+            damaged = _damaged_file_error(self.path, error)
+            if damaged is None:
+                raise
+            raise damaged from error
+
+    return wrapper
+
+
 class LabelStore:
     """SQLite file of judge labels.
 
@@ -95,6 +144,10 @@ class LabelStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.timeout = timeout
         self._local = threading.local()
+        self._create_or_upgrade()
+
+    @_reports_damage
+    def _create_or_upgrade(self) -> None:
         with self._write() as connection:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
@@ -102,7 +155,11 @@ class LabelStore:
             row = connection.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
             if row is None:
                 connection.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-            elif int(row[0]) != SCHEMA_VERSION:
+            elif row[0] == "1":
+                # Version 1 stored every pair in its key's order, which is what `judged_reversed = 0` means.
+                connection.execute("ALTER TABLE pairwise_labels ADD COLUMN judged_reversed INTEGER NOT NULL DEFAULT 0")
+                connection.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+            elif row[0] != str(SCHEMA_VERSION):
                 raise ValueError(
                     f"The label store {self.path} has schema version {row[0]}, this version of trl_won reads version "
                     f"{SCHEMA_VERSION}. Use another file or a matching trl_won version."
@@ -139,6 +196,7 @@ class LabelStore:
             connection.close()
             self._local.connection = None
 
+    @_reports_damage
     def register_judge(self, fingerprint: str, description: dict[str, Any]) -> None:
         """Record what a fingerprint stands for (for people reading the file; labels do not need it)."""
         with self._write() as connection:
@@ -147,6 +205,7 @@ class LabelStore:
                 (fingerprint, json.dumps(description, sort_keys=True, default=str), time.time()),
             )
 
+    @_reports_damage
     def get_pairs(
         self,
         fingerprint: str,
@@ -171,9 +230,11 @@ class LabelStore:
                 rationale_a_first=row[4],
                 rationale_a_second=row[5],
             )
-            results.append(judgement.swapped() if flipped else judgement)
+            # Swapped only when asked in the other order than it was judged in: the judged order reads back exactly.
+            results.append(judgement.swapped() if flipped != bool(row[6]) else judgement)
         return results
 
+    @_reports_damage
     def put_pairs(
         self,
         fingerprint: str,
@@ -189,26 +250,30 @@ class LabelStore:
             if not judgement.final:
                 continue
             key, flipped = pair_key(p, a, b)
-            j = judgement.swapped() if flipped else judgement
             rows.append(
                 (
                     fingerprint,
                     key,
-                    j.probability,
-                    j.probability_a_first,
-                    j.probability_a_second,
-                    j.reason,
-                    j.rationale_a_first,
-                    j.rationale_a_second,
+                    judgement.probability,
+                    judgement.probability_a_first,
+                    judgement.probability_a_second,
+                    judgement.reason,
+                    judgement.rationale_a_first,
+                    judgement.rationale_a_second,
                     now,
+                    int(flipped),
                 )
             )
         with self._write() as connection:
             connection.executemany(
-                "INSERT INTO pairwise_labels VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", rows
+                "INSERT INTO pairwise_labels (fingerprint, content_key, probability, probability_first, "
+                "probability_second, reason, rationale_first, rationale_second, created_at, judged_reversed) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                rows,
             )
         return len(rows)
 
+    @_reports_damage
     def get_scores(
         self, fingerprint: str, prompts: Sequence[Prompt], completions: Sequence[Completion]
     ) -> list[ScoreJudgement | None]:
@@ -224,6 +289,7 @@ class LabelStore:
             for key in keys
         ]
 
+    @_reports_damage
     def put_scores(
         self,
         fingerprint: str,
@@ -244,6 +310,7 @@ class LabelStore:
             )
         return len(rows)
 
+    @_reports_damage
     def count(self, fingerprint: str | None = None, kind: str = "pairwise") -> int:
         """Number of stored labels (of one judge when `fingerprint` is given); `kind` is `"pairwise"` or `"score"`."""
         table = {"pairwise": "pairwise_labels", "score": "score_labels"}[kind]
@@ -256,7 +323,7 @@ class LabelStore:
     def _fetch(self, table: str, fingerprint: str, keys: Sequence[str]) -> dict[str, tuple]:
         columns = {
             "pairwise_labels": "probability, probability_first, probability_second, reason, rationale_first, "
-            "rationale_second",
+            "rationale_second, judged_reversed",
             "score_labels": "score, expected_score, reason, rationale",
         }[table]
         found: dict[str, tuple] = {}
