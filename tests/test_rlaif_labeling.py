@@ -95,7 +95,7 @@ def test_label_preferences_errors_name_the_problem():
         label_preferences(
             [{"prompt": "p", "completions": ["a", "b"]}, {"prompt": "q", "completions": ["a"]}], LengthJudge()
         )
-    with pytest.raises(TypeError, match=r"`completions_a\[0\]` must be a string"):
+    with pytest.raises(DatasetFormatError, match=r"row 0, column 'completion_a': the prompt is a string"):
         label_preferences([{"prompt": "p", "completion_a": 3, "completion_b": "b"}], LengthJudge())
 
 

@@ -6,6 +6,7 @@
 """
 
 import math
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
@@ -36,6 +37,21 @@ def is_conversational_prompt(prompt: Prompt) -> bool:
     return _trl_is_conversational({"prompt": prompt}) if isinstance(prompt, list) and prompt else False
 
 
+def check_messages(messages: Any, row: int | None, column: str) -> None:
+    """Raise a [`DatasetFormatError`] naming the row and column unless `messages` is a non-empty list of chat messages,
+    each a dict with a string `role` and a string `content`."""
+    fix = 'Write each message as {"role": ..., "content": "..."}.'
+    if not isinstance(messages, list) or not messages:
+        raise row_error(row, column, f"expected a non-empty list of messages, got {messages!r:.80}.", fix)
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise row_error(row, f"{column}[{i}]", f"expected a message (a dict), got {message!r:.80}.", fix)
+        for key in ("role", "content"):
+            if not isinstance(message.get(key), str):
+                problem = f"the message has no string '{key}' ({message!r:.80})."
+                raise row_error(row, f"{column}[{i}]", problem, fix)
+
+
 def require_columns(column_names: Sequence[str], required: Sequence[str], dataset_name: str, fix: str) -> None:
     """Raise a [`DatasetFormatError`] listing the `required` columns missing from `column_names`."""
     missing = [c for c in required if c not in column_names]
@@ -46,16 +62,32 @@ def require_columns(column_names: Sequence[str], required: Sequence[str], datase
         )
 
 
+def as_real(value: Any) -> float | None:
+    """`value` as a float if it is a real number (Python, NumPy, or a 0-d tensor or array), else `None`. A bool is
+    not a number here."""
+    if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return None
+    try:
+        return float(value)
+    except OverflowError:  # an integer beyond float's range
+        return math.inf if value > 0 else -math.inf
+
+
 def check_finite(value: Any, row: int, column: str, index: int | None = None) -> float:
     """Return `value` as a float, or raise naming the row/column if it is not a finite number."""
     where = f"{column}[{index}]" if index is not None else column
-    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise row_error(row, where, f"expected a number, got {value!r}.", "Give every completion a numeric reward.")
-    if not math.isfinite(value):
+    number = as_real(value)
+    if number is None:
+        raise row_error(
+            row, where, f"expected a number, got {value!r:.80}.", "Give every completion a numeric reward."
+        )
+    if not math.isfinite(number):
         raise row_error(
             row, where, f"the reward is {value}.", "Remove the row or replace the reward by a finite number."
         )
-    return float(value)
+    return number
 
 
 def completion_text(completion: Completion) -> str:

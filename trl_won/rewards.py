@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from .data_utils import Completion, Prompt, tokenize_for_reward_model
+from .data_utils import Completion, Prompt, as_real, tokenize_for_reward_model
 from .generation import eval_mode
 from .models import load_reward_model, load_tokenizer, weights_digest
 
@@ -214,14 +214,13 @@ def call_reward_func(
         if value is None and allow_none:
             scores.append(math.nan)
             continue
-        if isinstance(value, torch.Tensor):
-            value = value.item()
-        if value is None or isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        number = as_real(value)
+        if number is None or not math.isfinite(number):
             raise ValueError(
-                f"The reward function {name!r} returned {value!r} for completion {i} (prompt {prompts[i]!r}). Every "
-                "score must be a finite number; fix the function or drop that completion."
+                f"The reward function {name!r} returned {value!r:.80} for completion {i} (prompt {prompts[i]!r:.80}). "
+                "Every score must be a finite real number; fix the function or drop that completion."
             )
-        scores.append(float(value))
+        scores.append(number)
     return scores
 
 

@@ -11,7 +11,7 @@ from datasets import Dataset
 from tqdm.auto import tqdm
 from trl.data_utils import maybe_extract_prompt
 
-from ..data_utils import Completion, Prompt, require_columns, row_error
+from ..data_utils import Completion, DatasetFormatError, Prompt, check_messages, require_columns, row_error
 from .base import PairwiseJudge, ScoringJudge, check_inputs
 from .judgement import PairwiseJudgement, ScoreJudgement
 from .store import LabelStore, content_key, pair_key
@@ -128,16 +128,49 @@ def score_cached(
     return [found[first_of[keys[i]]] for i in range(count)]
 
 
-def _pairs_of_rows(dataset, pairing: str, seed: int) -> tuple[list[int], list[Any], list[Any], list[Any]]:
-    """Expand the dataset into (row index, prompt, a, b) lists."""
-    columns = dataset.column_names
+def _check_labeling_row(example: dict, row: int, columns: Sequence[str]) -> bool:
+    """Check the prompt and completions of one `label_preferences` row; return whether it is conversational."""
+    prompt = example.get("prompt")
+    conversational = isinstance(prompt, list)
+    if conversational:
+        check_messages(prompt, row, "prompt")
+    elif not isinstance(prompt, str):
+        raise row_error(
+            row, "prompt", f"expected a string or a list of messages, got {prompt!r:.80}.", "Fix or drop the row."
+        )
+    for column in columns:
+        completion = example[column]
+        if conversational:
+            if not isinstance(completion, list):
+                raise row_error(
+                    row,
+                    column,
+                    f"the prompt is a list of messages, so the completion must be one too, got {completion!r:.80}.",
+                    "Use the same format (standard or conversational) for the prompt and its completions.",
+                )
+            check_messages(completion, row, column)
+        elif not isinstance(completion, str):
+            raise row_error(
+                row,
+                column,
+                f"the prompt is a string, so the completion must be one too, got {completion!r:.80}.",
+                "Use the same format (standard or conversational) for the prompt and its completions.",
+            )
+    return conversational
+
+
+def _pairs_of_rows(
+    examples: list[dict], columns: Sequence[str], pairing: str, seed: int
+) -> tuple[list[int], list[Any], list[Any], list[Any]]:
+    """Expand the rows into (row index, prompt, a, b) lists, checking each row."""
     rows, prompts, a, b = [], [], [], []
     if "completion_a" in columns and "completion_b" in columns:
-        for i, row in enumerate(dataset):
+        for i, example in enumerate(examples):
+            _check_labeling_row(example, i, ["completion_a", "completion_b"])
             rows.append(i)
-            prompts.append(row["prompt"])
-            a.append(row["completion_a"])
-            b.append(row["completion_b"])
+            prompts.append(example["prompt"])
+            a.append(example["completion_a"])
+            b.append(example["completion_b"])
         return rows, prompts, a, b
     if "completions" not in columns:
         raise row_error(
@@ -150,19 +183,24 @@ def _pairs_of_rows(dataset, pairing: str, seed: int) -> tuple[list[int], list[An
     if pairing not in ("all", "random"):
         raise ValueError(f"`pairing` must be 'all' or 'random', got {pairing!r}.")
     rng = random.Random(seed)
-    for i, row in enumerate(dataset):
-        completions = row["completions"]
+    for i, example in enumerate(examples):
+        completions = example["completions"]
         if not isinstance(completions, list) or len(completions) < 2:
             raise row_error(
                 i, "completions", f"expected a list of at least 2 completions, got {completions!r:.80}.", "Drop it."
             )
+        _check_labeling_row(
+            {"prompt": example["prompt"], **{f"completions[{x}]": c for x, c in enumerate(completions)}},
+            i,
+            [f"completions[{x}]" for x in range(len(completions))],
+        )
         if pairing == "all":
             indices = [(x, y) for x in range(len(completions)) for y in range(x + 1, len(completions))]
         else:
             indices = [tuple(rng.sample(range(len(completions)), 2))]
         for x, y in indices:
             rows.append(i)
-            prompts.append(row["prompt"])
+            prompts.append(example["prompt"])
             a.append(completions[x])
             b.append(completions[y])
     return rows, prompts, a, b
@@ -196,8 +234,8 @@ def label_preferences(
     pairs; what was dropped and why is logged.
 
     Args:
-        dataset ([`~datasets.Dataset`] or `list[dict]`):
-            The rows to label.
+        dataset ([`~datasets.Dataset`], [`~datasets.IterableDataset`] or `list[dict]`):
+            The rows to label. Errors about a row name its index in `dataset`.
         judge ([`PairwiseJudge`]):
             The judge.
         store ([`LabelStore`], *optional*):
@@ -219,19 +257,18 @@ def label_preferences(
         [`~datasets.Dataset`]: The preference dataset.
     """
 
-    if isinstance(dataset, list):
-        dataset = Dataset.from_list(dataset)
-    require_columns(dataset.column_names, ["prompt"], "labeling", "Give every row a 'prompt'.")
     if min_confidence is not None and not 0.5 <= min_confidence <= 1:
         raise ValueError(f"`min_confidence` must be in [0.5, 1], got {min_confidence}.")
-    rows, prompts, a, b = _pairs_of_rows(dataset, pairing, seed)
+    # Rows as dicts: a list, a Dataset or an IterableDataset (whose features may be unknown) alike.
+    examples = [dict(example) for example in dataset]
+    if not examples:
+        raise DatasetFormatError("The labeling dataset has no rows. Give at least one row to label.")
+    columns = list(dict.fromkeys(key for example in examples for key in example))
+    require_columns(columns, ["prompt"], "labeling", "Give every row a 'prompt'.")
+    rows, prompts, a, b = _pairs_of_rows(examples, columns, pairing, seed)
     judgements = judge_pairs_cached(judge, prompts, a, b, store, chunk_size, show_progress)
     consumed = ("prompt", "completion_a", "completion_b", "completions", "rewards")
-    extra_names = [c for c in dataset.column_names if c not in consumed]
-    extra = {}
-    for name in extra_names:
-        column = dataset[name]
-        extra[name] = [column[row] for row in rows]
+    extra = {name: [examples[row].get(name) for row in rows] for name in columns if name not in consumed}
     output, dropped = preference_columns(
         prompts, a, b, judgements, min_confidence=min_confidence, drop_inconsistent=drop_inconsistent, extra=extra
     )

@@ -18,7 +18,7 @@ from trl.data_utils import get_dataset_column_names
 from trl.trainer.reward_trainer import DataCollatorForPreference
 from trl.trainer.utils import get_config_model_id
 
-from ..data_utils import DatasetFormatError, row_error
+from ..data_utils import DatasetFormatError, as_real, row_error
 from ..models import is_quantized, unwrap_peft
 from .losses import soft_preference_loss
 
@@ -122,20 +122,24 @@ class RLAIFRewardTrainer(RewardTrainer):
                         f"column) and '{SOFT_LABEL}'. Drop or rename '{SOFT_LABEL}'."
                     )
                 dataset = dataset.rename_column(self.soft_label_column, SOFT_LABEL)
+            column = self.soft_label_column
+
+            def check_soft_label(example, row):
+                value = as_real(example[SOFT_LABEL])
+                if value is None or not math.isfinite(value) or not 0 <= value <= 1:
+                    raise row_error(
+                        row,
+                        column,
+                        f"the soft label is {example[SOFT_LABEL]!r:.80}, not a probability in [0, 1].",
+                        "Use the judge's probability that 'chosen' is preferred, or drop the row.",
+                    )
+                return example
+
             if isinstance(dataset, Dataset):
                 for row, value in enumerate(dataset[SOFT_LABEL]):
-                    if (
-                        isinstance(value, bool)
-                        or not isinstance(value, (int, float))
-                        or not math.isfinite(value)
-                        or not 0 <= value <= 1
-                    ):
-                        raise row_error(
-                            row,
-                            self.soft_label_column,
-                            f"the soft label is {value!r}, not a probability in [0, 1].",
-                            "Use the judge's probability that 'chosen' is preferred, or drop the row.",
-                        )
+                    check_soft_label({SOFT_LABEL: value}, row)
+            else:  # checked as the rows stream in
+                dataset = dataset.map(check_soft_label, with_indices=True)
         elif not self._warned_hard_labels:
             logger.warning(
                 "The %s dataset has no '%s' column: training with hard labels (p = 1), as RewardTrainer does.",

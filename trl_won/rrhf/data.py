@@ -14,7 +14,13 @@ import torch
 from transformers.data.data_collator import DataCollatorMixin
 from trl.trainer.utils import pad
 
-from ..data_utils import check_finite, completion_text, is_conversational_prompt, row_error, tokenize_prompt_completion
+from ..data_utils import (
+    check_finite,
+    check_messages,
+    completion_text,
+    row_error,
+    tokenize_prompt_completion,
+)
 
 
 logger = logging.getLogger(__name__)
@@ -27,11 +33,11 @@ HOW_TO_FORMAT = (
 def validate_row(example: dict[str, Any], row: int, check_rewards: bool = True) -> None:
     """Raise a `ValueError` naming `row` and the column if `example` is not a valid RRHF row."""
     prompt, completions = example.get("prompt"), example.get("completions")
-    conversational = is_conversational_prompt(prompt)
-    if not conversational and not isinstance(prompt, str):
-        raise row_error(
-            row, "prompt", f"expected a string or a list of messages, got {type(prompt).__name__}.", HOW_TO_FORMAT
-        )
+    conversational = isinstance(prompt, list) and bool(prompt)
+    if conversational:
+        check_messages(prompt, row, "prompt")
+    elif not isinstance(prompt, str):
+        raise row_error(row, "prompt", f"expected a string or a list of messages, got {prompt!r:.80}.", HOW_TO_FORMAT)
     if not isinstance(completions, (list, tuple)):
         raise row_error(row, "completions", f"expected a list, got {type(completions).__name__}.", HOW_TO_FORMAT)
     if len(completions) < 2:
@@ -42,15 +48,19 @@ def validate_row(example: dict[str, Any], row: int, check_rewards: bool = True) 
             "Drop the row or add completions.",
         )
     for i, completion in enumerate(completions):
-        if conversational != (isinstance(completion, list) and bool(completion) and isinstance(completion[0], dict)):
+        if conversational != (isinstance(completion, list) and bool(completion)) or (
+            not conversational and not isinstance(completion, str)
+        ):
             expected = "a list of assistant messages" if conversational else "a string"
             raise row_error(
                 row,
                 f"completions[{i}]",
                 f"the prompt is {'conversational' if conversational else 'a string'} so each completion must be "
-                f"{expected}, got {completion!r}.",
+                f"{expected}, got {completion!r:.80}.",
                 "Use the same format for the prompt and its completions.",
             )
+        if conversational:
+            check_messages(completion, row, f"completions[{i}]")
         if not completion_text(completion).strip():
             raise row_error(row, f"completions[{i}]", "is empty.", "Remove empty completions from the row.")
     if check_rewards:
@@ -66,6 +76,34 @@ def validate_row(example: dict[str, Any], row: int, check_rewards: bool = True) 
             )
         for i, reward in enumerate(rewards):
             check_finite(reward, row, "rewards", i)
+
+
+def validate_tokenized_row(example: dict[str, Any], row: int) -> None:
+    """Raise a `ValueError` naming `row` and the column if `example` is not a valid tokenized RRHF row."""
+    fix = 'A tokenized row is {"prompt_ids": [ids], "completion_ids": [[ids] per completion], "rewards": [numbers]}.'
+
+    def is_ids(value):
+        return isinstance(value, (list, tuple)) and all(isinstance(i, int) and not isinstance(i, bool) for i in value)
+
+    prompt_ids, completion_ids = example.get("prompt_ids"), example.get("completion_ids")
+    if not is_ids(prompt_ids) or not prompt_ids:
+        problem = (
+            "expected a non-empty list of token ids (the first completion token needs one before it), got "
+            f"{prompt_ids!r:.80}."
+        )
+        raise row_error(row, "prompt_ids", problem, fix)
+    if not isinstance(completion_ids, (list, tuple)) or len(completion_ids) < 2:
+        raise row_error(row, "completion_ids", f"expected at least 2 completions, got {completion_ids!r:.80}.", fix)
+    for i, ids in enumerate(completion_ids):
+        if not is_ids(ids) or not ids:
+            raise row_error(
+                row, f"completion_ids[{i}]", f"expected a non-empty list of token ids, got {ids!r:.80}.", fix
+            )
+    rewards = example.get("rewards")
+    if not isinstance(rewards, (list, tuple)) or len(rewards) != len(completion_ids):
+        raise row_error(row, "rewards", f"expected {len(completion_ids)} rewards, got {rewards!r:.80}.", fix)
+    for i, reward in enumerate(rewards):
+        check_finite(reward, row, "rewards", i)
 
 
 def select_completions(rewards: list[float], max_completions: int | None) -> list[int]:
@@ -94,6 +132,15 @@ def tokenize_row(
     completions = [example["completions"][i] for i in keep]
     splits = [tokenize_prompt_completion(tokenizer, example["prompt"], c) for c in completions]
     shared = min(len(prompt_ids) for prompt_ids, _ in splits)
+    if shared == 0:
+        raise row_error(
+            row,
+            "prompt",
+            f"tokenizes to no token before the completions ({example['prompt']!r:.80} and a tokenizer that adds no "
+            "BOS token), so the first token of each completion could not be scored: the model predicts a token from "
+            "the ones before it.",
+            "Give the row a non-empty prompt, or use a tokenizer that starts every sequence with a BOS token.",
+        )
     prompt_ids = splits[0][0][:shared]
     completion_ids = [prompt[shared:] + completion for prompt, completion in splits]
     if max_length is not None:

@@ -23,7 +23,7 @@ from ..logprobs import add_logprob_forward
 from ..models import load_model, load_tokenizer, prepare_peft_model
 from ..rewards import as_reward_funcs
 from .config import RRHFConfig
-from .data import HOW_TO_FORMAT, DataCollatorForRRHF, tokenize_row, validate_row
+from .data import HOW_TO_FORMAT, DataCollatorForRRHF, tokenize_row, validate_row, validate_tokenized_row
 from .loss import RRHFLossOutput, rrhf_loss
 from .scoring import add_rewards
 
@@ -220,9 +220,15 @@ class RRHFTrainer(_BaseTrainer):
         name: str,
         reward_funcs: list[Callable] | None = None,
     ) -> Dataset | IterableDataset:
+        if next(iter(dataset), None) is None:
+            raise DatasetFormatError(f"The {name} dataset has no rows. {HOW_TO_FORMAT}")
         columns = get_dataset_column_names(dataset)
-        if {"prompt_ids", "completion_ids", "rewards"} <= set(columns):
-            return dataset  # already tokenized
+        if {"prompt_ids", "completion_ids", "rewards"} <= set(columns):  # already tokenized: checked, used as is
+            if isinstance(dataset, Dataset):
+                for row, example in enumerate(dataset):
+                    validate_tokenized_row(example, row)
+                return dataset
+            return dataset.map(lambda example, row: validate_tokenized_row(example, row) or example, with_indices=True)
         require_columns(columns, ["prompt", "completions"], name, HOW_TO_FORMAT)
         has_rewards = "rewards" in columns
         if has_rewards and reward_funcs:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from ..data_utils import Completion, Prompt
+from ..data_utils import Completion, Prompt, as_real
 from ..rewards import (
     RewardModelScorer,
     _run_coroutine,
@@ -104,15 +104,12 @@ class PairwisePreferenceModel:
             )
         checked = []
         for i, value in enumerate(result):
-            if isinstance(value, torch.Tensor):
-                value = value.item()
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
-            ):
+            if value is not None and (as_real(value) is None or not math.isfinite(as_real(value))):
                 raise ValueError(
                     f"The judge {self.name!r} returned {value!r} for pair {i}; it must return a probability in [0, 1] "
                     "or None (cannot say)."
                 )
+            value = None if value is None else as_real(value)
             if value is not None and not 0 <= value <= 1:
                 raise ValueError(
                     f"The judge {self.name!r} returned {value} for pair {i}, outside [0, 1]. It must return "
