@@ -32,19 +32,29 @@ def fingerprint_of(fields: dict[str, Any]) -> str:
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
+def _is_message(message: Any) -> bool:
+    return isinstance(message, dict) and all(isinstance(message.get(key), str) for key in ("role", "content"))
+
+
 def _check_item(value: Any, kind: str, argument: str, index: int) -> None:
     if isinstance(value, str):
         return
-    if isinstance(value, list) and value and all(isinstance(m, dict) and "content" in m for m in value):
+    if isinstance(value, list) and value and all(_is_message(m) for m in value):
         return
     raise TypeError(
-        f"`{argument}[{index}]` must be a string or a non-empty list of chat messages with a 'content' key, got "
-        f"{type(value).__name__}: {value!r:.80}. Pass {kind}s in TRL's standard or conversational format."
+        f"`{argument}[{index}]` must be a string or a non-empty list of chat messages with string 'role' and "
+        f"'content', got {type(value).__name__}: {value!r:.80}. Pass {kind}s in TRL's standard or conversational "
+        "format."
     )
 
 
 def check_inputs(argument_values: dict[str, Sequence]) -> int:
     """Check that the judge's arguments have one entry per item, each in a supported format; return the count."""
+    for name, values in argument_values.items():
+        if isinstance(values, (str, dict)) or not hasattr(values, "__len__"):
+            raise TypeError(
+                f"`{name}` must be a list with one entry per item, got {type(values).__name__}: {values!r:.80}."
+            )
     lengths = {name: len(values) for name, values in argument_values.items()}
     if len(set(lengths.values())) > 1:
         raise ValueError(

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from datasets import Dataset
+from datasets import Dataset, IterableDataset
 from tqdm.auto import tqdm
 from trl.data_utils import maybe_extract_prompt
 
@@ -18,6 +18,16 @@ from .store import LabelStore, content_key, pair_key
 
 
 logger = logging.getLogger(__name__)
+
+
+def _check_judge_and_store(judge: Any, kind: type, store: Any) -> None:
+    if not isinstance(judge, kind):
+        raise TypeError(
+            f"`judge` must be a `{kind.__name__}` (from `trl_won.rlaif`), got {type(judge).__name__}. Subclass it, "
+            "implementing its `_judge_pairs`/`_score_completions` and `fingerprint_fields`."
+        )
+    if store is not None and not isinstance(store, LabelStore):
+        raise TypeError(f"`store` must be a `LabelStore` (`LabelStore(path)`), got {type(store).__name__}.")
 
 
 def judge_pairs_cached(
@@ -46,6 +56,7 @@ def judge_pairs_cached(
     """
     if chunk_size < 1:
         raise ValueError(f"`chunk_size` must be >= 1, got {chunk_size}.")
+    _check_judge_and_store(judge, PairwiseJudge, store)
     count = check_inputs({"prompts": prompts, "completions_a": completions_a, "completions_b": completions_b})
     keys = [pair_key(p, a, b) for p, a, b in zip(prompts, completions_a, completions_b, strict=True)]
     first_of: dict[str, int] = {}
@@ -99,6 +110,7 @@ def score_cached(
     """Score completions, asking the judge only for what the store does not hold (see [`judge_pairs_cached`])."""
     if chunk_size < 1:
         raise ValueError(f"`chunk_size` must be >= 1, got {chunk_size}.")
+    _check_judge_and_store(judge, ScoringJudge, store)
     count = check_inputs({"prompts": prompts, "completions": completions})
     keys = [content_key(p, c) for p, c in zip(prompts, completions, strict=True)]
     first_of: dict[str, int] = {}
@@ -164,6 +176,12 @@ def _pairs_of_rows(
 ) -> tuple[list[int], list[Any], list[Any], list[Any]]:
     """Expand the rows into (row index, prompt, a, b) lists, checking each row."""
     rows, prompts, a, b = [], [], [], []
+    needed = ["completion_a", "completion_b"] if "completion_a" in columns and "completion_b" in columns else []
+    needed = ["prompt", *(needed or (["completions"] if "completions" in columns else []))]
+    for i, example in enumerate(examples):
+        missing = [column for column in needed if column not in example]
+        if missing:
+            raise row_error(i, missing[0], "is missing from this row.", "Give every row the same columns.")
     if "completion_a" in columns and "completion_b" in columns:
         for i, example in enumerate(examples):
             _check_labeling_row(example, i, ["completion_a", "completion_b"])
@@ -259,8 +277,16 @@ def label_preferences(
 
     if min_confidence is not None and not 0.5 <= min_confidence <= 1:
         raise ValueError(f"`min_confidence` must be in [0.5, 1], got {min_confidence}.")
+    if not isinstance(dataset, (Dataset, IterableDataset, list)):
+        raise TypeError(
+            f"`dataset` must be a `Dataset`, an `IterableDataset` or a list of dicts, got {type(dataset).__name__}."
+        )
     # Rows as dicts: a list, a Dataset or an IterableDataset (whose features may be unknown) alike.
-    examples = [dict(example) for example in dataset]
+    examples = []
+    for row, example in enumerate(dataset):
+        if not isinstance(example, dict):
+            raise row_error(row, None, f"expected a dict of columns, got {example!r:.80}.", "Give rows as dicts.")
+        examples.append(dict(example))
     if not examples:
         raise DatasetFormatError("The labeling dataset has no rows. Give at least one row to label.")
     columns = list(dict.fromkeys(key for example in examples for key in example))
@@ -269,6 +295,11 @@ def label_preferences(
     judgements = judge_pairs_cached(judge, prompts, a, b, store, chunk_size, show_progress)
     consumed = ("prompt", "completion_a", "completion_b", "completions", "rewards")
     extra = {name: [examples[row].get(name) for row in rows] for name in columns if name not in consumed}
+    clashing = [name for name in extra if name in OUTPUT_COLUMNS]
+    if clashing:
+        raise DatasetFormatError(
+            f"The labeling dataset has column(s) {clashing}, which label_preferences writes. Rename or remove them."
+        )
     output, dropped = preference_columns(
         prompts, a, b, judgements, min_confidence=min_confidence, drop_inconsistent=drop_inconsistent, extra=extra
     )
@@ -276,6 +307,19 @@ def label_preferences(
         details = ", ".join(f"{n} {why}" for why, n in dropped.most_common())
         logger.warning("label_preferences kept %d of %d pairs; dropped %s.", len(output["prompt"]), len(a), details)
     return Dataset.from_dict(output)
+
+
+OUTPUT_COLUMNS = (
+    "prompt",
+    "chosen",
+    "rejected",
+    "soft_label",
+    "soft_label_chosen_first",
+    "soft_label_chosen_second",
+    "position_consistent",
+    "rationale_chosen_first",
+    "rationale_chosen_second",
+)
 
 
 def preference_columns(
@@ -425,7 +469,14 @@ def labeler_alignment(
     )
     # Datasets with an implicit prompt (the conversation up to the answers inside 'chosen'/'rejected', as in
     # trl-lib/ultrafeedback_binarized) get it extracted the way TRL's trainers do.
+    if "prompt" in dataset.column_names:
+        # TRL would replace a conversational prompt by the (empty) common start of string answers: refuse instead.
+        for row, example in enumerate(dataset):
+            if isinstance(example["prompt"], list):
+                _check_labeling_row(example, row, ["chosen", "rejected"])
     dataset = dataset.map(maybe_extract_prompt)
+    for row, example in enumerate(dataset):
+        _check_labeling_row(example, row, ["chosen", "rejected"])
     judgements = judge_pairs_cached(
         judge, dataset["prompt"], dataset["chosen"], dataset["rejected"], store, chunk_size, show_progress
     )

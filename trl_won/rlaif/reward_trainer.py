@@ -18,7 +18,7 @@ from trl.data_utils import get_dataset_column_names
 from trl.trainer.reward_trainer import DataCollatorForPreference
 from trl.trainer.utils import get_config_model_id
 
-from ..data_utils import DatasetFormatError, as_real, row_error
+from ..data_utils import DatasetFormatError, as_real, check_messages, require_columns, row_error
 from ..models import is_quantized, unwrap_peft
 from .losses import soft_preference_loss
 
@@ -60,6 +60,18 @@ class DataCollatorForSoftPreference(DataCollatorForPreference):
                 raise ValueError(f"Soft labels must be finite numbers in [0, 1], got {labels.tolist()}.")
             output[SOFT_LABEL] = labels
         return output
+
+
+def _check_pair(example: dict, row: int) -> None:
+    """`chosen` and `rejected` must be strings or lists of messages, lists when the prompt is one."""
+    prompt = example.get("prompt")
+    for column in ("chosen", "rejected"):
+        value = example[column]
+        if isinstance(value, list):
+            check_messages(value, row, column)
+        elif not isinstance(value, str) or isinstance(prompt, list):
+            expected = "a list of messages, as the prompt is" if isinstance(prompt, list) else "a string or messages"
+            raise row_error(row, column, f"expected {expected}, got {value!r:.80}.", "Fix or drop the row.")
 
 
 class RLAIFRewardTrainer(RewardTrainer):
@@ -108,7 +120,27 @@ class RLAIFRewardTrainer(RewardTrainer):
             )
 
     def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+        if next(iter(dataset), None) is None:
+            raise DatasetFormatError(f"The {dataset_name} dataset has no rows.")
         columns = get_dataset_column_names(dataset)
+        if not {"chosen_ids", "rejected_ids"} <= set(columns):
+            require_columns(
+                columns,
+                ["chosen", "rejected"],
+                dataset_name,
+                "Give each row 'chosen' and 'rejected' (and a 'prompt'), or tokenized 'chosen_ids'/'rejected_ids'.",
+            )
+            if isinstance(dataset, Dataset):
+                for row, example in enumerate(dataset):
+                    _check_pair(example, row)
+            else:  # checked as the rows stream in
+                dataset = dataset.map(lambda example, row: _check_pair(example, row) or example, with_indices=True)
+        if self.soft_label_column != SOFT_LABEL and self.soft_label_column not in columns:
+            raise DatasetFormatError(
+                f"The {dataset_name} dataset has no column '{self.soft_label_column}' (the configured "
+                f"`soft_label_column`); it has {list(columns)}. Fix the column name, or leave `soft_label_column` at "
+                f"its default to train without soft labels."
+            )
         if self.soft_label_column in columns:
             if "margin" in columns:
                 raise DatasetFormatError(

@@ -93,6 +93,11 @@ _DAMAGED = {
 
 
 def _damaged_file_error(path: Path, error: sqlite3.DatabaseError) -> LabelStoreError | None:
+    if "unable to open database file" in str(error):
+        return LabelStoreError(
+            f"The label store {path} cannot be opened (SQLite: {error}). Give the path of a file (not a folder) in a "
+            "folder you can write to."
+        )
     what = next((what for message, what in _DAMAGED.items() if message in str(error)), None)
     if what is None:
         return None

@@ -11,7 +11,9 @@ from accelerate.utils import gather_object
 from datasets import Dataset
 from tqdm.auto import tqdm
 
-from ..rewards import reward_func_identity, weighted_rewards
+from ..data_utils import DatasetFormatError, require_columns
+from ..rewards import as_reward_funcs, reward_func_identity, weighted_rewards
+from .data import HOW_TO_FORMAT, validate_row
 
 
 logger = logging.getLogger(__name__)
@@ -33,8 +35,8 @@ def add_rewards(
     Args:
         dataset ([`~datasets.Dataset`]):
             Rows with `prompt` and `completions`.
-        reward_funcs (`Sequence[Callable]`):
-            Reward functions, reward-model scorers included (see [`~trl_won.rewards.as_reward_funcs`]).
+        reward_funcs (callable, reward model or a `Sequence` of them):
+            Reward functions and/or reward models (objects or paths; see [`~trl_won.rewards.as_reward_funcs`]).
         reward_weights (`Sequence[float]`, *optional*):
             One weight per reward function (default 1).
         cache_dir (`str` or `os.PathLike`, *optional*):
@@ -46,6 +48,20 @@ def add_rewards(
     Returns:
         [`~datasets.Dataset`]: `dataset` with a `rewards` column.
     """
+    if not isinstance(dataset, Dataset):
+        raise TypeError(
+            f"`dataset` must be a `datasets.Dataset`, got {type(dataset).__name__}. Build one with "
+            "`Dataset.from_list(rows)` or `Dataset.from_dict(columns)`."
+        )
+    require_columns(dataset.column_names, ["prompt", "completions"], "scoring", HOW_TO_FORMAT)
+    if "rewards" in dataset.column_names:
+        raise DatasetFormatError(
+            "The dataset already has a 'rewards' column. Remove it (`dataset.remove_columns('rewards')`) to score the "
+            "completions again, or train on it as it is."
+        )
+    for row, example in enumerate(dataset):
+        validate_row(example, row, check_rewards=False)
+    reward_funcs = as_reward_funcs(reward_funcs)
     cache_path = None
     fingerprint = _fingerprint(dataset, reward_funcs, reward_weights) if cache_dir is not None else None
     if cache_dir is not None and fingerprint is None:

@@ -183,6 +183,11 @@ class RRHFTrainer(_BaseTrainer):
                 for name, data in eval_dataset.items()
             }
         elif eval_dataset is not None:
+            if not isinstance(eval_dataset, (Dataset, IterableDataset)):
+                raise TypeError(
+                    "`eval_dataset` must be a `Dataset`, an `IterableDataset` or a dict of them, got "
+                    f"`{type(eval_dataset).__name__}`."
+                )
             eval_dataset = self._prepare_dataset(eval_dataset, processing_class, args, "eval", funcs)
         del funcs
         if data_collator is None:
@@ -249,8 +254,6 @@ class RRHFTrainer(_BaseTrainer):
                     "scored before training for a map-style `Dataset`. Score it first with "
                     "`trl_won.rrhf.add_rewards` or pass a `Dataset`."
                 )
-            for row, example in enumerate(dataset):
-                validate_row(example, row, check_rewards=False)
             dataset = add_rewards(dataset, reward_funcs, args.reward_weights, cache_dir=args.output_dir)
 
         first = next(iter(dataset))

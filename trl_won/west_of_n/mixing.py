@@ -26,6 +26,13 @@ def _check_formats(first: Dataset, second: Dataset, first_name: str, second_name
 
 def _with_explicit_prompts(dataset: Dataset, name: str) -> Dataset:
     """Split an implicit prompt out of `chosen`/`rejected` as TRL does, when there is no usable `prompt` column."""
+    if not isinstance(dataset, Dataset):
+        raise TypeError(
+            f"The {name} dataset must be a `datasets.Dataset`, got {type(dataset).__name__}. Build one with "
+            "`Dataset.from_list(rows)`."
+        )
+    if len(dataset) == 0 and name == "preference":
+        raise DatasetFormatError("The preference dataset has no rows: the mix needs labeled pairs.")
     columns = dataset.column_names
     require_columns(columns, ["chosen", "rejected"], name, "Give labeled pairs with `chosen` and `rejected` columns.")
     if len(dataset) and (
@@ -70,9 +77,11 @@ def mix_preferences_and_prompts(
             Seed of the draw and of the final shuffle.
     """
     preference_dataset = _with_explicit_prompts(preference_dataset, "preference")
+    if not isinstance(prompt_dataset, Dataset):
+        raise TypeError(f"The prompt dataset must be a `datasets.Dataset`, got {type(prompt_dataset).__name__}.")
     require_columns(prompt_dataset.column_names, ["prompt"], "prompt", "Rename the prompt column to 'prompt'.")
     _check_formats(preference_dataset, prompt_dataset, "preference", "prompt")
-    if ratio is not None and ratio < 0:
+    if ratio is not None and not ratio >= 0:
         raise ValueError(f"`ratio` must be >= 0 (prompt-only rows per labeled row), got {ratio}.")
     if len(prompt_dataset) == 0:
         raise ValueError("The prompt dataset is empty.")
@@ -109,7 +118,7 @@ def mix_preference_datasets(
     preference_dataset = _with_explicit_prompts(preference_dataset, "preference")
     synthetic_dataset = _with_explicit_prompts(synthetic_dataset, "synthetic")
     _check_formats(preference_dataset, synthetic_dataset, "preference", "synthetic")
-    if ratio is not None and ratio < 0:
+    if ratio is not None and not ratio >= 0:
         raise ValueError(f"`ratio` must be >= 0 (generated pairs per labeled pair), got {ratio}.")
     labeled = preference_dataset.select_columns(PAIR_COLUMNS)
     count = len(synthetic_dataset) if ratio is None else round(ratio * len(labeled))
