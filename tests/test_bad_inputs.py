@@ -15,9 +15,17 @@ from rlaif_helpers import LengthJudge
 from tests.helpers import cpu_training_kwargs
 from trl_won.data_utils import DatasetFormatError, as_real
 from trl_won.rewards import call_reward_func
-from trl_won.rlaif import RLAIFRewardConfig, RLAIFRewardTrainer, label_preferences
+from trl_won.rlaif import (
+    LabelStore,
+    LabelStoreError,
+    RLAIFRewardConfig,
+    RLAIFRewardTrainer,
+    label_preferences,
+    labeler_alignment,
+)
 from trl_won.rrhf import RRHFConfig, RRHFTrainer, add_rewards
 from trl_won.tiny import toy_preference_dataset, toy_ranking_dataset
+from trl_won.west_of_n import mix_preference_datasets, mix_preferences_and_prompts
 
 
 ASSISTANT = {"role": "assistant", "content": "an answer"}
@@ -187,3 +195,94 @@ def test_rlaif_soft_label_errors_name_the_row_for_an_iterable_dataset(tiny_paths
     trainer = RLAIFRewardTrainer(tiny_paths.reward_model, args=args, train_dataset=dataset.to_iterable_dataset())
     with pytest.raises(DatasetFormatError, match=r"row 2, column 'soft_label': the soft label is 1.5"):
         trainer.train()
+
+
+# ---------------------------------------------------------------------------------------------- found by the sweep
+
+
+def length_reward(prompts, completions):
+    return [float(len(c)) for c in completions]
+
+
+def test_add_rewards_inputs():
+    rows = [{"prompt": "Q", "completions": ["a", "bb"]}]
+    with pytest.raises(TypeError, match="`dataset` must be a `datasets.Dataset`, got list"):
+        add_rewards(rows, [length_reward])
+    with pytest.raises(DatasetFormatError, match="no column 'completions'"):
+        add_rewards(Dataset.from_list([{"prompt": "Q"}]), [length_reward])
+    with pytest.raises(DatasetFormatError, match="already has a 'rewards' column"):
+        add_rewards(Dataset.from_list([{**rows[0], "rewards": [1, 0]}]), [length_reward])
+    with pytest.raises(DatasetFormatError, match=r"row 1, column 'completions': has 1 completion"):
+        add_rewards(Dataset.from_list([*rows, {"prompt": "R", "completions": ["a"]}]), [length_reward])
+    # one function without a list around it
+    assert add_rewards(Dataset.from_list(rows), length_reward)["rewards"] == [[1.0, 2.0]]
+
+
+def test_rrhf_eval_dataset_of_the_wrong_type(tiny_paths, tmp_path):
+    args = RRHFConfig(**cpu_training_kwargs(tmp_path, max_steps=1))
+    with pytest.raises(TypeError, match="`eval_dataset` must be a `Dataset`"):
+        RRHFTrainer(tiny_paths.policy, args=args, train_dataset=toy_ranking_dataset(), eval_dataset=[{"prompt": "Q"}])
+
+
+def test_label_preferences_arguments(tmp_path):
+    row = {"prompt": "Q", "completion_a": "a", "completion_b": "bb"}
+    with pytest.raises(TypeError, match="`dataset` must be a `Dataset`, an `IterableDataset` or a list of dicts"):
+        label_preferences({"prompt": ["Q"], "completion_a": ["a"], "completion_b": ["b"]}, LengthJudge())
+    with pytest.raises(TypeError, match="`judge` must be a `PairwiseJudge`"):
+        label_preferences([row], lambda prompts, a, b: [0.5] * len(prompts))
+    with pytest.raises(TypeError, match=r"`store` must be a `LabelStore` \(`LabelStore\(path\)`\), got str"):
+        label_preferences([row], LengthJudge(), store=str(tmp_path / "labels.sqlite"))
+    with pytest.raises(DatasetFormatError, match=r"row 1, column 'completion_b': is missing from this row"):
+        label_preferences([row, {"prompt": "R", "completion_a": "a"}], LengthJudge())
+    with pytest.raises(DatasetFormatError, match=r"column\(s\) \['soft_label'\], which label_preferences writes"):
+        label_preferences([{**row, "soft_label": 0.3}], LengthJudge())
+
+
+def test_labeler_alignment_refuses_a_conversational_prompt_with_string_answers():
+    # TRL's `maybe_extract_prompt` would silently replace the prompt by the (empty) common start of the answers.
+    rows = [{"prompt": [{"role": "user", "content": "Q"}], "chosen": "a", "rejected": "b"}]
+    with pytest.raises(DatasetFormatError, match=r"row 0, column 'chosen': the prompt is a list of messages"):
+        labeler_alignment(rows, LengthJudge(), show_progress=False)
+
+
+def test_judge_arguments():
+    judge = LengthJudge()
+    with pytest.raises(TypeError, match="`prompts` must be a list with one entry per item, got str"):
+        judge("Qx", "ab", "cd")  # would have judged the characters as two pairs
+    with pytest.raises(TypeError, match=r"`prompts\[0\]` must be a string or a non-empty list of chat messages"):
+        judge([[{"content": "Q"}]], ["a"], ["b"])
+    assert judge.pairs_seen == []
+
+
+def test_a_label_store_path_that_is_a_folder(tmp_path):
+    with pytest.raises(LabelStoreError, match=f"The label store {tmp_path} cannot be opened"):
+        LabelStore(tmp_path)
+
+
+def test_rlaif_reward_trainer_datasets(tiny_paths, tmp_path):
+    def build(dataset, **overrides):
+        args = RLAIFRewardConfig(**cpu_training_kwargs(tmp_path, max_steps=1, **overrides))
+        return RLAIFRewardTrainer(tiny_paths.reward_model, args=args, train_dataset=dataset)
+
+    soft = toy_preference_dataset().add_column("soft_label", [0.5] * 8)
+    with pytest.raises(DatasetFormatError, match="The train dataset has no rows"):
+        build(soft.select([]))
+    with pytest.raises(DatasetFormatError, match="no column 'rejected'"):
+        build(soft.remove_columns("rejected"))
+    rows = [{"prompt": "Q", "chosen": "a", "rejected": "b", "soft_label": 0.7}] * 2
+    with pytest.raises(DatasetFormatError, match=r"row 1, column 'chosen': expected a string or messages, got None"):
+        build(Dataset.from_list([rows[0], {**rows[1], "chosen": None}]))
+    with pytest.raises(DatasetFormatError, match="no column 'p_chosen' \\(the configured `soft_label_column`\\)"):
+        build(soft, soft_label_column="p_chosen")
+
+
+def test_mixing_inputs():
+    pairs = toy_preference_dataset()
+    with pytest.raises(TypeError, match="The preference dataset must be a `datasets.Dataset`, got list"):
+        mix_preference_datasets(pairs.to_list(), pairs)
+    with pytest.raises(DatasetFormatError, match="The preference dataset has no rows"):
+        mix_preference_datasets(pairs.select([]), pairs)
+    with pytest.raises(ValueError, match="`ratio` must be >= 0"):
+        mix_preference_datasets(pairs, pairs, ratio=math.nan)
+    with pytest.raises(TypeError, match="The prompt dataset must be a `datasets.Dataset`, got list"):
+        mix_preferences_and_prompts(pairs, [{"prompt": "Q"}])
