@@ -5,12 +5,14 @@ into an internal list) before it was fixed.
 """
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from datasets import Dataset, IterableDataset
 from rlaif_helpers import LengthJudge
+from transformers import AutoTokenizer
 
 from tests.helpers import cpu_training_kwargs
 from trl_won.data_utils import DatasetFormatError, as_real
@@ -24,10 +26,12 @@ from trl_won.rlaif import (
     labeler_alignment,
 )
 from trl_won.rrhf import RRHFConfig, RRHFTrainer, add_rewards
+from trl_won.rrhf.data import tokenize_row
 from trl_won.tiny import toy_preference_dataset, toy_ranking_dataset
 from trl_won.west_of_n import mix_preference_datasets, mix_preferences_and_prompts
 
 
+ROOT = Path(__file__).resolve().parents[1]
 ASSISTANT = {"role": "assistant", "content": "an answer"}
 
 
@@ -286,3 +290,24 @@ def test_mixing_inputs():
         mix_preference_datasets(pairs, pairs, ratio=math.nan)
     with pytest.raises(TypeError, match="The prompt dataset must be a `datasets.Dataset`, got list"):
         mix_preferences_and_prompts(pairs, [{"prompt": "Q"}])
+
+
+SHARED_TOKENIZERS = next(
+    (p / "tokenizers" for p in (ROOT.parent / "shared", ROOT.parents[1] / "shared") if (p / "tokenizers").is_dir()),
+    None,
+)
+
+
+@pytest.mark.skipif(SHARED_TOKENIZERS is None, reason="needs ../shared/tokenizers (real tokenizers)")
+@pytest.mark.parametrize("name, adds_bos", [("gpt-2", False), ("qwen2", False), ("llama-spm", True)])
+def test_empty_prompt_with_real_tokenizers(name, adds_bos):
+    tokenizer = AutoTokenizer.from_pretrained(SHARED_TOKENIZERS / name)
+    row = {"prompt": "", "completions": [" Paris.", " Lyon."], "rewards": [1.0, 0.0]}
+    if not adds_bos:
+        with pytest.raises(DatasetFormatError, match=r"row 7, column 'prompt': tokenizes to no token"):
+            tokenize_row(row, 7, tokenizer, max_length=None, max_completions=None)
+        return
+    tokenized = tokenize_row(row, 7, tokenizer, max_length=None, max_completions=None)
+    assert tokenized["prompt_ids"] == [tokenizer.bos_token_id]  # every completion token has one before it
+    full = tokenizer(" Paris.")["input_ids"] + [tokenizer.eos_token_id]
+    assert tokenized["prompt_ids"] + tokenized["completion_ids"][0] == full

@@ -183,3 +183,22 @@ def test_judge_reward_func_inside_grpo_and_rloo_training(tiny_paths, tmp_path, t
     assert scorer.calls >= 1
     logged = trainer.state.log_history[0]
     assert "rewards/ai_judge/mean" in logged and math.isfinite(logged["rewards/ai_judge/mean"])
+
+
+class TenthsJudge(LengthJudge):
+    """Position-inconsistent answers with a per-order probability of 0.1, for which 1 - (1 - p) != p."""
+
+    def _judge_pairs(self, prompts, completions_a, completions_b):
+        longer = [j.probability > 0.5 for j in super()._judge_pairs(prompts, completions_a, completions_b)]
+        return [PairwiseJudgement.from_orders(*((0.95, 0.1) if x else (0.1, 0.95))) for x in longer]
+
+
+def test_a_resumed_label_preferences_equals_an_uninterrupted_one_bit_for_bit(tmp_path):
+    ranking = toy_ranking_dataset()
+    store = LabelStore(tmp_path / "labels.sqlite")
+    with pytest.raises(KeyboardInterrupt):
+        label_preferences(ranking, TenthsJudge(fail_after=10), store=store, chunk_size=3, show_progress=False)
+    assert store.count() == 9  # among them pairs stored against their key's order
+    resumed = label_preferences(ranking, TenthsJudge(), store=store, chunk_size=3, show_progress=False)
+    uninterrupted = label_preferences(ranking, TenthsJudge(), chunk_size=3, show_progress=False)
+    assert resumed.to_dict() == uninterrupted.to_dict()
