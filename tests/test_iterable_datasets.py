@@ -13,10 +13,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from trl import RewardConfig
 
 from tests.helpers import cpu_training_kwargs
+from trl_won.rlaif import RLAIFRewardConfig, RLAIFRewardTrainer
 from trl_won.rrhf import RRHFConfig, RRHFTrainer
-from trl_won.tiny import toy_ranking_dataset
+from trl_won.tiny import toy_preference_dataset, toy_ranking_dataset
+from trl_won.west_of_n import WestOfNRewardTrainer
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,15 +49,26 @@ def test_rrhf_iterable_dataset_trains_like_a_dataset(tiny_paths, tmp_path, batch
     assert all(torch.equal(weights[name], value) for name, value in reference.items())
 
 
-def test_rrhf_refuses_batch_dispatching(tiny_paths, tmp_path):
-    with pytest.raises(ValueError, match="dispatch_batches"):
-        rrhf_run(
-            tiny_paths,
-            tmp_path,
-            toy_ranking_dataset().to_iterable_dataset(),
-            2,
-            accelerator_config={"dispatch_batches": True},
-        )
+def test_trainers_refuse_batch_dispatching(tiny_paths, tmp_path):
+    dispatch = {"accelerator_config": {"dispatch_batches": True}}
+    with pytest.raises(ValueError, match="RRHFTrainer cannot use `accelerator_config.dispatch_batches=True`"):
+        rrhf_run(tiny_paths, tmp_path, toy_ranking_dataset().to_iterable_dataset(), 2, **dispatch)
+    args = RLAIFRewardConfig(**cpu_training_kwargs(tmp_path, **dispatch))
+    with pytest.raises(ValueError, match="RLAIFRewardTrainer cannot use `accelerator_config.dispatch_batches=True`"):
+        RLAIFRewardTrainer(tiny_paths.reward_model, args=args, train_dataset=toy_preference_dataset())
+    args = RewardConfig(**cpu_training_kwargs(tmp_path, **dispatch))
+    with pytest.raises(ValueError, match="WestOfNRewardTrainer cannot use `accelerator_config.dispatch_batches=True`"):
+        WestOfNRewardTrainer(tiny_paths.reward_model, args=args, train_dataset=toy_preference_dataset())
+
+
+def test_rlaif_evaluates_an_iterable_dataset_like_a_dataset(tiny_paths, tmp_path):
+    # Full batches only: transformers' evaluation loop weighs a short last batch differently for an IterableDataset.
+    dataset = toy_preference_dataset().add_column("soft_label", [0.9, 0.6, 0.75, 1.0, 0.55, 0.8, 0.65, 0.7])
+    args = RLAIFRewardConfig(**cpu_training_kwargs(tmp_path, max_steps=1, per_device_eval_batch_size=4))
+    trainer = RLAIFRewardTrainer(tiny_paths.reward_model, args=args, train_dataset=dataset, eval_dataset=dataset)
+    reference = trainer.evaluate()["eval_loss"]
+    streamed = trainer._prepare_dataset(dataset.to_iterable_dataset(), trainer.processing_class, args, "eval")
+    assert trainer.evaluate(eval_dataset=streamed)["eval_loss"] == reference
 
 
 def test_two_processes_iterable_datasets_train_like_datasets(tiny_paths, tmp_path):

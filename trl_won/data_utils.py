@@ -32,6 +32,22 @@ def row_error(row: int | None, column: str | None, problem: str, fix: str) -> Da
     return DatasetFormatError(f"{location}: {problem} {fix}" if location else f"{problem} {fix}")
 
 
+def require_per_process_batches(args, trainer_name: str, why: str) -> None:
+    """Make every process build its own batches (`accelerator_config.dispatch_batches=False`), refusing `True`.
+
+    Accelerate's batch dispatching (its default for an `IterableDataset`) collates on the main process and cuts every
+    tensor of the batch at the share of the first one, which silently misaligns batches whose tensors do not share a
+    first dimension. Without it an `IterableDataset` is sharded by rows, exactly like a map-style dataset.
+    """
+    if args.accelerator_config.dispatch_batches:
+        raise ValueError(
+            f"{trainer_name} cannot use `accelerator_config.dispatch_batches=True`: {why}, which accelerate's batch "
+            "dispatching would cut apart. Leave `dispatch_batches` unset or set it to False (each process then reads "
+            "its own rows)."
+        )
+    args.accelerator_config.dispatch_batches = False
+
+
 def is_conversational_prompt(prompt: Prompt) -> bool:
     """Whether `prompt` is a list of chat messages rather than plain text."""
     return _trl_is_conversational({"prompt": prompt}) if isinstance(prompt, list) and prompt else False

@@ -291,15 +291,15 @@ def label_preferences(
         raise DatasetFormatError("The labeling dataset has no rows. Give at least one row to label.")
     columns = list(dict.fromkeys(key for example in examples for key in example))
     require_columns(columns, ["prompt"], "labeling", "Give every row a 'prompt'.")
-    rows, prompts, a, b = _pairs_of_rows(examples, columns, pairing, seed)
-    judgements = judge_pairs_cached(judge, prompts, a, b, store, chunk_size, show_progress)
     consumed = ("prompt", "completion_a", "completion_b", "completions", "rewards")
-    extra = {name: [examples[row].get(name) for row in rows] for name in columns if name not in consumed}
-    clashing = [name for name in extra if name in OUTPUT_COLUMNS]
+    clashing = [name for name in columns if name not in consumed and name in OUTPUT_COLUMNS]
     if clashing:
         raise DatasetFormatError(
             f"The labeling dataset has column(s) {clashing}, which label_preferences writes. Rename or remove them."
         )
+    rows, prompts, a, b = _pairs_of_rows(examples, columns, pairing, seed)
+    judgements = judge_pairs_cached(judge, prompts, a, b, store, chunk_size, show_progress)
+    extra = {name: [examples[row].get(name) for row in rows] for name in columns if name not in consumed}
     output, dropped = preference_columns(
         prompts, a, b, judgements, min_confidence=min_confidence, drop_inconsistent=drop_inconsistent, extra=extra
     )

@@ -18,7 +18,14 @@ from trl.data_utils import get_dataset_column_names
 from trl.trainer.reward_trainer import DataCollatorForPreference
 from trl.trainer.utils import get_config_model_id
 
-from ..data_utils import DatasetFormatError, as_real, check_messages, require_columns, row_error
+from ..data_utils import (
+    DatasetFormatError,
+    as_real,
+    check_messages,
+    require_columns,
+    require_per_process_batches,
+    row_error,
+)
 from ..models import is_quantized, unwrap_peft
 from .losses import soft_preference_loss
 
@@ -103,6 +110,8 @@ class RLAIFRewardTrainer(RewardTrainer):
         if args is None:
             model_name = model if isinstance(model, str) else get_config_model_id(model.config)
             args = RLAIFRewardConfig(f"{model_name.split('/')[-1]}-RLAIF-Reward")
+        # A batch holds 2 sequences (chosen, rejected) per soft label.
+        require_per_process_batches(args, "RLAIFRewardTrainer", "its batches hold two sequences per soft label")
         # Read by `_prepare_dataset`, which the parent's __init__ calls.
         self.soft_label_column = getattr(args, "soft_label_column", SOFT_LABEL)
         self._warned_hard_labels = False
@@ -135,7 +144,7 @@ class RLAIFRewardTrainer(RewardTrainer):
                     _check_pair(example, row)
             else:  # checked as the rows stream in
                 dataset = dataset.map(lambda example, row: _check_pair(example, row) or example, with_indices=True)
-        if self.soft_label_column != SOFT_LABEL and self.soft_label_column not in columns:
+        if dataset_name == "train" and self.soft_label_column != SOFT_LABEL and self.soft_label_column not in columns:
             raise DatasetFormatError(
                 f"The {dataset_name} dataset has no column '{self.soft_label_column}' (the configured "
                 f"`soft_label_column`); it has {list(columns)}. Fix the column name, or leave `soft_label_column` at "

@@ -18,7 +18,7 @@ from trl.data_utils import get_dataset_column_names
 from trl.trainer.base_trainer import _BaseTrainer
 from trl.trainer.utils import disable_dropout_in_model, get_config_model_id, global_then_local_main_first
 
-from ..data_utils import DatasetFormatError, is_conversational_prompt, require_columns
+from ..data_utils import DatasetFormatError, is_conversational_prompt, require_columns, require_per_process_batches
 from ..logprobs import add_logprob_forward
 from ..models import load_model, load_tokenizer, prepare_peft_model
 from ..rewards import as_reward_funcs
@@ -136,17 +136,8 @@ class RRHFTrainer(_BaseTrainer):
             raise TypeError(
                 f"`train_dataset` must be a `Dataset` or `IterableDataset`, got `{type(train_dataset).__name__}`."
             )
-        # A batch holds `sum(k)` sequences for its prompts, so its tensors do not share a first dimension. Accelerate's
-        # `dispatch_batches` (its default for an IterableDataset) cuts every tensor to the length of the first one's
-        # share, which silently drops completions. Each process builds its own batches instead: an IterableDataset is
-        # then sharded by rows, exactly like a map-style dataset.
-        if args.accelerator_config.dispatch_batches:
-            raise ValueError(
-                "RRHFTrainer cannot use `accelerator_config.dispatch_batches=True`: its batches hold several "
-                "completions per prompt, which accelerate's batch dispatching would cut to one row per prompt. "
-                "Leave `dispatch_batches` unset or set it to False (each process then reads its own rows)."
-            )
-        args.accelerator_config.dispatch_batches = False
+        # A batch holds `sum(k)` sequences for its prompts: its tensors do not share a first dimension.
+        require_per_process_batches(args, "RRHFTrainer", "its batches hold several completions per prompt")
 
         # Model. PEFT initializes adapter weights randomly, so seed first.
         set_seed(args.seed)

@@ -22,7 +22,7 @@ from datasets import Dataset, IterableDataset
 from trl import RewardTrainer
 from trl.data_utils import get_dataset_column_names
 
-from ..data_utils import as_completion, row_error
+from ..data_utils import as_completion, require_per_process_batches, row_error
 from .collator import PROMPT_ONLY, SKIP, WestOfNDataCollator
 
 
@@ -89,6 +89,9 @@ class WestOfNRewardTrainer(RewardTrainer):
                 f"`dataloader_num_workers={training_args.dataloader_num_workers}`: WestOfNDataCollator generates with "
                 "the policy in the main process, so DataLoader workers cannot run it. Set `dataloader_num_workers=0`."
             )
+        if training_args is not None:
+            # The collator turns a batch of rows into a variable number of pairs (2 sequences each).
+            require_per_process_batches(training_args, "WestOfNRewardTrainer", "its batches hold 2 sequences per pair")
         super().__init__(*args, **kwargs)
         if isinstance(self.data_collator, WestOfNDataCollator):
             self.data_collator.attach(self)
