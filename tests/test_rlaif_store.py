@@ -231,3 +231,19 @@ def test_the_recovery_recipe_of_the_error_keeps_the_readable_labels(tmp_path):
     kept = [j for j in recovered if j is not None]
     assert 0 < len(kept) < len(prompts)
     assert set(kept) == {PairwiseJudgement.from_orders(0.25, 0.5, "why " * 20)}
+
+
+def test_a_stored_label_out_of_range_is_reported_and_none_is_written(tmp_path):
+    path = tmp_path / "labels.sqlite"
+    store = LabelStore(path)
+    store.put_pairs("fp", ["p", "q"], ["a", "a"], ["b", "b"], [PairwiseJudgement(0.25)] * 2)
+    key, _ = pair_key("q", "a", "b")
+    with sqlite3.connect(path) as connection:  # what a few overwritten bytes inside a number can do
+        connection.execute("UPDATE pairwise_labels SET probability = 7.5 WHERE content_key = ?", (key,))
+    with pytest.raises(LabelStoreError, match=rf"{re.escape(str(path))} holds a damaged label.*DELETE FROM"):
+        store.get_pairs("fp", ["p", "q"], ["a", "a"], ["b", "b"])
+    with pytest.raises(ValueError, match=r"returned 1.5 in a pair judgement, outside \[0, 1\]; it is not stored"):
+        store.put_pairs("fp", ["r"], ["a"], ["b"], [PairwiseJudgement.from_orders(1.5, 0.5)])
+    with pytest.raises(ValueError, match=r"returned nan in a score judgement"):
+        store.put_scores("fp", ["r"], ["a"], [ScoreJudgement(float("nan"))])
+    assert store.count("fp") == 2

@@ -254,6 +254,9 @@ class LabelStore:
         for p, a, b, judgement in zip(prompts, completions_a, completions_b, judgements, strict=True):
             if not judgement.final:
                 continue
+            _check_range(
+                [judgement.probability, judgement.probability_a_first, judgement.probability_a_second], 0.0, "pair"
+            )
             key, flipped = pair_key(p, a, b)
             rows.append(
                 (
@@ -304,6 +307,9 @@ class LabelStore:
     ) -> int:
         """Store the final score judgements in one transaction; return how many were final."""
         now = time.time()
+        for j in judgements:
+            if j.final:
+                _check_range([j.score], -1.0, "score")
         rows = [
             (fingerprint, content_key(p, c), j.score, j.expected_score, j.reason, j.rationale, now)
             for p, c, j in zip(prompts, completions, judgements, strict=True)
@@ -340,7 +346,35 @@ class LabelStore:
             query = f"SELECT content_key, {columns} FROM {table} WHERE fingerprint = ? AND content_key IN ({marks})"
             for row in connection.execute(query, (fingerprint, *chunk)):
                 found[row[0]] = tuple(row[1:])
+                self._check_values(table, row)
         return found
+
+    def _check_values(self, table: str, row: tuple) -> None:
+        """Refuse a stored label outside its range: SQLite has no checksums, so this catches some damaged values."""
+        low, count = (0.0, 3) if table == "pairwise_labels" else (-1.0, 1)
+        values = row[1 : 1 + count]
+        if all(v is None or (isinstance(v, float) and low - _SLACK <= v <= 1.0 + _SLACK) for v in values):
+            return
+        file, aside = shlex.quote(str(self.path)), shlex.quote(f"{self.path}.damaged")
+        raise LabelStoreError(
+            f"The label store {self.path} holds a damaged label: {values} for content key {row[0]} in {table}, "
+            f"outside [{low:g}, 1]. Move the file aside (`mv {file} {aside}`) and start a new store, or delete that "
+            f"row: `sqlite3 {file} \"DELETE FROM {table} WHERE content_key = '{row[0]}'\"` (it is judged again)."
+        )
+
+
+_SLACK = 1e-6  # rounding in a judge's normalization is not damage
+
+
+def _check_range(values: list, low: float, kind: str) -> None:
+    for value in values:
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, (int, float)) or not low - _SLACK <= value <= 1 + _SLACK
+        ):
+            raise ValueError(
+                f"A judge returned {value!r} in a {kind} judgement, outside [{low:g}, 1]; it is not stored. Fix the "
+                "judge."
+            )
 
 
 class _Transaction:
