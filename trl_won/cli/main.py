@@ -44,22 +44,39 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"trl-won: error: unknown command {name!r}; expected one of {', '.join(COMMANDS)}.", file=sys.stderr)
         return 2
+    return run(name, rest)
+
+
+def run(name: str, argv: list[str], prog: str | None = None, defaults: dict | None = None) -> int:
+    """Parse `argv` for the command `name` and run it: 0 when done, 1 when it failed at its job (one line on stderr),
+    2 (argparse's `SystemExit`) for a wrong or missing argument. `prog` and `defaults` let an example script reuse it.
+    """
+    module = importlib.import_module(f"trl_won.cli.{COMMANDS[name][0]}")
+    prog = prog or f"trl-won {name}"
+    parser = module.make_parser(prog=prog)
+    parser.usage = f"{prog} [--config file.yaml] [options]   (--help lists the options, with examples)"
+    if defaults:
+        parser.set_defaults(**defaults)
+    return run_script(parser, module.main, argv)
+
+
+def run_script(parser, main_function, argv: list[str] | None = None) -> int:
+    """Parse `argv` with the `TrlParser` `parser` and call `main_function(*parsed)`, reporting a
+    [`~trl_won.errors.TrlWonError`] or `OSError` as one line `{parser.prog}: error: ...` (exit 1, or 2 for a
+    [`~trl_won.errors.UsageError`], with the usage line) instead of a traceback. Anything else propagates."""
     from ..errors import TrlWonError, UsageError
 
-    module = importlib.import_module(f"trl_won.cli.{COMMANDS[name][0]}")
-    parser = module.make_parser(prog=f"trl-won {name}")
-    parser.usage = f"trl-won {name} [--config file.yaml] [options]   (--help lists the options, with examples)"
     try:
-        parsed = parser.parse_args_and_config(rest, fail_with_unknown_args=True)
+        parsed = parser.parse_args_and_config(argv, fail_with_unknown_args=True)
     except ValueError as error:  # unknown arguments, or a config dataclass rejecting a value
         parser.error(str(error))
     try:
-        module.main(*parsed)
+        main_function(*parsed)
     except UsageError as error:
         parser.error(str(error))  # exits 2
     except (TrlWonError, OSError) as error:  # OSError: a missing file or model, an unreachable server, a full disk
         message = " ".join(str(error).split()) or type(error).__name__
-        print(f"trl-won {name}: error: {message}", file=sys.stderr)
+        print(f"{parser.prog}: error: {message}", file=sys.stderr)
         return getattr(error, "exit_code", 1)
     return 0
 

@@ -179,11 +179,13 @@ def main(
     pairs = generator.generate(prompts)
     print(f"West-of-N: {generator.summary}")
     print(f"{len(pairs)} pairs written to {won_args.pairs_dir}")
+    summary = generator.summary or {}
     check_produced(
         len(pairs),
         "West-of-N pairs",
-        f"{len(prompts)} prompts gave no pair that passed (summary: "
-        f"{generator.summary}); check the base preference model and the filters.",
+        f"{len(prompts)} prompts, {summary.get('pairs_formed')} pairs formed, {summary.get('removed_by_confidence')} "
+        f"removed by the confidence filter, {summary.get('removed_by_likelihood')} by the likelihood filter; check "
+        "the base preference model and the filters (--confidence_quantile, --confidence_threshold, --min_logp).",
     )
     if not script_args.train_student:
         return pairs
