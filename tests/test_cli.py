@@ -187,6 +187,11 @@ def test_missing_inputs_are_errors(tiny_paths, data, capsys, argv, message):
             + ["--reward_model_name_or_path", "{reward_model}", "--human_dataset_name", "{human}"],
             "--human_dataset_name is for the student: add --train_student",
         ),
+        (
+            ["west-of-n", "--policy_name_or_path", "{policy}", "--dataset_name", "{prompts}"]
+            + ["--reward_model_name_or_path", "{reward_model}", "--load_in_4bit"],
+            "--load_in_4bit configures the student (TRL's ModelConfig): add --train_student",
+        ),
         (["west-of-n", "--ignore_bias_buffers"], "--ignore_bias_buffers"),
         (["demo", "--judge", "x"], "--judge"),
     ],

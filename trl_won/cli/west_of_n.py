@@ -1,7 +1,7 @@
 """`trl-won west-of-n`: generate West-of-N preference pairs from prompts, and optionally train the student RM."""
 
 import argparse
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from trl import DatasetMixtureConfig, ModelConfig, RewardConfig, TrlParser, get_peft_config, get_quantization_config
 
@@ -31,7 +31,7 @@ EXAMPLES = """examples:
   trl-won west-of-n --policy_name_or_path Qwen/Qwen2.5-1.5B-Instruct --reward_model_name_or_path my-org/base-rm \\
       --dataset_name prompts.jsonl --n 16 --confidence_quantile 0.5 --pairs_dir won-pairs \\
       --train_student --human_dataset_name human-pairs.jsonl --model_name_or_path Qwen/Qwen2.5-0.5B-Instruct \\
-      --use_peft --lora_task_type SEQ_CLS --load_in_4bit --output_dir student-rm
+      --use_peft --lora_task_type SEQ_CLS --load_in_4bit --dtype bfloat16 --output_dir student-rm
 
   # an LLM judge as the base preference model (best and worst by knockout tournaments), served by vLLM
   #   vllm serve Qwen/Qwen2.5-7B-Instruct --port 8000
@@ -164,10 +164,12 @@ def main(
         select_split(
             human, script_args.dataset_train_split, f"--human_dataset_name {script_args.human_dataset_name!r}"
         )
-    else:
-        for flag in ("human_dataset_name", "model_name_or_path"):
-            holder = script_args if flag == "human_dataset_name" else model_args
-            reject(f"--{flag}", getattr(holder, flag), None, "is for the student: add --train_student")
+    else:  # the student's flags would do nothing (and --load_in_4bit is not the policy's: --policy_load_in_4bit is)
+        reject("--human_dataset_name", script_args.human_dataset_name, None, "is for the student: add --train_student")
+        defaults = ModelConfig()
+        for name in (f.name for f in fields(ModelConfig)):
+            why = "configures the student (TRL's ModelConfig): add --train_student (the policy's are --policy_*)"
+            reject(f"--{name}", getattr(model_args, name), getattr(defaults, name), why)
     prompts = load_prompts(script_args, dataset_args)
     preference_model = base_preference_model(script_args, judge_args)
     generator = WestOfNGenerator(
