@@ -15,8 +15,8 @@ import importlib
 import json
 import os
 import re
+import runpy
 import shlex
-import subprocess
 import sys
 from pathlib import Path
 
@@ -166,14 +166,16 @@ def test_help_examples_run_as_printed(source, world, tmp_path, monkeypatch, caps
 
 
 @pytest.mark.parametrize("source", list(example_sources()))
-def test_example_scripts_run_as_printed(source, world, tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "2"}
+def test_example_scripts_run_as_printed(source, world, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
 
-    def run_one(command, argv):
+    def run_one(command, argv):  # in this process (`python script args` is runpy with that sys.argv)
         assert argv[:2] == ["python", source], command
-        argv = [sys.executable, str(ROOT / source), *argv[2:]]
-        result = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-        assert result.returncode == 0, f"{command!r}:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
+        monkeypatch.setattr(sys, "argv", [str(ROOT / source), *argv[2:]])
+        with pytest.raises(SystemExit) as exit_info:
+            runpy.run_path(str(ROOT / source), run_name="__main__")
+        code = exit_info.value.code
+        assert code in (0, None), f"{command!r} exited {code}: {capsys.readouterr().err[-3000:]}"
         return True
 
     run_in_order(example_sources()[source], tmp_path, world, run_one)
