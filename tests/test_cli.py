@@ -231,6 +231,14 @@ def test_a_judge_that_never_answers_fails_the_run(tiny_paths, data, tmp_path, ca
     assert (tmp_path / "labels" / "preferences.jsonl").exists()
 
 
+def test_west_of_n_with_a_judge_that_never_answers_fails(tiny_paths, data, tmp_path, capsys):
+    with JudgeServer(lambda body, attempt, headers: Reply(body=chat_body("I cannot tell."))) as server:
+        argv = ["west-of-n", "--policy_name_or_path", tiny_paths.policy, "--dataset_name", data["prompts"]]
+        argv += ["--judge_model_name_or_path", "judge", "--judge_base_url", server.base_url, "--n", "2"]
+        line = failed_run(capsys, argv + ["--max_new_tokens", "4", "--pairs_dir", str(tmp_path / "pairs")])
+    assert "0 West-of-N pairs produced: 3 prompts, 0 pairs formed" in line
+
+
 def test_west_of_n_resume_mismatch_and_empty_result_fail(tiny_paths, data, tmp_path, capsys):
     argv = ["west-of-n", "--policy_name_or_path", tiny_paths.policy, "--reward_model_name_or_path"]
     argv += [tiny_paths.reward_model, "--dataset_name", data["prompts"], "--max_new_tokens", "4"]
