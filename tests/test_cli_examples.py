@@ -13,7 +13,6 @@ are tested in tests/test_*_distributed.py.
 
 import importlib
 import json
-import os
 import re
 import runpy
 import shlex
@@ -110,7 +109,7 @@ def prepare(directory: Path, world, judge_url: str) -> dict:
 
 def substitute(command: str, substitutions: dict, directory: Path) -> list[str]:
     argv = [substitutions.get(token, token) for token in shlex.split(command)]
-    unknown = [t for t in argv if HUB_ID.match(t) and not (directory / t).exists() and not os.path.exists(t)]
+    unknown = [t for t in argv if HUB_ID.match(t) and not any((base / t).exists() for base in (directory, ROOT))]
     assert not unknown, f"{command!r} names hub ids {unknown}: add a local substitute in tests/test_cli_examples.py"
     return argv
 
