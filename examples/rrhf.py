@@ -1,19 +1,19 @@
 """Train a causal LM with RRHF (rank responses to align with human feedback).
 
-A TRL-style script: `TrlParser` over script arguments, `RRHFConfig` and `ModelConfig`. The logic lives in
-`trl_won/cli/rrhf.py` (also `trl-won rrhf`). Runs as is on a tiny model built locally (CPU, under a minute):
+A TRL-style script: `TrlParser` over TRL's `ScriptArguments`, `RRHFConfig`, `ModelConfig` and `DatasetMixtureConfig`.
+The logic lives in `trl_won/cli/rrhf.py`; this script is `trl-won rrhf` with one difference: without `--output_dir`
+it writes under the system's temporary directory, never into the checkout. The dataset has `prompt`, `completions`
+(k per prompt) and `rewards`; without `rewards`, `--reward_model_name_or_path` scores the completions first.
 
 ```bash
-python examples/rrhf.py
+python examples/rrhf.py --model_name_or_path Qwen/Qwen2.5-0.5B-Instruct --dataset_name ranked.jsonl \
+    --max_steps 10 --output_dir rrhf-example
 ```
 
-The same script, unchanged, with QLoRA on a real model on one GPU. The dataset has `prompt`, `completions` (k per
-prompt) and `rewards`; without `rewards`, `--reward_model_name_or_path` scores the completions before training:
+The same script, unchanged, with QLoRA on a real model on one GPU, scoring the completions with a reward model:
 
 ```bash
-python examples/rrhf.py \
-    --model_name_or_path Qwen/Qwen2.5-1.5B-Instruct \
-    --dataset_name your/ranked-responses \
+python examples/rrhf.py --model_name_or_path Qwen/Qwen2.5-1.5B-Instruct --dataset_name completions.jsonl \
     --reward_model_name_or_path Skywork/Skywork-Reward-V2-Qwen3-0.6B \
     --use_peft --load_in_4bit --lora_target_modules all-linear \
     --learning_rate 1e-4 --per_device_train_batch_size 4 --gradient_accumulation_steps 8 \
@@ -23,14 +23,13 @@ python examples/rrhf.py \
 Several GPUs: `accelerate launch --num_processes 8 examples/rrhf.py ...` with the same arguments.
 """
 
-from trl import ModelConfig, TrlParser
+import os
+import sys
+import tempfile
 
-from trl_won import RRHFConfig
-from trl_won.cli.rrhf import RRHFScriptArguments, main
+from trl_won.cli.main import run
 
 
 if __name__ == "__main__":
-    parser = TrlParser((RRHFScriptArguments, RRHFConfig, ModelConfig))
-    parser.set_defaults(output_dir="rrhf-output")
-    script_args, training_args, model_args = parser.parse_args_and_config()
-    main(script_args, training_args, model_args)
+    output_dir = os.path.join(tempfile.gettempdir(), "trl_won_examples", "rrhf")
+    raise SystemExit(run("rrhf", sys.argv[1:], prog="examples/rrhf.py", defaults={"output_dir": output_dir}))

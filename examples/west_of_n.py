@@ -1,17 +1,15 @@
 """West-of-N end to end: base reward model on half the labeled pairs, West-of-N pairs from the other half's prompts,
 student on both, and held-out accuracy of base (HF50%), student (HF50% + West-of-N) and full data (HF100%).
 
-With no model or dataset given it builds tiny random models and a small synthetic preference dataset locally and runs
-on a CPU in a few minutes (the accuracies of random tiny models mean nothing; the point is that it runs):
-
-    python examples/west_of_n.py
-
-The same script, unchanged, on real models and data:
+The dataset has `prompt`/`chosen`/`rejected` pairs (or implicit-prompt `chosen`/`rejected` conversations) in a train
+and a test split. Models and data are required, as in TRL's scripts; without `--output_dir` everything is written under
+the system's temporary directory, never into the checkout:
 
     python examples/west_of_n.py \
         --model_name_or_path Qwen/Qwen2.5-0.5B-Instruct --policy_name_or_path Qwen/Qwen2.5-0.5B-Instruct \
-        --dataset_name trl-lib/ultrafeedback_binarized --output_dir won-example \
-        --use_peft --lora_task_type SEQ_CLS --n 16 --max_new_tokens 256 --confidence_quantile 0.5
+        --dataset_name trl-lib/ultrafeedback_binarized --max_train_pairs 2000 --max_test_pairs 500 \
+        --use_peft --lora_task_type SEQ_CLS --n 16 --max_new_tokens 256 --confidence_quantile 0.5 \
+        --output_dir won-example
 
 `--mode online` trains the student with `WestOfNDataCollator` inside `WestOfNRewardTrainer` instead of generating the
 pairs first. All `RewardConfig`, `WestOfNConfig` and `ModelConfig` options are accepted (`--help`).
@@ -19,11 +17,14 @@ pairs first. All `RewardConfig`, `WestOfNConfig` and `ModelConfig` options are a
 
 import copy
 import gc
+import os
+import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from datasets import Dataset, DatasetDict, load_dataset
+from datasets import Dataset
 from trl import (
     ModelConfig,
     RewardConfig,
@@ -35,7 +36,10 @@ from trl import (
 )
 from trl.data_utils import maybe_extract_prompt
 
-from trl_won.tiny import build_tiny_models
+from trl_won.cli.common import check_model_path, require
+from trl_won.cli.main import run_script
+from trl_won.dataset_loading import load_dataset_dict, select_split
+from trl_won.errors import UsageError
 from trl_won.west_of_n import (
     WestOfNConfig,
     WestOfNDataCollator,
@@ -48,9 +52,7 @@ from trl_won.west_of_n import (
 
 @dataclass
 class ExampleArguments:
-    policy_name_or_path: str | None = field(
-        default=None, metadata={"help": "Policy to sample from. Default: a tiny random Llama built locally."}
-    )
+    policy_name_or_path: str | None = field(default=None, metadata={"help": "Policy to sample from (required)."})
     mode: str = field(
         default="offline",
         metadata={
@@ -62,31 +64,12 @@ class ExampleArguments:
     max_test_pairs: int | None = field(default=None, metadata={"help": "Evaluate on at most this many pairs."})
 
 
-def synthetic_preferences(num_pairs: int, seed: int) -> Dataset:
-    """Labeled pairs with a simple rule (the correct answer is preferred), for the tiny run."""
-    import random
-
-    rng = random.Random(seed)
-    rows = []
-    for _ in range(num_pairs):
-        a, b = rng.sample(range(100), 2)
-        if rng.random() < 0.5:
-            prompt = f"Which number is larger, {a} or {b}?"
-            good, bad = f" {max(a, b)} is larger.", f" {min(a, b)} is larger."
-        else:
-            prompt = f"What is {a} plus {b}?"
-            good, bad = f" {a} plus {b} is {a + b}.", f" {a} plus {b} is {a + b + rng.randint(1, 9)}."
-        rows.append({"prompt": prompt, "chosen": good, "rejected": bad})
-    return Dataset.from_list(rows)
-
-
-def load_preferences(script_args, example_args, seed: int) -> tuple[Dataset, Dataset]:
-    if script_args.dataset_name is None:
-        dataset = DatasetDict({"train": synthetic_preferences(256, seed), "test": synthetic_preferences(64, seed + 1)})
-        script_args.dataset_train_split, script_args.dataset_test_split = "train", "test"
-    else:
-        dataset = load_dataset(script_args.dataset_name, name=script_args.dataset_config)
-    train, test = dataset[script_args.dataset_train_split], dataset[script_args.dataset_test_split]
+def load_preferences(script_args, example_args) -> tuple[Dataset, Dataset]:
+    name = require(script_args.dataset_name, "--dataset_name", "labeled pairs with a train and a test split")
+    dataset = load_dataset_dict(name, script_args.dataset_config)
+    source = f"--dataset_name {name!r}"
+    train = select_split(dataset, script_args.dataset_train_split, source)
+    test = select_split(dataset, script_args.dataset_test_split, source, "--dataset_test_split")
     if example_args.max_train_pairs is not None:
         train = train.select(range(min(example_args.max_train_pairs, len(train))))
     if example_args.max_test_pairs is not None:
@@ -124,13 +107,19 @@ def free(*objects):
 
 
 def main(script_args, example_args, training_args, won_args, model_args):
-    if model_args.model_name_or_path is None or example_args.policy_name_or_path is None:
-        tiny = build_tiny_models(Path(training_args.output_dir) / "tiny")
-        model_args.model_name_or_path = model_args.model_name_or_path or tiny.reward_model
-        example_args.policy_name_or_path = example_args.policy_name_or_path or tiny.policy
+    for flag, value in (
+        ("--dataset_streaming", script_args.dataset_streaming),
+        ("--ignore_bias_buffers", script_args.ignore_bias_buffers),
+    ):
+        if value:
+            raise UsageError(f"{flag} is not supported by this example.")
+    model = require(model_args.model_name_or_path, "--model_name_or_path", "the reward model to train")
+    model_args.model_name_or_path = check_model_path(model, "--model_name_or_path")
+    policy = require(example_args.policy_name_or_path, "--policy_name_or_path", "the policy to sample from")
+    example_args.policy_name_or_path = check_model_path(policy, "--policy_name_or_path")
     if won_args.pairs_dir == WestOfNConfig.pairs_dir:  # default: keep everything under output_dir
         won_args.pairs_dir = str(Path(training_args.output_dir) / "pairs")
-    train, test = load_preferences(script_args, example_args, training_args.seed)
+    train, test = load_preferences(script_args, example_args)
     halves = train.train_test_split(test_size=0.5, seed=training_args.seed)
     labeled, unlabeled = halves["train"], halves["test"].select_columns(["prompt"])
     print(f"{len(labeled)} labeled pairs (HF50%), {len(unlabeled)} unlabeled prompts, {len(test)} held-out pairs")
@@ -180,8 +169,11 @@ def main(script_args, example_args, training_args, won_args, model_args):
 
 
 def make_parser():
-    parser = TrlParser((ScriptArguments, ExampleArguments, RewardConfig, WestOfNConfig, ModelConfig))
-    defaults = {"output_dir": "west_of_n_example", "report_to": "none", "save_strategy": "no", "logging_steps": 10}
+    parser = TrlParser(
+        (ScriptArguments, ExampleArguments, RewardConfig, WestOfNConfig, ModelConfig), prog="examples/west_of_n.py"
+    )
+    output_dir = os.path.join(tempfile.gettempdir(), "trl_won_examples", "west_of_n")
+    defaults = {"output_dir": output_dir, "report_to": "none", "save_strategy": "no", "logging_steps": 10}
     if not torch.cuda.is_available():
         defaults.update(use_cpu=True, bf16=False)
     parser.set_defaults(**defaults)
@@ -189,4 +181,4 @@ def make_parser():
 
 
 if __name__ == "__main__":
-    main(*make_parser().parse_args_and_config())
+    raise SystemExit(run_script(make_parser(), main, sys.argv[1:]))

@@ -18,7 +18,7 @@ def quick_run(tmp_path_factory):
     stale = output_dir / "west_of_n" / "west_of_n"
     stale.mkdir(parents=True)
     (stale / "manifest.json").write_text(json.dumps({"policy": "an older policy", "n": 99}))
-    main(["demo", "--quick", "--output_dir", str(output_dir)])
+    assert main(["demo", "--quick", "--output_dir", str(output_dir)]) == 0
     return json.loads((output_dir / "results.json").read_text()), output_dir
 
 

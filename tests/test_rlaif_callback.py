@@ -1,5 +1,7 @@
 import json
 import logging
+import re
+from pathlib import Path
 
 import pytest
 from rlaif_helpers import LengthJudge
@@ -11,6 +13,7 @@ from trl_won.rlaif import LabelStore, PairwiseJudge, RLAIFLabelerCallback, Trans
 from trl_won.tiny import TOY_PROMPTS, toy_preference_dataset
 
 
+ROOT = Path(__file__).parents[1]
 SAMPLING = SamplingParams(temperature=1.0, max_new_tokens=6)
 
 
@@ -37,6 +40,10 @@ def test_labels_policy_samples_inside_dpo_training(tiny_paths, tmp_path):
 
     files = rounds(tmp_path)
     assert list(files) == ["round-step0000001.jsonl", "round-step0000002.jsonl"]
+    # The documented name is the written one: the pattern in the docstring and in docs/rlaif.md gives these names.
+    documented = re.findall(r"round-step\{step[^}]*\}\.jsonl", RLAIFLabelerCallback.__doc__)
+    documented += re.findall(r"round-step\{step[^}]*\}\.jsonl", (ROOT / "docs" / "rlaif.md").read_text())
+    assert len(documented) == 2 and {name.format(step=s) for name in documented for s in (1, 2)} == set(files)
     for rows in files.values():
         assert len(rows) == 4
         assert {"prompt", "chosen", "rejected", "soft_label", "position_consistent", "step"} <= set(rows[0])

@@ -12,12 +12,14 @@ from typing import Any
 
 from trl.data_utils import is_conversational as _trl_is_conversational
 
+from .errors import TrlWonError
+
 
 Prompt = str | list[dict[str, Any]]
 Completion = str | list[dict[str, Any]]
 
 
-class DatasetFormatError(ValueError):
+class DatasetFormatError(TrlWonError, ValueError):
     """A dataset row does not have the shape a method needs. The message names the row, the column and the fix."""
 
 

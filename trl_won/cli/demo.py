@@ -12,19 +12,22 @@ from dataclasses import dataclass, field, fields
 
 from trl import TrlParser
 
+from .common import check_model_path
+
 
 EXAMPLES = """examples:
-  # the default run: about 5 minutes on 2 CPU cores
+  # the default run: about 5 minutes on 2 CPU cores, into ./trl-won-demo
   trl-won demo
 
   # the reduced run of the test suite (under a minute), another seed, elsewhere
   trl-won demo --quick --seed 1 --output_dir /tmp/demo
 
   # bigger: more West-of-N samples and more human pairs
-  trl-won demo --sizes '{"won_n": 32, "human_pairs": 3000}'
+  trl-won demo --sizes '{"won_n": 32, "human_pairs": 3000}' --output_dir demo-big
 
   # real models on a GPU (the world supplies prompts, oracle and labels; the models are fine-tuned on them)
-  trl-won demo --policy Qwen/Qwen2.5-0.5B --reward_model Qwen/Qwen2.5-0.5B --judge Qwen/Qwen2.5-7B-Instruct
+  trl-won demo --policy_name_or_path Qwen/Qwen2.5-0.5B --reward_model_name_or_path Qwen/Qwen2.5-0.5B \\
+      --judge_model_name_or_path Qwen/Qwen2.5-7B-Instruct --output_dir demo-real
 """
 
 
@@ -39,11 +42,11 @@ class DemoArguments:
             Seed every random draw derives from: one seed, one exact run.
         output_dir (`str`, *optional*, defaults to `"trl-won-demo"`):
             Where models, `results.json`, `report.md` and `demo.png` go.
-        policy (`str`, *optional*):
+        policy_name_or_path (`str`, *optional*):
             A causal LM (path or hub id) to fine-tune on the world's demonstrations instead of the tiny one.
-        reward_model (`str`, *optional*):
+        reward_model_name_or_path (`str`, *optional*):
             A model (path or hub id) to start every reward model from, instead of the SFT policy.
-        judge (`str`, *optional*):
+        judge_model_name_or_path (`str`, *optional*):
             A causal LM judge (path or hub id) used as is (through its chat template if it has one), instead of the
             tiny judge trained here.
         sizes (`str`, *optional*):
@@ -54,9 +57,13 @@ class DemoArguments:
     quick: bool = field(default=False, metadata={"help": "The reduced size of the test suite (under a minute)."})
     seed: int = field(default=0, metadata={"help": "Seed every random draw derives from."})
     output_dir: str = field(default="trl-won-demo", metadata={"help": "Where models and the report go."})
-    policy: str | None = field(default=None, metadata={"help": "A causal LM to use instead of the tiny policy."})
-    reward_model: str | None = field(default=None, metadata={"help": "A model to start the reward models from."})
-    judge: str | None = field(default=None, metadata={"help": "A causal LM judge to use as is."})
+    policy_name_or_path: str | None = field(
+        default=None, metadata={"help": "A causal LM to use instead of the tiny policy."}
+    )
+    reward_model_name_or_path: str | None = field(
+        default=None, metadata={"help": "A model to start the reward models from."}
+    )
+    judge_model_name_or_path: str | None = field(default=None, metadata={"help": "A causal LM judge to use as is."})
     sizes: str | None = field(
         default=None, metadata={"help": "JSON size overrides, e.g. '{\"won_n\": 32}' (fields of DemoSizes)."}
     )
@@ -98,7 +105,11 @@ def main(args: DemoArguments) -> dict:
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     pipeline = DemoPipeline(
-        demo_sizes(args), args.output_dir, policy=args.policy, reward_model=args.reward_model, judge=args.judge
+        demo_sizes(args),
+        args.output_dir,
+        policy=check_model_path(args.policy_name_or_path, "--policy_name_or_path"),
+        reward_model=check_model_path(args.reward_model_name_or_path, "--reward_model_name_or_path"),
+        judge=check_model_path(args.judge_model_name_or_path, "--judge_model_name_or_path"),
     )
     results = pipeline.run()
     print("\nWhat the numbers say:")

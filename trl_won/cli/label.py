@@ -2,72 +2,57 @@
 
 The script behind `examples/rlaif_label.py`. Labels go to `{output_dir}/labels.sqlite` as they arrive, so a rerun after
 a crash or Ctrl-C asks the judge only for pairs not labeled yet; the labeled dataset goes to
-`{output_dir}/preferences.jsonl`.
+`{output_dir}/preferences.jsonl`. A run that labels nothing (a judge that never answered, every pair filtered out)
+exits 1.
 """
 
 import argparse
 import json
 import logging
 import os
-import tempfile
 from dataclasses import dataclass, field
 
-from trl import ModelConfig, TrlParser, get_quantization_config
+from trl import DatasetMixtureConfig, TrlParser
 
-from ..dataset_loading import load_dataset_dict
-from ..rlaif import LabelStore, OpenAIJudge, TransformersJudge, label_preferences, labeler_alignment
-from ..tiny import build_tiny_models, toy_preference_dataset, toy_ranking_dataset
+from ..dataset_loading import load_dataset_dict, select_split
+from .common import JudgeArguments, check_produced, dataset_source, load_script_dataset, make_judge, reject
 
 
 EXAMPLES = """examples:
-  # tiny local judge on toy pairs (CPU, seconds; the labels are noise, the point is the pipeline)
-  trl-won label --output_dir rlaif-labels
+  # a local judge (pairs.jsonl: prompt + completion_a/completion_b, or prompt + completions)
+  trl-won label --judge_model_name_or_path Qwen/Qwen2.5-0.5B-Instruct --judge_use_chat_template \\
+      --dataset_name pairs.jsonl --output_dir labels-local
 
-  # a local judge in 4-bit on one GPU, with its agreement with human labels
-  trl-won label --model_name_or_path Qwen/Qwen2.5-7B-Instruct --use_chat_template --load_in_4bit --dtype bfloat16 \\
-      --dataset_name pairs.jsonl --template helpfulness \\
-      --alignment_dataset trl-lib/ultrafeedback_binarized --alignment_split test --alignment_samples 500
+  # a bigger judge in 4-bit on one GPU, with its agreement with human labels
+  trl-won label --judge_model_name_or_path Qwen/Qwen2.5-7B-Instruct --judge_use_chat_template \\
+      --judge_load_in_4bit --judge_dtype bfloat16 --dataset_name pairs.jsonl --judge_template helpfulness \\
+      --alignment_dataset trl-lib/ultrafeedback_binarized --alignment_split test --alignment_samples 500 \\
+      --output_dir labels-7b
 
-  # a judge served by vLLM (or TGI, llama.cpp, OpenAI with OPENAI_API_KEY set)
-  vllm serve Qwen/Qwen2.5-7B-Instruct --port 8000
-  trl-won label --model_name_or_path Qwen/Qwen2.5-7B-Instruct --judge_base_url http://localhost:8000/v1 \\
-      --dataset_name pairs.jsonl --max_concurrency 64
+  # a judge served by vLLM (or TGI, llama.cpp, OpenAI with OPENAI_API_KEY set): start the server first with
+  #   vllm serve Qwen/Qwen2.5-7B-Instruct --port 8000
+  trl-won label --judge_model_name_or_path Qwen/Qwen2.5-7B-Instruct --judge_base_url http://localhost:8000/v1 \\
+      --dataset_name pairs.jsonl --judge_max_concurrency 64 --output_dir labels-served
 """
 
 
 @dataclass
 class LabelArguments:
-    """Arguments of `trl-won label` (the judge model itself is `--model_name_or_path`, with TRL's `ModelConfig` flags
-    such as `--load_in_4bit` and `--dtype`).
+    """Arguments of `trl-won label` besides the judge's (`JudgeArguments`, the `--judge_*` flags) and TRL's
+    `datasets:` mixture.
 
     Args:
-        judge_base_url (`str`, *optional*):
-            Root of an OpenAI-compatible API (e.g. `http://localhost:8000/v1` for vLLM); the judge runs there.
-        api_key_env (`str`, *optional*, defaults to `"OPENAI_API_KEY"`):
-            Environment variable holding the API key (not needed for local servers).
-        template (`str`, *optional*, defaults to `"helpfulness"`):
-            `summarization`, `helpfulness` or `harmlessness`.
-        chain_of_thought (`bool`, *optional*, defaults to `False`):
-            Let the judge write a rationale before answering.
-        use_chat_template (`bool`, *optional*, defaults to `False`):
-            Local judge: send the request through its chat template (instruct models).
-        batch_size (`int`, *optional*, defaults to `16`):
-            Local judge: sequences per forward pass.
-        max_length (`int`, *optional*):
-            Local judge: longest judge prompt in tokens.
-        max_concurrency (`int`, *optional*, defaults to `32`):
-            Server judge: requests in flight.
-        requests_per_second (`float`, *optional*):
-            Server judge: request-rate limit.
         dataset_name (`str`, *optional*):
-            Pairs to label: a hub id, a `.json`/`.jsonl`/`.parquet`/`.csv` file or a saved dataset. Defaults to a toy
-            dataset.
-        dataset_split (`str`, *optional*, defaults to `"train"`):
+            Pairs to label: a hub id, a `.json`/`.jsonl`/`.parquet`/`.csv` file or a saved dataset. Required unless
+            a `datasets` mixture is given.
+        dataset_config (`str`, *optional*):
+            Dataset configuration name (hub datasets).
+        dataset_train_split (`str`, *optional*, defaults to `"train"`):
             Split to label.
-        num_samples (`int`, *optional*):
+        max_samples (`int`, *optional*):
             Label only the first rows.
         min_confidence (`float`, *optional*):
-            Drop pairs whose soft label is below this.
+            Drop pairs whose soft label is below this (in [0.5, 1]).
         drop_inconsistent (`bool`, *optional*, defaults to `False`):
             Drop pairs whose preference flips when the order is swapped.
         alignment_dataset (`str`, *optional*):
@@ -80,18 +65,10 @@ class LabelArguments:
             Where the label store and the labeled dataset go.
     """
 
-    judge_base_url: str | None = field(default=None, metadata={"help": "OpenAI-compatible API root (vLLM, ...)."})
-    api_key_env: str = field(default="OPENAI_API_KEY", metadata={"help": "Environment variable with the API key."})
-    template: str = field(default="helpfulness", metadata={"help": "summarization, helpfulness or harmlessness."})
-    chain_of_thought: bool = field(default=False, metadata={"help": "Judge writes a rationale first."})
-    use_chat_template: bool = field(default=False, metadata={"help": "Local judge: use its chat template."})
-    batch_size: int = field(default=16, metadata={"help": "Local judge: sequences per forward pass."})
-    max_length: int | None = field(default=None, metadata={"help": "Local judge: longest prompt in tokens."})
-    max_concurrency: int = field(default=32, metadata={"help": "Server judge: requests in flight."})
-    requests_per_second: float | None = field(default=None, metadata={"help": "Server judge: rate limit."})
     dataset_name: str | None = field(default=None, metadata={"help": "Pairs to label (hub id, file or folder)."})
-    dataset_split: str = field(default="train", metadata={"help": "Split to label."})
-    num_samples: int | None = field(default=None, metadata={"help": "Label only the first rows."})
+    dataset_config: str | None = field(default=None, metadata={"help": "Dataset configuration name (hub)."})
+    dataset_train_split: str = field(default="train", metadata={"help": "Split to label."})
+    max_samples: int | None = field(default=None, metadata={"help": "Label only the first rows."})
     min_confidence: float | None = field(default=None, metadata={"help": "Drop pairs with lower soft labels."})
     drop_inconsistent: bool = field(default=False, metadata={"help": "Drop position-inconsistent pairs."})
     alignment_dataset: str | None = field(default=None, metadata={"help": "Human-labeled prompt/chosen/rejected."})
@@ -99,54 +76,34 @@ class LabelArguments:
     alignment_samples: int = field(default=200, metadata={"help": "Rows of the alignment dataset."})
     output_dir: str = field(default="rlaif-labels", metadata={"help": "Where the store and dataset go."})
 
-
-def make_judge(args: LabelArguments, model_args: ModelConfig):
-    """The judge the arguments describe: served (`--judge_base_url`) or local (`--model_name_or_path`)."""
-    if args.judge_base_url is not None:
-        if model_args.model_name_or_path is None:
-            raise ValueError("With --judge_base_url, give --model_name_or_path: the model name the server knows.")
-        return OpenAIJudge(
-            model_args.model_name_or_path,
-            base_url=args.judge_base_url,
-            template=args.template,
-            api_key_env=args.api_key_env,
-            chain_of_thought=args.chain_of_thought,
-            max_concurrency=args.max_concurrency,
-            requests_per_second=args.requests_per_second,
-        )
-    model = model_args.model_name_or_path
-    if model is None:
-        model = build_tiny_models(os.path.join(tempfile.gettempdir(), "trl_won_tiny")).policy
-        print(f"No --model_name_or_path given: using the tiny local judge in {model}")
-    init_kwargs = {"revision": model_args.model_revision}
-    if model_args.dtype is not None:
-        init_kwargs["dtype"] = model_args.dtype
-    if model_args.attn_implementation is not None:
-        init_kwargs["attn_implementation"] = model_args.attn_implementation
-    return TransformersJudge(
-        model,
-        template=args.template,
-        chain_of_thought=args.chain_of_thought,
-        use_chat_template=args.use_chat_template,
-        batch_size=args.batch_size,
-        max_length=args.max_length,
-        quantization_config=get_quantization_config(model_args),
-        model_init_kwargs=init_kwargs,
-    )
+    def __post_init__(self):
+        if self.min_confidence is not None and not 0.5 <= self.min_confidence <= 1:
+            raise ValueError(f"--min_confidence must be in [0.5, 1], got {self.min_confidence}.")
+        if self.max_samples is not None and self.max_samples < 1:
+            raise ValueError(f"--max_samples must be >= 1, got {self.max_samples}.")
 
 
-def main(args: LabelArguments, model_args: ModelConfig) -> dict:
+def main(args: LabelArguments, judge_args: JudgeArguments, dataset_args: DatasetMixtureConfig | None = None) -> dict:
     """Label the dataset, write `preferences.jsonl` and the label store to `output_dir`, return a summary."""
+    from ..rlaif import LabelStore, label_preferences, labeler_alignment
+
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if dataset_args is not None:
+        reject("--streaming", dataset_args.streaming, False, "is not supported by trl-won label")
+        reject("--test_split_size", dataset_args.test_split_size, None, "is not supported by trl-won label")
+    dataset = load_script_dataset(args.dataset_name, args.dataset_config, dataset_args)
+    pairs = select_split(dataset, args.dataset_train_split, dataset_source(args.dataset_name, dataset_args))
+    if args.max_samples is not None:
+        pairs = pairs.select(range(min(args.max_samples, len(pairs))))
+    gold = None
+    if args.alignment_dataset is not None:
+        gold = select_split(
+            load_dataset_dict(args.alignment_dataset), args.alignment_split, "--alignment_dataset", "--alignment_split"
+        )
+        gold = gold.select(range(min(args.alignment_samples, len(gold))))
+    judge = make_judge(judge_args)
     os.makedirs(args.output_dir, exist_ok=True)
-    judge = make_judge(args, model_args)
     store = LabelStore(os.path.join(args.output_dir, "labels.sqlite"))
-    if args.dataset_name is None:
-        pairs = toy_ranking_dataset(with_rewards=False)
-    else:
-        pairs = load_dataset_dict(args.dataset_name)[args.dataset_split]
-    if args.num_samples is not None:
-        pairs = pairs.select(range(min(args.num_samples, len(pairs))))
 
     labeled = label_preferences(
         pairs, judge, store=store, min_confidence=args.min_confidence, drop_inconsistent=args.drop_inconsistent
@@ -159,15 +116,16 @@ def main(args: LabelArguments, model_args: ModelConfig) -> dict:
         "position_consistency": sum(bool(c) for c in labeled["position_consistent"]) / max(1, len(labeled)),
         "stored_labels": store.count(judge.fingerprint),
     }
-    if args.alignment_dataset is not None or args.dataset_name is None:
-        if args.alignment_dataset is None:
-            gold = toy_preference_dataset()
-        else:
-            gold = load_dataset_dict(args.alignment_dataset)[args.alignment_split]
-            gold = gold.select(range(min(args.alignment_samples, len(gold))))
-        summary["alignment"] = labeler_alignment(gold, judge, store=store).as_dict()
     if hasattr(judge, "stats"):
         summary["requests"] = judge.stats.as_dict()
+    check_produced(
+        len(labeled),
+        "labeled pairs",
+        f"{len(pairs)} rows went to the judge; it answered none of them, or --min_confidence/--drop_inconsistent "
+        "dropped every pair (the warnings above say which).",
+    )
+    if gold is not None:
+        summary["alignment"] = labeler_alignment(gold, judge, store=store).as_dict()
     print(json.dumps(summary, indent=2))
     print(f"Labeled preference dataset written to {path}")
     return summary
@@ -175,7 +133,7 @@ def main(args: LabelArguments, model_args: ModelConfig) -> dict:
 
 def make_parser(prog: str | None = None) -> TrlParser:
     return TrlParser(
-        (LabelArguments, ModelConfig),
+        (LabelArguments, JudgeArguments, DatasetMixtureConfig),
         prog=prog,
         description="Label preference pairs with an LLM judge (RLAIF) and write a TRL preference dataset with soft "
         "labels. Rows are (prompt, completion_a, completion_b) or (prompt, completions).",

@@ -1,14 +1,19 @@
 """`trl-won`: train with RRHF, generate West-of-N pairs, label preferences with an LLM judge, or run the demo.
 
-Each subcommand is a `TrlParser` script (the same `ModelConfig` flags for LoRA and 4/8-bit as TRL's scripts, and
-`--config file.yaml`). For several GPUs run it under accelerate: `accelerate launch -m trl_won rrhf ...`.
+Each subcommand is a `TrlParser` script, like TRL's own (`--config file.yaml`; TRL's flag names, `ModelConfig` flags
+for LoRA and 4/8-bit where a model is trained). For several GPUs run it under accelerate: `accelerate launch -m
+trl_won rrhf ...`.
+
+Exit codes: 0 done; 1 the run failed at its job (a judge that never answered, nothing produced, a missing column or
+file, a resume mismatch), with one line `trl-won <command>: error: ...` on stderr; 2 a wrong or missing argument
+(argparse's usage line and the error). Anything else is a bug and keeps its traceback.
 """
 
 import importlib
 import sys
 
 
-# name -> (module under trl_won.cli, one-line description)
+# name -> (module under trl_won.cli, one-line description). Nothing heavy is imported until a command runs.
 COMMANDS = {
     "rrhf": ("rrhf", "Train a causal LM with RRHF on ranked, scored completions."),
     "west-of-n": ("west_of_n", "Generate West-of-N preference pairs from prompts; optionally train the student RM."),
@@ -16,13 +21,17 @@ COMMANDS = {
     "demo": ("demo", "Run all three methods end to end on a synthetic world (CPU, no network)."),
 }
 
+EXAMPLES = [
+    "trl-won demo --quick --output_dir demo-quick",
+    "trl-won rrhf --model_name_or_path Qwen/Qwen2.5-0.5B-Instruct --dataset_name ranked.jsonl --output_dir Qwen-RRHF",
+]
+
 
 def top_level_help() -> str:
     lines = ["usage: trl-won <command> [options]   (trl-won <command> --help for a command's options)", ""]
     lines += [__doc__.strip(), "", "commands:"]
     lines += [f"  {name:<11} {description}" for name, (_, description) in COMMANDS.items()]
-    lines += ["", "examples:", "  trl-won demo", "  trl-won rrhf --model_name_or_path Qwen/Qwen2.5-0.5B-Instruct"]
-    lines += ["  accelerate launch --num_processes 8 -m trl_won rrhf --config rrhf.yaml"]
+    lines += ["", "examples:"] + [f"  {example}" for example in EXAMPLES]
     return "\n".join(lines)
 
 
@@ -35,14 +44,40 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"trl-won: error: unknown command {name!r}; expected one of {', '.join(COMMANDS)}.", file=sys.stderr)
         return 2
+    return run(name, rest)
+
+
+def run(name: str, argv: list[str], prog: str | None = None, defaults: dict | None = None) -> int:
+    """Parse `argv` for the command `name` and run it: 0 when done, 1 when it failed at its job (one line on stderr),
+    2 (argparse's `SystemExit`) for a wrong or missing argument. `prog` and `defaults` let an example script reuse it.
+    """
     module = importlib.import_module(f"trl_won.cli.{COMMANDS[name][0]}")
-    parser = module.make_parser(prog=f"trl-won {name}")
-    parser.usage = f"trl-won {name} [--config file.yaml] [options]   (--help lists the options, with examples)"
+    prog = prog or f"trl-won {name}"
+    parser = module.make_parser(prog=prog)
+    parser.usage = f"{prog} [--config file.yaml] [options]   (--help lists the options, with examples)"
+    if defaults:
+        parser.set_defaults(**defaults)
+    return run_script(parser, module.main, argv)
+
+
+def run_script(parser, main_function, argv: list[str] | None = None) -> int:
+    """Parse `argv` with the `TrlParser` `parser` and call `main_function(*parsed)`, reporting a
+    [`~trl_won.errors.TrlWonError`] or `OSError` as one line `{parser.prog}: error: ...` (exit 1, or 2 for a
+    [`~trl_won.errors.UsageError`], with the usage line) instead of a traceback. Anything else propagates."""
+    from ..errors import TrlWonError, UsageError
+
     try:
-        parsed = parser.parse_args_and_config(rest, fail_with_unknown_args=True)
+        parsed = parser.parse_args_and_config(argv, fail_with_unknown_args=True)
     except ValueError as error:  # unknown arguments, or a config dataclass rejecting a value
         parser.error(str(error))
-    module.main(*parsed)
+    try:
+        main_function(*parsed)
+    except UsageError as error:
+        parser.error(str(error))  # exits 2
+    except (TrlWonError, OSError) as error:  # OSError: a missing file or model, an unreachable server, a full disk
+        message = " ".join(str(error).split()) or type(error).__name__
+        print(f"{parser.prog}: error: {message}", file=sys.stderr)
+        return getattr(error, "exit_code", 1)
     return 0
 
 

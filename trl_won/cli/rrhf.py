@@ -1,37 +1,36 @@
 """`trl-won rrhf`: train a causal LM with RRHF (the script behind `examples/rrhf.py`)."""
 
 import argparse
-import os
-import tempfile
 from dataclasses import dataclass, field
 
-from trl import ModelConfig, ScriptArguments, TrlParser, get_peft_config, get_quantization_config
+from trl import DatasetMixtureConfig, ModelConfig, ScriptArguments, TrlParser, get_peft_config, get_quantization_config
 
-from ..dataset_loading import load_split
+from ..dataset_loading import select_split
 from ..rrhf import RRHFConfig, RRHFTrainer
-from ..tiny import build_tiny_models, toy_ranking_dataset
+from .common import check_model_path, dataset_source, load_script_dataset, require
 
 
 EXAMPLES = """examples:
-  # tiny local model and toy data, CPU, ~15 s
-  trl-won rrhf --output_dir rrhf-output
+  # full fine-tuning; ranked.jsonl has prompt, completions (k per prompt) and rewards
+  trl-won rrhf --model_name_or_path Qwen/Qwen2.5-0.5B-Instruct --dataset_name ranked.jsonl --output_dir Qwen-RRHF
 
-  # QLoRA on a real model; a dataset with prompt/completions/rewards (hub id, .jsonl/.json/.parquet, saved dir)
+  # QLoRA on one GPU (a hub id, .jsonl/.json/.parquet/.csv file or save_to_disk folder works as --dataset_name)
   trl-won rrhf --model_name_or_path Qwen/Qwen2.5-1.5B-Instruct --dataset_name ranked.jsonl \\
-      --use_peft --load_in_4bit --lora_target_modules all-linear --learning_rate 1e-4 --output_dir Qwen-RRHF
+      --use_peft --load_in_4bit --lora_target_modules all-linear --learning_rate 1e-4 --output_dir Qwen-RRHF-QLoRA
 
   # no rewards column: score the completions with a reward model first
   trl-won rrhf --model_name_or_path Qwen/Qwen2.5-0.5B-Instruct --dataset_name completions.jsonl \\
-      --reward_model_name_or_path Skywork/Skywork-Reward-V2-Qwen3-0.6B --output_dir Qwen-RRHF
+      --reward_model_name_or_path Skywork/Skywork-Reward-V2-Qwen3-0.6B --output_dir Qwen-RRHF-scored
 
-  # options from a file, several GPUs
-  accelerate launch --num_processes 8 -m trl_won rrhf --config rrhf.yaml
+  # options (and a `datasets:` mixture) from a YAML file; several GPUs: accelerate launch -m trl_won rrhf ...
+  trl-won rrhf --config rrhf.yaml
 """
 
 
 @dataclass
 class RRHFScriptArguments(ScriptArguments):
-    """Script arguments for RRHF training.
+    """Script arguments for RRHF training: TRL's `ScriptArguments` (`--dataset_name`, `--dataset_config`,
+    `--dataset_train_split`, `--dataset_test_split`, `--dataset_streaming`, `--ignore_bias_buffers`) and:
 
     Args:
         reward_model_name_or_path (`str`, *optional*):
@@ -44,37 +43,46 @@ class RRHFScriptArguments(ScriptArguments):
     )
 
 
-def main(script_args: RRHFScriptArguments, training_args: RRHFConfig, model_args: ModelConfig) -> RRHFTrainer:
+def main(
+    script_args: RRHFScriptArguments,
+    training_args: RRHFConfig,
+    model_args: ModelConfig,
+    dataset_args: DatasetMixtureConfig | None = None,
+) -> RRHFTrainer:
     """Train with RRHF as the command-line arguments say, save the model and return the trainer."""
-    if model_args.model_name_or_path is None:
-        tiny = build_tiny_models(os.path.join(tempfile.gettempdir(), "trl_won_tiny"))
-        model_args.model_name_or_path = tiny.policy
-        print(f"No --model_name_or_path given: using the tiny local model in {tiny.policy}")
+    model = require(model_args.model_name_or_path, "--model_name_or_path", "the causal LM to train (path or hub id)")
+    model = check_model_path(model, "--model_name_or_path")
+    reward_model = check_model_path(script_args.reward_model_name_or_path, "--reward_model_name_or_path")
     training_args.model_init_kwargs = {
         "revision": model_args.model_revision,
         "attn_implementation": model_args.attn_implementation,
         "dtype": model_args.dtype,
         **(training_args.model_init_kwargs or {}),
     }
-
-    if script_args.dataset_name is None:
-        train_dataset, eval_dataset = toy_ranking_dataset(), toy_ranking_dataset(conversational=True)
-    else:
-        name, config = script_args.dataset_name, script_args.dataset_config
-        train_dataset = load_split(name, script_args.dataset_train_split, config)
-        eval_dataset = None
-        if training_args.eval_strategy != "no":
-            eval_dataset = load_split(name, script_args.dataset_test_split, config)
+    dataset = load_script_dataset(
+        script_args.dataset_name, script_args.dataset_config, dataset_args, script_args.dataset_streaming
+    )
+    source = dataset_source(script_args.dataset_name, dataset_args)
+    train_dataset = select_split(dataset, script_args.dataset_train_split, source)
+    eval_dataset = None
+    if training_args.eval_strategy != "no":
+        eval_dataset = select_split(dataset, script_args.dataset_test_split, source, "--dataset_test_split")
 
     trainer = RRHFTrainer(
-        model=model_args.model_name_or_path,
+        model=model,
         args=training_args,
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
-        reward_funcs=script_args.reward_model_name_or_path,
+        reward_funcs=reward_model,
         quantization_config=get_quantization_config(model_args),
         peft_config=get_peft_config(model_args),
     )
+    if script_args.ignore_bias_buffers:  # as TRL's scripts do: DDP must not broadcast boolean mask buffers
+        import torch
+
+        trainer.model._ddp_params_and_buffers_to_ignore = [
+            name for name, buffer in trainer.model.named_buffers() if buffer.dtype == torch.bool
+        ]
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     if eval_dataset is not None:
         trainer.accelerator.print(trainer.evaluate())
@@ -87,7 +95,7 @@ def main(script_args: RRHFScriptArguments, training_args: RRHFConfig, model_args
 
 def make_parser(prog: str | None = None) -> TrlParser:
     parser = TrlParser(
-        (RRHFScriptArguments, RRHFConfig, ModelConfig),
+        (RRHFScriptArguments, RRHFConfig, ModelConfig, DatasetMixtureConfig),
         prog=prog,
         description="Train a causal LM with RRHF on prompts with ranked, scored completions.",
         epilog=EXAMPLES,

@@ -1,188 +1,198 @@
 """`trl-won west-of-n`: generate West-of-N preference pairs from prompts, and optionally train the student RM."""
 
 import argparse
-import os
-import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
-import torch
-from transformers import BitsAndBytesConfig
-from trl import (
-    ModelConfig,
-    RewardConfig,
-    RewardTrainer,
-    ScriptArguments,
-    TrlParser,
-    get_peft_config,
-    get_quantization_config,
+from trl import DatasetMixtureConfig, ModelConfig, RewardConfig, TrlParser, get_peft_config, get_quantization_config
+
+from ..dataset_loading import load_dataset_dict, select_split
+from ..errors import UsageError
+from ..west_of_n import WestOfNConfig
+from .common import (
+    JudgeArguments,
+    bnb_config,
+    check_model_path,
+    check_produced,
+    dataset_source,
+    load_script_dataset,
+    make_judge,
+    reject,
+    require,
 )
-from trl.data_utils import maybe_extract_prompt
-
-from ..dataset_loading import load_dataset_dict, load_split
-from ..rlaif import OpenAIJudge, TransformersJudge
-from ..tiny import build_tiny_models, toy_preference_dataset, toy_prompt_dataset
-from ..west_of_n import WestOfNConfig, WestOfNGenerator, mix_preference_datasets
 
 
 EXAMPLES = """examples:
-  # tiny local policy and reward model on toy prompts (CPU, under a minute)
-  trl-won west-of-n --pairs_dir won-pairs
-
   # 16 samples per prompt from a policy, labeled by your base reward model, keeping the more confident half
   trl-won west-of-n --policy_name_or_path Qwen/Qwen2.5-1.5B-Instruct --reward_model_name_or_path my-org/base-rm \\
       --dataset_name prompts.jsonl --n 16 --confidence_quantile 0.5 --pairs_dir won-pairs
 
-  # then train the student reward model on human pairs mixed 1:1 with the West-of-N pairs (LoRA, 4-bit)
+  # the same arguments with --train_student: the pairs are read back from --pairs_dir (nothing is regenerated), then
+  # the student reward model trains on human pairs mixed 1:1 with them (LoRA, 4-bit)
   trl-won west-of-n --policy_name_or_path Qwen/Qwen2.5-1.5B-Instruct --reward_model_name_or_path my-org/base-rm \\
-      --dataset_name prompts.jsonl --pairs_dir won-pairs --train_student --human_dataset_name human-pairs.jsonl \\
-      --model_name_or_path Qwen/Qwen2.5-0.5B-Instruct --use_peft --lora_task_type SEQ_CLS --load_in_4bit \\
-      --output_dir student-rm
+      --dataset_name prompts.jsonl --n 16 --confidence_quantile 0.5 --pairs_dir won-pairs \\
+      --train_student --human_dataset_name human-pairs.jsonl --model_name_or_path Qwen/Qwen2.5-0.5B-Instruct \\
+      --use_peft --lora_task_type SEQ_CLS --load_in_4bit --dtype bfloat16 --output_dir student-rm
 
   # an LLM judge as the base preference model (best and worst by knockout tournaments), served by vLLM
+  #   vllm serve Qwen/Qwen2.5-7B-Instruct --port 8000
   trl-won west-of-n --policy_name_or_path Qwen/Qwen2.5-1.5B-Instruct \\
       --judge_model_name_or_path Qwen/Qwen2.5-7B-Instruct --judge_base_url http://localhost:8000/v1 \\
-      --dataset_name prompts.jsonl --pairs_dir won-pairs
+      --dataset_name prompts.jsonl --pairs_dir won-pairs-judge
 
   # several processes split the prompts; rerunning resumes in --pairs_dir
-  accelerate launch --num_processes 8 -m trl_won west-of-n --config west_of_n.yaml
+  #   accelerate launch --num_processes 8 -m trl_won west-of-n --config west_of_n.yaml
 """
 
 
 @dataclass
-class WestOfNScriptArguments(ScriptArguments):
-    """Script arguments of `trl-won west-of-n`. `--dataset_name` holds the prompts (a `prompt` column, or
-    `chosen`/`rejected` conversations the prompt is extracted from); `ModelConfig` describes the student reward model.
+class WestOfNScriptArguments:
+    """Script arguments of `trl-won west-of-n`. `--dataset_name` (or a `datasets:` mixture) holds the prompts: a
+    `prompt` column, or `chosen`/`rejected` conversations the prompt is extracted from. The base preference model is
+    `--reward_model_name_or_path` or an LLM judge (the `--judge_*` flags); `ModelConfig` describes the student.
 
     Args:
-        policy_name_or_path (`str`, *optional*):
-            The causal LM to sample from. Defaults to a tiny local model.
+        dataset_name (`str`, *optional*):
+            The prompts: a hub id, a `.json`/`.jsonl`/`.parquet`/`.csv` file or a saved dataset. Required unless a
+            `datasets` mixture is given.
+        dataset_config (`str`, *optional*):
+            Dataset configuration name (hub datasets).
+        dataset_train_split (`str`, *optional*, defaults to `"train"`):
+            Split of the prompts, and of `--human_dataset_name`, to use.
+        dataset_test_split (`str`, *optional*, defaults to `"test"`):
+            Split of `--human_dataset_name` the student is evaluated on, if it has one.
+        max_samples (`int`, *optional*):
+            Use only the first prompts.
+        policy_name_or_path (`str`):
+            The causal LM to sample from (required).
         policy_load_in_4bit (`bool`, *optional*, defaults to `False`):
             Load the policy in 4-bit (nf4) with bitsandbytes.
         policy_load_in_8bit (`bool`, *optional*, defaults to `False`):
             Load the policy in 8-bit with bitsandbytes.
         reward_model_name_or_path (`str`, *optional*):
-            The base preference model as a sequence-classification reward model.
-        judge_model_name_or_path (`str`, *optional*):
-            The base preference model as an LLM judge: a local path/hub id, or the served model's name with
-            `--judge_base_url`.
-        judge_base_url (`str`, *optional*):
-            Root of an OpenAI-compatible API serving the judge.
-        judge_template (`str`, *optional*, defaults to `"helpfulness"`):
-            The judge's preamble: `summarization`, `helpfulness` or `harmlessness`.
-        max_prompts (`int`, *optional*):
-            Use only the first prompts.
+            The base preference model as a sequence-classification reward model (or give a judge).
         train_student (`bool`, *optional*, defaults to `False`):
             Train the student reward model (`--model_name_or_path`) on `--human_dataset_name` mixed 1:1 with the pairs.
         human_dataset_name (`str`, *optional*):
             Labeled pairs (`prompt`/`chosen`/`rejected`) for the student; its test split, if any, is evaluated.
     """
 
-    policy_name_or_path: str | None = field(default=None, metadata={"help": "Causal LM to sample from."})
+    dataset_name: str | None = field(default=None, metadata={"help": "The prompts (hub id, file or folder)."})
+    dataset_config: str | None = field(default=None, metadata={"help": "Dataset configuration name (hub)."})
+    dataset_train_split: str = field(default="train", metadata={"help": "Split of the prompts and human pairs."})
+    dataset_test_split: str = field(default="test", metadata={"help": "Split of the human pairs to evaluate on."})
+    max_samples: int | None = field(default=None, metadata={"help": "Use only the first prompts."})
+    policy_name_or_path: str | None = field(default=None, metadata={"help": "Causal LM to sample from (required)."})
     policy_load_in_4bit: bool = field(default=False, metadata={"help": "Load the policy in 4-bit (nf4)."})
     policy_load_in_8bit: bool = field(default=False, metadata={"help": "Load the policy in 8-bit."})
     reward_model_name_or_path: str | None = field(
         default=None, metadata={"help": "Base preference model: a sequence-classification reward model."}
     )
-    judge_model_name_or_path: str | None = field(
-        default=None,
-        metadata={"help": "Base preference model: an LLM judge (local, or served with --judge_base_url)."},
-    )
-    judge_base_url: str | None = field(default=None, metadata={"help": "OpenAI-compatible API serving the judge."})
-    judge_template: str = field(
-        default="helpfulness", metadata={"help": "Judge preamble: summarization, helpfulness or harmlessness."}
-    )
-    max_prompts: int | None = field(default=None, metadata={"help": "Use only the first prompts."})
     train_student: bool = field(default=False, metadata={"help": "Also train the student reward model."})
     human_dataset_name: str | None = field(
         default=None, metadata={"help": "Labeled prompt/chosen/rejected pairs mixed 1:1 with the West-of-N pairs."}
     )
 
+    def __post_init__(self):
+        if self.max_samples is not None and self.max_samples < 1:
+            raise ValueError(f"--max_samples must be >= 1, got {self.max_samples}.")
 
-def load_prompts(script_args: WestOfNScriptArguments):
-    if script_args.dataset_name is None:
-        prompts = toy_prompt_dataset()
-    else:
-        prompts = load_split(script_args.dataset_name, script_args.dataset_train_split, script_args.dataset_config)
-        if "prompt" not in prompts.column_names:
-            if "chosen" not in prompts.column_names:
-                raise ValueError(
-                    f"--dataset_name {script_args.dataset_name!r} has no 'prompt' column (it has "
-                    f"{prompts.column_names}); give prompts, or chosen/rejected conversations to take them from."
-                )
-            prompts = prompts.map(maybe_extract_prompt)
-        prompts = prompts.select_columns(["prompt"])
-    if script_args.max_prompts is not None:
-        prompts = prompts.select(range(min(script_args.max_prompts, len(prompts))))
+
+def load_prompts(script_args: WestOfNScriptArguments, dataset_args: DatasetMixtureConfig | None = None):
+    from trl.data_utils import maybe_extract_prompt
+
+    from ..data_utils import row_error
+
+    if dataset_args is not None:
+        reject("--streaming", dataset_args.streaming, False, "is not supported by trl-won west-of-n")
+        reject("--test_split_size", dataset_args.test_split_size, None, "is not supported by trl-won west-of-n")
+    dataset = load_script_dataset(script_args.dataset_name, script_args.dataset_config, dataset_args)
+    source = dataset_source(script_args.dataset_name, dataset_args)
+    prompts = select_split(dataset, script_args.dataset_train_split, source)
+    if "prompt" not in prompts.column_names:
+        if "chosen" not in prompts.column_names:
+            raise row_error(
+                None,
+                "prompt",
+                f"{source} has no 'prompt' column (it has {prompts.column_names})",
+                "give prompts, or chosen/rejected conversations to take them from",
+            )
+        prompts = prompts.map(maybe_extract_prompt)
+    prompts = prompts.select_columns(["prompt"])
+    if script_args.max_samples is not None:
+        prompts = prompts.select(range(min(script_args.max_samples, len(prompts))))
     return prompts
 
 
-def base_preference_model(script_args: WestOfNScriptArguments, tiny) -> dict:
+def base_preference_model(script_args: WestOfNScriptArguments, judge_args: JudgeArguments) -> dict:
     """The base preference model as `WestOfNGenerator` keyword arguments."""
-    if script_args.reward_model_name_or_path and script_args.judge_model_name_or_path:
-        raise ValueError("Give one base preference model: --reward_model_name_or_path or --judge_model_name_or_path.")
-    if script_args.judge_model_name_or_path is not None:
-        if script_args.judge_base_url is not None:
-            judge = OpenAIJudge(
-                script_args.judge_model_name_or_path,
-                base_url=script_args.judge_base_url,
-                template=script_args.judge_template,
-            )
-        else:
-            judge = TransformersJudge(script_args.judge_model_name_or_path, template=script_args.judge_template)
+    judge = make_judge(judge_args, required=False)
+    reward_model = check_model_path(script_args.reward_model_name_or_path, "--reward_model_name_or_path")
+    if reward_model is not None and judge is not None:
+        raise UsageError("Give one base preference model: --reward_model_name_or_path or --judge_model_name_or_path.")
+    if judge is not None:
         return {"judge": judge}
-    if script_args.judge_base_url is not None:
-        raise ValueError("--judge_base_url needs --judge_model_name_or_path (the model name the server knows).")
-    reward_model = script_args.reward_model_name_or_path
     if reward_model is None:
-        if tiny is None:
-            raise ValueError(
-                "Give a base preference model: --reward_model_name_or_path or --judge_model_name_or_path."
-            )
-        reward_model = tiny.reward_model
+        raise UsageError(
+            "A base preference model is required: --reward_model_name_or_path (a sequence-classification reward "
+            "model) or --judge_model_name_or_path (an LLM judge)."
+        )
     return {"reward_model": reward_model}
 
 
-def policy_quantization(script_args: WestOfNScriptArguments) -> BitsAndBytesConfig | None:
-    if script_args.policy_load_in_4bit and script_args.policy_load_in_8bit:
-        raise ValueError("Give at most one of --policy_load_in_4bit and --policy_load_in_8bit.")
-    if script_args.policy_load_in_4bit:
-        dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
-        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype)
-    if script_args.policy_load_in_8bit:
-        return BitsAndBytesConfig(load_in_8bit=True)
-    return None
-
-
-def main(script_args, won_args: WestOfNConfig, reward_args: RewardConfig, model_args: ModelConfig):
+def main(
+    script_args: WestOfNScriptArguments,
+    judge_args: JudgeArguments,
+    won_args: WestOfNConfig,
+    reward_args: RewardConfig,
+    model_args: ModelConfig,
+    dataset_args: DatasetMixtureConfig | None = None,
+):
     """Generate the pairs (resumably, in `won_args.pairs_dir`), then optionally train the student."""
-    tiny = None
-    if script_args.policy_name_or_path is None:
-        tiny = build_tiny_models(os.path.join(tempfile.gettempdir(), "trl_won_tiny"))
-        script_args.policy_name_or_path = tiny.policy
-        print(f"No --policy_name_or_path given: using the tiny local policy in {tiny.policy}")
-    prompts = load_prompts(script_args)
+    from trl import RewardTrainer
+    from trl.data_utils import maybe_extract_prompt
+
+    from ..west_of_n import WestOfNGenerator, mix_preference_datasets
+
+    policy = require(script_args.policy_name_or_path, "--policy_name_or_path", "the causal LM to sample from")
+    policy = check_model_path(policy, "--policy_name_or_path")
+    human = student = None
+    if script_args.train_student:  # check everything the student needs before spending time on generation
+        require(script_args.human_dataset_name, "--human_dataset_name", "--train_student mixes these labeled pairs")
+        student = require(model_args.model_name_or_path, "--model_name_or_path", "the student reward model to train")
+        student = check_model_path(student, "--model_name_or_path")
+        human = load_dataset_dict(script_args.human_dataset_name, script_args.dataset_config)
+        select_split(
+            human, script_args.dataset_train_split, f"--human_dataset_name {script_args.human_dataset_name!r}"
+        )
+    else:  # the student's flags would do nothing (and --load_in_4bit is not the policy's: --policy_load_in_4bit is)
+        reject("--human_dataset_name", script_args.human_dataset_name, None, "is for the student: add --train_student")
+        defaults = ModelConfig()
+        for name in (f.name for f in fields(ModelConfig)):
+            why = "configures the student (TRL's ModelConfig): add --train_student (the policy's are --policy_*)"
+            reject(f"--{name}", getattr(model_args, name), getattr(defaults, name), why)
+    prompts = load_prompts(script_args, dataset_args)
+    preference_model = base_preference_model(script_args, judge_args)
     generator = WestOfNGenerator(
-        script_args.policy_name_or_path,
+        policy,
         won_args,
-        quantization_config=policy_quantization(script_args),
-        **base_preference_model(script_args, tiny),
+        quantization_config=bnb_config(script_args.policy_load_in_4bit, script_args.policy_load_in_8bit, "policy"),
+        **preference_model,
     )
     pairs = generator.generate(prompts)
     print(f"West-of-N: {generator.summary}")
     print(f"{len(pairs)} pairs written to {won_args.pairs_dir}")
+    summary = generator.summary or {}
+    check_produced(
+        len(pairs),
+        "West-of-N pairs",
+        f"{len(prompts)} prompts, {summary.get('pairs_formed')} pairs formed, {summary.get('removed_by_confidence')} "
+        f"removed by the confidence filter, {summary.get('removed_by_likelihood')} by the likelihood filter; check "
+        "the base preference model and the filters (--confidence_quantile, --confidence_threshold, --min_logp).",
+    )
     if not script_args.train_student:
         return pairs
 
-    if script_args.human_dataset_name is None:
-        if tiny is None:
-            raise ValueError("--train_student needs --human_dataset_name: the labeled pairs to mix with these.")
-        human = {"train": toy_preference_dataset()}
-    else:
-        human = load_dataset_dict(script_args.human_dataset_name, script_args.dataset_config)
     labeled = human[script_args.dataset_train_split].map(maybe_extract_prompt)
-    student = model_args.model_name_or_path or script_args.reward_model_name_or_path or (tiny and tiny.reward_model)
-    if student is None:
-        raise ValueError("--train_student needs --model_name_or_path: the reward model to train.")
     reward_args.model_init_kwargs = {"dtype": model_args.dtype, **(reward_args.model_init_kwargs or {})}
     trainer = RewardTrainer(
         model=student,
@@ -201,8 +211,10 @@ def main(script_args, won_args: WestOfNConfig, reward_args: RewardConfig, model_
 
 
 def make_parser(prog: str | None = None) -> TrlParser:
+    import torch
+
     parser = TrlParser(
-        (WestOfNScriptArguments, WestOfNConfig, RewardConfig, ModelConfig),
+        (WestOfNScriptArguments, JudgeArguments, WestOfNConfig, RewardConfig, ModelConfig, DatasetMixtureConfig),
         prog=prog,
         description="Generate West-of-N preference pairs (best and worst of N policy samples, as ranked by a base "
         "preference model), resumably, and optionally train the student reward model on human pairs mixed 1:1 with "

@@ -35,7 +35,7 @@ def build_judge(model, tokenizer, name: str, use_chat_template: bool = False, sh
         tokenizer ([`~transformers.PreTrainedTokenizerBase`]): Its tokenizer.
         name (`str`): The name identifying it in the label store.
         use_chat_template (`bool`, *optional*, defaults to `False`): Send requests through the chat template (for an
-            instruct model given with `--judge`); the demo's own judge reads plain text.
+            instruct model given with `--judge_model_name_or_path`); the demo's own judge reads plain text.
         show_progress (`bool`, *optional*, defaults to `False`): Progress bars while judging.
     """
     return TransformersJudge(

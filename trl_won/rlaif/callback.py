@@ -21,6 +21,9 @@ from .store import LabelStore
 
 logger = logging.getLogger(__name__)
 
+# Each round's preference data: the step zero-padded so that the files sort by step (documented in docs/rlaif.md).
+ROUND_FILE = "round-step{step:07d}.jsonl"
+
 
 class RLAIFLabelerCallback(TrainerCallback):
     """Label the policy's samples with an AI judge every `label_every` steps (or at each epoch end).
@@ -33,7 +36,8 @@ class RLAIFLabelerCallback(TrainerCallback):
        once, at the first round, and reused); or against given reference completions;
     3. labels the pairs through the judge and the label store (main process only);
     4. writes the round's preference dataset (`prompt`, `chosen`, `rejected`, `soft_label`, ...) as JSON lines to
-       `{output_dir}/{output_subdir}/round-step{step}.jsonl`, ready for an iterative DPO or reward-model round;
+       `{output_dir}/{output_subdir}/round-step{step:07d}.jsonl` (step zero-padded to 7 digits so that the files sort
+       by step, e.g. `round-step0000100.jsonl`), ready for an iterative DPO or reward-model round;
     5. logs `rlaif/label_count`, `rlaif/position_consistency`, `rlaif/mean_confidence`, with a reference also
        `rlaif/win_rate` (mean probability that the policy is preferred) and `rlaif/win_rate_hard`, and
        `rlaif/failures`, through the trainer's loggers (`report_to`).
@@ -335,7 +339,7 @@ class RLAIFLabelerCallback(TrainerCallback):
     def _write_round(self, args, step: int, columns: dict[str, list]) -> None:
         folder = Path(args.output_dir) / self.output_subdir
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"round-step{step:07d}.jsonl"
+        path = folder / ROUND_FILE.format(step=step)
         temporary = path.with_suffix(".jsonl.tmp")
         names = list(columns)
         with open(temporary, "w", encoding="utf-8") as f:

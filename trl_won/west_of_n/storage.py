@@ -20,6 +20,7 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from ..errors import TrlWonError
 from .pipeline import PromptResult
 
 
@@ -41,7 +42,7 @@ def prompts_fingerprint(prompts: Sequence) -> str:
     return digest.hexdigest()
 
 
-class ResumeMismatchError(ValueError):
+class ResumeMismatchError(TrlWonError, ValueError):
     """`pairs_dir` holds results made with different arguments."""
 
 
