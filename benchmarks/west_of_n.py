@@ -15,10 +15,10 @@ outside generation: scoring + selection + log-likelihoods (target <= 15%), plus 
     python benchmarks/west_of_n.py                      # about 2 minutes on 2 CPU cores
     python benchmarks/west_of_n.py --device cuda --prompts 64 --n 16 --max-new-tokens 256 --hidden 1024 --layers 8
 
-`--prefill` instead compares sampling with and without `share_prompt_prefill` (each prompt prefilled once for its N
-samples, or N times) in the same run, on prompts of exactly `--prompt-tokens` tokens: `WestOfNGenerator` pairs/s and
-the seconds spent in generation, medians of `--repeats` alternating runs, and their ratios (target >= 2x pairs/s at
-P=256, N=16, R=64, the defaults of this mode):
+`--prefill` instead compares `WestOfNGenerator` with and without `share_prompt_prefill` (each prompt pushed through
+the policy and the reward model once for its N responses, or N times) in the same run, on prompts of exactly
+`--prompt-tokens` tokens: pairs/s and the seconds spent in generation and in reward-model scoring, medians of
+`--repeats` alternating runs, and their ratios (target >= 2x pairs/s at P=256, N=16, R=64, the defaults of this mode):
 
     python benchmarks/west_of_n.py --prefill            # about 5 minutes on 2 CPU cores
 """
@@ -117,6 +117,7 @@ def prefill_comparison(args, policy, scorer, tokenizer, root):
     prompts = prompts_of_length(tokenizer, args.prompts, args.prompt_tokens)
     rates = {False: [], True: []}
     generation = {False: [], True: []}
+    scoring = {False: [], True: []}
     for repeat in range(args.repeats):
         for share in (False, True):
             config = WestOfNConfig(
@@ -134,6 +135,7 @@ def prefill_comparison(args, policy, scorer, tokenizer, root):
             seconds = time.perf_counter() - start
             rates[share].append(len(pairs) / seconds)
             generation[share].append(generator.pipeline.timings.seconds["generation"])
+            scoring[share].append(generator.pipeline.timings.seconds["scoring"])
             stages = ", ".join(f"{k} {v:.1f}" for k, v in generator.pipeline.timings.seconds.items())
             print(
                 f"  run {repeat + 1}, share_prompt_prefill={share}: {len(pairs)} pairs in {seconds:.1f} s ({stages})"
@@ -146,6 +148,8 @@ def prefill_comparison(args, policy, scorer, tokenizer, root):
     )
     print(f"  pairs/s: unshared {off:.3f}, shared {on:.3f}, ratio {on / off:.2f}x (target >= 2x)")
     print(f"  generation seconds: unshared {gen_off:.2f}, shared {gen_on:.2f}, ratio {gen_off / gen_on:.2f}x")
+    score_off, score_on = statistics.median(scoring[False]), statistics.median(scoring[True])
+    print(f"  scoring seconds: unshared {score_off:.2f}, shared {score_on:.2f}, ratio {score_off / score_on:.2f}x")
 
 
 def main():

@@ -189,3 +189,34 @@ def test_recurrent_models_fall_back_to_the_unshared_path_with_a_warning(tokenize
         shared = sample_completions(mamba, tokenizer, MIXED_LENGTHS[:2], 3, params, seed=0, share_prompt=True)
     assert "MambaForCausalLM has recurrent" in caplog.text
     assert _ids(shared) == _ids(unshared)
+
+
+@pytest.mark.parametrize("conversational", [False, True])
+def test_reward_model_scores_with_a_shared_prompt_equal_the_unshared_scores(tiny_paths, conversational):
+    from trl_won.rewards import RewardModelScorer
+
+    prompts = [p if not conversational else [{"role": "user", "content": p}] for p in MIXED_LENGTHS]
+    texts = ["", "Paris.", "Paris is the capital of France, a country in Europe.", "Bake it", "A"]
+
+    def wrap(text):
+        return [{"role": "assistant", "content": text}] if conversational else text
+
+    flat_prompts = [p for p in prompts for _ in texts]
+    flat_completions = [wrap(t) for _ in prompts for t in texts]
+    shared = RewardModelScorer(tiny_paths.reward_model, batch_size=3, share_prompt=True)
+    unshared = RewardModelScorer(tiny_paths.reward_model, batch_size=3)
+    assert shared.share_prompt
+    sequences = shared.tokenize(flat_prompts, flat_completions)
+    # the tokens a prompt's sequences share go through the model once, then only the rest of each sequence
+    shapes = _embedding_calls(shared.model, lambda: shared(flat_prompts, flat_completions))
+    prefill = [shape for shape in shapes if shape[0] == 1]
+    # (standard "A" with the empty completion shares a single token with the others: that group is scored unshared)
+    assert (
+        len(prefill) == len(prompts) - (not conversational)
+        and sum(shape[1] for shape in shapes) < sum(map(len, sequences)) * 0.7
+    )
+    expected = unshared(flat_prompts, flat_completions)
+    assert shared(flat_prompts, flat_completions) == pytest.approx(expected, abs=1e-5)
+    assert len(set(expected)) > len(prompts)  # the scores differ between completions
+    one_by_one = [unshared([p], [c])[0] for p, c in zip(flat_prompts, flat_completions, strict=True)]
+    assert expected == pytest.approx(one_by_one, abs=1e-5)

@@ -262,8 +262,8 @@ def prompt_sharing_unsupported(model, generate_kwargs: dict | None = None) -> st
     config = getattr(base, "config", None)
     if getattr(config, "is_encoder_decoder", False):
         return "an encoder-decoder model"
-    supports_cache = getattr(type(base), "_supports_default_dynamic_cache", None)
-    if supports_cache is None or not supports_cache():
+    supports_cache = getattr(type(base), "_supports_default_dynamic_cache", None)  # absent outside GenerationMixin
+    if supports_cache is not None and not supports_cache():
         return f"{type(base).__name__} does not use transformers' DynamicCache"
     if getattr(getattr(base, "generation_config", None), "cache_implementation", None) is not None:
         return f"its generation config sets cache_implementation={base.generation_config.cache_implementation!r}"

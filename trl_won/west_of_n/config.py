@@ -45,9 +45,10 @@ class WestOfNConfig:
             Seed of the sampling and of the random pick of `strategy="best_random"`. Offline, the samples of a group
             of prompts depend only on this seed and the group's position, so a resumed run equals an uninterrupted one.
         share_prompt_prefill (`bool`, *optional*, defaults to `True`):
-            `transformers` backend: push each prompt through the policy once for its `n` samples (prefill all its
-            tokens but the last once, then repeat the key/value cache `n` times) instead of `n` times. The samples for
-            a seed are the same as without it, up to floating-point rounding. Models whose cache cannot be repeated
+            Push each prompt through the models once rather than `n` times: the policy (`transformers` backend)
+            prefills all its tokens but the last once and repeats the key/value cache for the `n` samples, and a base
+            reward model runs the tokens its `n` sequences share once (offline generator). Samples and scores for a
+            seed are the same as without it, up to floating-point rounding. Models whose cache cannot be repeated
             (recurrent layers, a static cache) fall back to the unshared path with a warning. vLLM always shares
             prompt prefixes.
         chat_template_kwargs (`dict[str, Any]`, *optional*):
@@ -120,8 +121,9 @@ class WestOfNConfig:
     share_prompt_prefill: bool = field(
         default=True,
         metadata={
-            "help": "transformers backend: prefill each prompt once for its n samples and repeat its key/value cache, "
-            "instead of prefilling it n times. Same samples for a seed, up to floating-point rounding."
+            "help": "Prefill each prompt once for its n samples (policy) and score the n responses with their "
+            "shared prompt tokens run once (reward model), instead of n times. Same samples and scores for a seed, "
+            "up to floating-point rounding."
         },
     )
     chat_template_kwargs: dict[str, Any] | str | None = field(

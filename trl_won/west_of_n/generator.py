@@ -212,6 +212,7 @@ class WestOfNGenerator:
             quantization_config=reward_quantization_config,
             model_init_kwargs=init_kwargs,
             chat_template_kwargs=args.chat_template_kwargs,
+            share_prompt=args.share_prompt_prefill,
         )
         self.sampler = build_sampler(policy, args, processing_class, quantization_config)
         self.pipeline = WestOfNPipeline(self.sampler, self.preference, args)
