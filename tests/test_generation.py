@@ -220,3 +220,54 @@ def test_reward_model_scores_with_a_shared_prompt_equal_the_unshared_scores(tiny
     assert len(set(expected)) > len(prompts)  # the scores differ between completions
     one_by_one = [unshared([p], [c])[0] for p, c in zip(flat_prompts, flat_completions, strict=True)]
     assert expected == pytest.approx(one_by_one, abs=1e-5)
+
+
+_ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+# `../shared` next to the checkout (CI), or two levels up for a git worktree under a folder of worktrees
+SHARED_TOKENIZERS = next(
+    (p / "shared" / "tokenizers" for p in (_ROOT, _ROOT.parent, _ROOT.parent.parent) if (p / "shared").is_dir()),
+    _ROOT.parent / "shared" / "tokenizers",
+)
+
+
+@pytest.mark.skipif(not SHARED_TOKENIZERS.is_dir(), reason="needs the real tokenizers in ../shared/tokenizers")
+@pytest.mark.parametrize("name", ["qwen2", "llama-spm", "gpt-2"])
+def test_shared_prompt_with_real_tokenizers(name):
+    """BOS = EOS = PAD (qwen2), an added `<s>` (llama-spm), no chat template (gpt-2); unicode prompts."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, LlamaConfig
+
+    from trl_won.rewards import RewardModelScorer
+
+    tokenizer = AutoTokenizer.from_pretrained(SHARED_TOKENIZERS / name)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    config = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+    )
+    policy = AutoModelForCausalLM.from_config(LlamaConfig(**config))
+    prompts = ["Hello wörld, 日本語 🙂", "A", "What is 1+1? Explain in detail please, step by step."]
+    if tokenizer.chat_template:
+        prompts = [[{"role": "user", "content": p}] for p in prompts]
+    params = SamplingParams(temperature=1.0, max_new_tokens=8)
+    unshared = sample_completions(policy, tokenizer, prompts, 4, params, seed=0, return_logprobs=True)
+    shared = sample_completions(policy, tokenizer, prompts, 4, params, seed=0, return_logprobs=True, share_prompt=True)
+    assert _ids(shared) == _ids(unshared)
+
+    reward_model = AutoModelForSequenceClassification.from_config(LlamaConfig(num_labels=1, **config))
+    flat_prompts = [p for p in prompts for _ in range(4)]
+    completions = [
+        [{"role": "assistant", "content": s.text}] if tokenizer.chat_template else s.text
+        for row in shared
+        for s in row
+    ]
+    expected = RewardModelScorer(reward_model, tokenizer, batch_size=5)(flat_prompts, completions)
+    scores = RewardModelScorer(reward_model, tokenizer, batch_size=5, share_prompt=True)(flat_prompts, completions)
+    assert scores == pytest.approx(expected, abs=1e-5)

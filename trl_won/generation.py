@@ -225,7 +225,10 @@ def sample_completions(
             ).to(device)
             cache = None
             if share_prompt and num_samples > 1:
-                cache = prefill_shared_prompts(model, encoded["input_ids"], encoded["attention_mask"], num_samples)
+                extra = {k: v for k, v in encoded.items() if k not in ("input_ids", "attention_mask")}
+                cache = prefill_shared_prompts(
+                    model, encoded["input_ids"], encoded["attention_mask"], num_samples, **extra
+                )
             # Each prompt's row repeated `num_samples` times: what `num_return_sequences` does, but also for greedy.
             encoded = {key: value.repeat_interleave(num_samples, dim=0) for key, value in encoded.items()}
             if cache is not None:
@@ -280,7 +283,7 @@ def prompt_sharing_unsupported(model, generate_kwargs: dict | None = None) -> st
 
 
 def prefill_shared_prompts(
-    model, input_ids: torch.Tensor, attention_mask: torch.Tensor, num_samples: int
+    model, input_ids: torch.Tensor, attention_mask: torch.Tensor, num_samples: int, **extra: torch.Tensor
 ) -> DynamicCache | None:
     """Prefill a left-padded prompt batch once and repeat its key/value cache for `num_samples` samples per prompt.
 
@@ -289,7 +292,8 @@ def prefill_shared_prompts(
     `generate` with the repeated `input_ids` and `attention_mask`, the cache makes `generate` run only the last prompt
     token, once per sample, and sample the first token from its logits: the same random draws, in the same order, as
     without the cache. Positions come from the attention mask exactly as `generate` computes them, so left padding is
-    handled as in the unshared path.
+    handled as in the unshared path. Other per-token tokenizer outputs (`extra`, such as `token_type_ids`) are passed
+    along, cut like `input_ids`.
 
     Returns `None` (use the unshared path) when the prompts are one token long. Check [`prompt_sharing_unsupported`]
     first: models with recurrent (linear-attention/SSM) layers are refused.
@@ -308,6 +312,7 @@ def prefill_shared_prompts(
         position_ids=position_ids[:, :-1],
         cache=cache,
         use_cache=True,
+        **{key: value[:, :-1] for key, value in extra.items()},
         **kwargs,
     )
     cache.batch_repeat_interleave(num_samples)

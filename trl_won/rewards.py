@@ -10,6 +10,7 @@ import asyncio
 import copy
 import inspect
 import json
+import logging
 import math
 import types
 from collections.abc import Callable, Sequence
@@ -22,6 +23,9 @@ from transformers import DynamicCache
 from .data_utils import Completion, Prompt, tokenize_for_reward_model
 from .generation import eval_mode, prompt_sharing_unsupported
 from .models import load_reward_model, load_tokenizer, weights_digest
+
+
+logger = logging.getLogger(__name__)
 
 
 class RewardModelScorer:
@@ -84,7 +88,10 @@ class RewardModelScorer:
         self.max_length = max_length
         self.chat_template_kwargs = chat_template_kwargs or {}
         self.show_progress = show_progress
-        self.share_prompt = share_prompt and prompt_sharing_unsupported(self.model) is None
+        self.share_prompt = share_prompt
+        if share_prompt and (reason := prompt_sharing_unsupported(self.model)) is not None:
+            logger.warning("Scoring each prompt's tokens once is not possible (%s); scoring them unshared.", reason)
+            self.share_prompt = False
         self.__name__ = self.name
 
     @property
