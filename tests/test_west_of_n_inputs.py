@@ -216,8 +216,12 @@ def test_config_type_errors_name_the_argument(kwargs, error, match):
 def test_config_accepts_what_the_command_line_gives():
     from pathlib import Path
 
+    import numpy as np
+
     config = WestOfNConfig(chat_template_kwargs='{"enable_thinking": false}', pairs_dir=Path("out"), temperature=1)
     assert config.chat_template_kwargs == {"enable_thinking": False} and config.pairs_dir == "out"
+    swept = WestOfNConfig(n=np.int64(4), temperature=np.float32(0.5))  # values from a numpy sweep
+    assert swept.n == 4 and type(swept.n) is int and swept.temperature == 0.5 and type(swept.temperature) is float
     assert config.share_prompt_prefill is True
 
 

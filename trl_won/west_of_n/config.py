@@ -2,6 +2,7 @@
 
 import json
 import math
+import numbers
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -222,16 +223,18 @@ class WestOfNConfig:
                 raise TypeError(f"`{name}` must be a dict (or a JSON object string), got {type(value).__name__}.")
         for name in self._INT_FIELDS:
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
                 raise TypeError(f"`{name}` must be an integer, got {type(value).__name__} {value!r}.")
+            setattr(self, name, int(value))  # numpy integers too
         for name in self._FLOAT_FIELDS + self._OPTIONAL_FLOAT_FIELDS:
             value = getattr(self, name)
             if value is None and name in self._OPTIONAL_FLOAT_FIELDS:
                 continue
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
                 raise TypeError(f"`{name}` must be a number, got {type(value).__name__} {value!r}.")
             if not math.isfinite(value):
                 raise ValueError(f"`{name}` must be a finite number, got {value!r}.")
+            setattr(self, name, float(value) if not isinstance(value, int) else value)
         for name in self._BOOL_FIELDS:
             value = getattr(self, name)
             if not isinstance(value, bool):
