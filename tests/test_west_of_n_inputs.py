@@ -79,7 +79,7 @@ def test_a_damaged_manifest_names_the_file_and_what_to_do(tiny_paths, tmp_path, 
     manifest = tmp_path / "pairs" / MANIFEST
     manifest.write_bytes(content if isinstance(content, bytes) else content.encode())
     with pytest.raises(
-        DamagedPairsDirError, match=r"manifest\.json .*damaged.*move .* aside.*new `pairs_dir`"
+        DamagedPairsDirError, match=r"manifest\.json .*damaged.*Move the directory aside.*new `pairs_dir`"
     ) as error:
         WestOfNGenerator(tiny_paths.policy, args, reward_funcs=text_length).generate(UNICODE_PROMPTS[:2])
     assert str(manifest) in str(error.value)

@@ -60,10 +60,9 @@ def read_manifest(path: Path) -> dict:
             return manifest
         problem = f"holds a {type(manifest).__name__}, not the JSON object of a manifest"
     raise DamagedPairsDirError(
-        f"{path} {problem}: it was damaged (for instance a copy or a disk-full write was cut short), so it is unknown "
-        f"how the results in {path.parent} were made. If you know they were made with the arguments of this run, "
-        f"move {path} aside (`mv {path} {path}.damaged`) and delete the shards too, or start over in a new "
-        "`pairs_dir`."
+        f"{path} {problem}: the file was damaged (for instance a copy or a disk-full write was cut short), so it is "
+        f"unknown how the results in {path.parent} were made and they cannot be resumed. Move the directory aside "
+        f"(`mv {path.parent} {path.parent}.damaged`) and rerun to start over, or give a new `pairs_dir`."
     )
 
 
