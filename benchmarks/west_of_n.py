@@ -14,11 +14,20 @@ outside generation: scoring + selection + log-likelihoods (target <= 15%), plus 
 
     python benchmarks/west_of_n.py                      # about 2 minutes on 2 CPU cores
     python benchmarks/west_of_n.py --device cuda --prompts 64 --n 16 --max-new-tokens 256 --hidden 1024 --layers 8
+
+`--prefill` instead compares `WestOfNGenerator` with and without `share_prompt_prefill` (each prompt pushed through
+the policy and the reward model once for its N responses, or N times) in the same run, on prompts of exactly
+`--prompt-tokens` tokens: pairs/s and the seconds spent in generation and in reward-model scoring, medians of
+`--repeats` alternating runs, and their ratios (target >= 2x pairs/s at P=256, N=16, R=64, the defaults of this mode):
+
+    python benchmarks/west_of_n.py --prefill            # about 5 minutes on 2 CPU cores
 """
 
 import argparse
 import math
 import os
+import random
+import statistics
 import tempfile
 import time
 
@@ -51,7 +60,19 @@ def parse_args():
     parser.add_argument("--scoring-batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads.")
     parser.add_argument("--device", default="cpu")
-    return parser.parse_args()
+    parser.add_argument(
+        "--prefill", action="store_true", help="Compare share_prompt_prefill off/on instead of batched vs naive."
+    )
+    parser.add_argument("--prompt-tokens", type=int, default=256, help="--prefill: tokens per prompt (P).")
+    parser.add_argument("--repeats", type=int, default=3, help="--prefill: runs of each path (medians reported).")
+    args = parser.parse_args()
+    if args.prefill:  # this mode's defaults: P=256, N=16, R=64, 8 prompts
+        defaults = {"prompts": 16, "n": 8, "max_new_tokens": 64}
+        wanted = {"prompts": 8, "n": 16, "max_new_tokens": 64}
+        for name, value in wanted.items():
+            if getattr(args, name) == defaults[name]:
+                setattr(args, name, value)
+    return args
 
 
 def naive_loop(policy, tokenizer, scorer, prompts, n, params, device):
@@ -74,6 +95,61 @@ def naive_loop(policy, tokenizer, scorer, prompts, n, params, device):
     if device.type == "cuda":
         torch.cuda.synchronize()
     return pairs
+
+
+def prompts_of_length(tokenizer, count: int, length: int, seed: int = 0) -> list[str]:
+    """`count` distinct texts that the tokenizer encodes (with special tokens) into exactly `length` tokens."""
+    rng = random.Random(seed)
+    words = [w for w in tokenizer.get_vocab() if w.isalpha()]
+    special = len(tokenizer("a")["input_ids"]) - len(tokenizer("a", add_special_tokens=False)["input_ids"])
+    prompts = []
+    while len(prompts) < count:
+        text = " ".join(rng.choice(words) for _ in range(2 * length))
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"][: length - special]
+        text = tokenizer.decode(ids)
+        if len(tokenizer(text)["input_ids"]) == length:
+            prompts.append(text)
+    return prompts
+
+
+def prefill_comparison(args, policy, scorer, tokenizer, root):
+    """Pairs/s and generation seconds of `WestOfNGenerator` with `share_prompt_prefill` off and on, alternating."""
+    prompts = prompts_of_length(tokenizer, args.prompts, args.prompt_tokens)
+    rates = {False: [], True: []}
+    generation = {False: [], True: []}
+    scoring = {False: [], True: []}
+    for repeat in range(args.repeats):
+        for share in (False, True):
+            config = WestOfNConfig(
+                n=args.n,
+                max_new_tokens=args.max_new_tokens,
+                generation_batch_size=args.generation_batch_size,
+                scoring_batch_size=args.scoring_batch_size,
+                pairs_dir=f"{root}/pairs-{share}-{repeat}",
+                show_progress=False,
+                share_prompt_prefill=share,
+            )
+            generator = WestOfNGenerator(policy, config, reward_model=scorer.model, processing_class=tokenizer)
+            start = time.perf_counter()
+            pairs = generator.generate(prompts)
+            seconds = time.perf_counter() - start
+            rates[share].append(len(pairs) / seconds)
+            generation[share].append(generator.pipeline.timings.seconds["generation"])
+            scoring[share].append(generator.pipeline.timings.seconds["scoring"])
+            stages = ", ".join(f"{k} {v:.1f}" for k, v in generator.pipeline.timings.seconds.items())
+            print(
+                f"  run {repeat + 1}, share_prompt_prefill={share}: {len(pairs)} pairs in {seconds:.1f} s ({stages})"
+            )
+    off, on = statistics.median(rates[False]), statistics.median(rates[True])
+    gen_off, gen_on = statistics.median(generation[False]), statistics.median(generation[True])
+    print(
+        f"P={args.prompt_tokens}, N={args.n}, R={args.max_new_tokens}, {args.prompts} prompts, medians of "
+        f"{args.repeats} runs:"
+    )
+    print(f"  pairs/s: unshared {off:.3f}, shared {on:.3f}, ratio {on / off:.2f}x (target >= 2x)")
+    print(f"  generation seconds: unshared {gen_off:.2f}, shared {gen_on:.2f}, ratio {gen_off / gen_on:.2f}x")
+    score_off, score_on = statistics.median(scoring[False]), statistics.median(scoring[True])
+    print(f"  scoring seconds: unshared {score_off:.2f}, shared {score_on:.2f}, ratio {score_off / score_on:.2f}x")
 
 
 def main():
@@ -104,6 +180,10 @@ def main():
             f"max_new_tokens={args.max_new_tokens}, {args.threads} thread(s), device {device}"
         )
         sample_completions(policy, tokenizer, prompts[:2], 2, SamplingParams(max_new_tokens=4))  # warm-up
+        if args.prefill:
+            print(f"load average: {os.getloadavg()[0]:.2f}, {os.getloadavg()[1]:.2f}, {os.getloadavg()[2]:.2f}")
+            prefill_comparison(args, policy, scorer, tokenizer, root)
+            return
 
         config = WestOfNConfig(
             n=args.n,

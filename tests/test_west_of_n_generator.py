@@ -297,3 +297,25 @@ def test_bad_judge_answers(tiny_paths, tmp_path):
         WestOfNGenerator(tiny_paths.policy, small(tmp_path, name="a"), judge=out_of_range).generate(prompts)
     with pytest.raises(ValueError, match=r"judge 'too_few' returned 0 results for 2 pairs"):
         WestOfNGenerator(tiny_paths.policy, small(tmp_path, name="b"), judge=too_few).generate(prompts)
+
+
+@pytest.mark.parametrize("conversational", [False, True])
+def test_sharing_the_prompt_gives_the_pairs_of_the_unshared_run(tiny_paths, tmp_path, conversational):
+    """`share_prompt_prefill` (policy prefill and reward-model scoring) changes results only by rounding."""
+    prompts = toy_prompt_dataset(conversational=conversational)
+    runs = {}
+    for share in (False, True):
+        args = small(
+            tmp_path, name=f"share-{share}", temperature=1.0, keep_candidates=True, share_prompt_prefill=share
+        )
+        generator = WestOfNGenerator(tiny_paths.policy, args, reward_model=tiny_paths.reward_model)
+        assert generator.sampler.share_prompt == share
+        assert generator.preference.reward_funcs[0].share_prompt == share
+        runs[share] = generator.generate(prompts)
+    shared, unshared = runs[True], runs[False]
+    for column in ("prompt", "chosen", "rejected", "completions"):
+        assert shared[column] == unshared[column]
+    for column in ("chosen_score", "rejected_score", "confidence", "chosen_logp", "rejected_logp"):
+        assert shared[column] == pytest.approx(unshared[column], abs=1e-5)
+    assert [r == pytest.approx(u, abs=1e-5) for r, u in zip(shared["rewards"], unshared["rewards"])] == [True] * 8
+    assert len({c for row in shared["completions"] for c in map(str, row)}) > 8

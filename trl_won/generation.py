@@ -4,18 +4,26 @@ Used by West-of-N (N candidates per prompt), the RLAIF labeler callback (policy 
 (Best-of-N). The model may be PEFT-wrapped, quantized, or wrapped by DDP; it is put in eval mode while sampling and
 its previous mode restored afterwards. Sampling runs under its own seeded RNG so that it does not perturb the random
 state of a surrounding training run.
+
+With `share_prompt=True` each prompt is prefilled once for all its samples (see [`prefill_shared_prompts`]).
 """
 
 import contextlib
+import inspect
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from accelerate.utils import extract_model_from_parallel
 from tqdm.auto import tqdm
-from transformers import LogitsProcessor, LogitsProcessorList
+from transformers import DynamicCache, LogitsProcessor, LogitsProcessorList
+from transformers.cache_utils import LinearAttentionCacheLayerMixin
 
 from .data_utils import Prompt, is_conversational_prompt, prompt_for_generation
+
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -148,6 +156,7 @@ def sample_completions(
     chat_template_kwargs: dict | None = None,
     return_logprobs: bool = False,
     generate_kwargs: dict | None = None,
+    share_prompt: bool = False,
 ) -> list[list[Sample]]:
     """Sample `num_samples` completions for every prompt.
 
@@ -178,6 +187,12 @@ def sample_completions(
             computes anyway (see `_SampledTokenLogprobs`).
         generate_kwargs (`dict`, *optional*):
             Extra arguments for `model.generate` (for instance `synced_gpus=True` for a sharded model).
+        share_prompt (`bool`, *optional*, defaults to `False`):
+            Push each prompt through the model once for all its samples instead of once per sample: all prompt tokens
+            but the last are prefilled once per prompt and the key/value cache is repeated for the samples (see
+            [`prefill_shared_prompts`]). The samples for a seed are those of `share_prompt=False` up to floating-point
+            rounding (the random draws are the same, in the same order). Models whose cache cannot be repeated fall
+            back to the unshared path with a warning.
 
     Returns:
         `list[list[Sample]]`: For each prompt, its `num_samples` samples.
@@ -191,6 +206,13 @@ def sample_completions(
     eos_ids = _eos_token_ids(model, tokenizer)
     prompts_per_call = max(1, batch_size // num_samples)
     chat_template_kwargs = chat_template_kwargs or {}
+    if share_prompt and num_samples > 1:
+        reason = prompt_sharing_unsupported(model, generate_kwargs)
+        if reason is not None:
+            logger.warning(
+                "Prefilling each prompt once is not possible (%s); every sample prefills its prompt.", reason
+            )
+            share_prompt = False
     results: list[list[Sample]] = []
     progress = tqdm(total=len(prompts), desc="Sampling", unit="prompt", disable=not show_progress)
     with eval_mode(model), seeded(seed, device), torch.inference_mode():
@@ -201,8 +223,16 @@ def sample_completions(
             encoded = tokenizer(
                 texts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=add_special
             ).to(device)
+            cache = None
+            if share_prompt and num_samples > 1:
+                extra = {k: v for k, v in encoded.items() if k not in ("input_ids", "attention_mask")}
+                cache = prefill_shared_prompts(
+                    model, encoded["input_ids"], encoded["attention_mask"], num_samples, **extra
+                )
             # Each prompt's row repeated `num_samples` times: what `num_return_sequences` does, but also for greedy.
             encoded = {key: value.repeat_interleave(num_samples, dim=0) for key, value in encoded.items()}
+            if cache is not None:
+                encoded["cache"] = cache
             recorder = _SampledTokenLogprobs() if return_logprobs else None
             output = model.generate(
                 **encoded,
@@ -226,6 +256,67 @@ def sample_completions(
             progress.update(len(chunk))
     progress.close()
     return results
+
+
+def prompt_sharing_unsupported(model, generate_kwargs: dict | None = None) -> str | None:
+    """Why [`prefill_shared_prompts`] cannot be used with `model` (and these `generate` arguments), or `None`."""
+    model = extract_model_from_parallel(model)
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT
+    config = getattr(base, "config", None)
+    if getattr(config, "is_encoder_decoder", False):
+        return "an encoder-decoder model"
+    supports_cache = getattr(type(base), "_supports_default_dynamic_cache", None)  # absent outside GenerationMixin
+    if supports_cache is not None and not supports_cache():
+        return f"{type(base).__name__} does not use transformers' DynamicCache"
+    if getattr(getattr(base, "generation_config", None), "cache_implementation", None) is not None:
+        return f"its generation config sets cache_implementation={base.generation_config.cache_implementation!r}"
+    if (generate_kwargs or {}).get("synced_gpus"):
+        return "`synced_gpus=True`: the extra prefill forward would have to be synchronized across processes"
+    if "cache" not in inspect.signature(base.forward).parameters:
+        return f"{type(base).__name__}.forward takes no `cache` argument"
+    layers = DynamicCache(config=config.get_text_config(decoder=True)).layers  # empty layers: no memory yet
+    if any(isinstance(layer, LinearAttentionCacheLayerMixin) for layer in layers):
+        # A recurrent state summarizes the whole prefix: it cannot be stopped one token short of the prompt for
+        # `generate` to continue from, and its left-padding handling differs.
+        return f"{type(base).__name__} has recurrent (linear-attention/SSM) layers"
+    return None
+
+
+def prefill_shared_prompts(
+    model, input_ids: torch.Tensor, attention_mask: torch.Tensor, num_samples: int, **extra: torch.Tensor
+) -> DynamicCache | None:
+    """Prefill a left-padded prompt batch once and repeat its key/value cache for `num_samples` samples per prompt.
+
+    All prompt tokens but the last go through the model once per prompt, and each layer's keys and values are repeated
+    `num_samples` times along the batch (`repeat_interleave`, the same order as the repeated prompt rows). Passed to
+    `generate` with the repeated `input_ids` and `attention_mask`, the cache makes `generate` run only the last prompt
+    token, once per sample, and sample the first token from its logits: the same random draws, in the same order, as
+    without the cache. Positions come from the attention mask exactly as `generate` computes them, so left padding is
+    handled as in the unshared path. Other per-token tokenizer outputs (`extra`, such as `token_type_ids`) are passed
+    along, cut like `input_ids`.
+
+    Returns `None` (use the unshared path) when the prompts are one token long. Check [`prompt_sharing_unsupported`]
+    first: models with recurrent (linear-attention/SSM) layers are refused.
+    """
+    if input_ids.shape[1] < 2:
+        return None
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    cache = DynamicCache(config=base.config.get_text_config(decoder=True))
+    if any(isinstance(layer, LinearAttentionCacheLayerMixin) for layer in cache.layers):
+        raise ValueError(f"{type(base).__name__} has recurrent layers: see `prompt_sharing_unsupported`.")
+    position_ids = (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
+    kwargs = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(base.forward).parameters else {}
+    model(
+        input_ids=input_ids[:, :-1],
+        attention_mask=attention_mask[:, :-1],
+        position_ids=position_ids[:, :-1],
+        cache=cache,
+        use_cache=True,
+        **{key: value[:, :-1] for key, value in extra.items()},
+        **kwargs,
+    )
+    cache.batch_repeat_interleave(num_samples)
+    return cache
 
 
 def _eos_token_ids(model, tokenizer) -> set[int]:

@@ -7,8 +7,10 @@ Async functions are awaited. A sequence-classification reward model (object or p
 """
 
 import asyncio
+import copy
 import inspect
 import json
+import logging
 import math
 import types
 from collections.abc import Callable, Sequence
@@ -16,10 +18,14 @@ from typing import Any
 
 import torch
 from tqdm.auto import tqdm
+from transformers import DynamicCache
 
 from .data_utils import Completion, Prompt, as_real, tokenize_for_reward_model
-from .generation import eval_mode
+from .generation import eval_mode, prompt_sharing_unsupported
 from .models import load_reward_model, load_tokenizer, weights_digest
+
+
+logger = logging.getLogger(__name__)
 
 
 class RewardModelScorer:
@@ -45,6 +51,10 @@ class RewardModelScorer:
             Extra arguments for the chat template.
         show_progress (`bool`, *optional*, defaults to `False`):
             Show a progress bar.
+        share_prompt (`bool`, *optional*, defaults to `False`):
+            Score consecutive completions of the same prompt (as West-of-N sends its N responses) with the tokens they
+            share pushed through the model once: see [`~RewardModelScorer.score_groups`]. Scores equal the unshared
+            ones up to floating-point rounding. Models whose cache cannot be repeated are scored unshared.
     """
 
     def __init__(
@@ -57,6 +67,7 @@ class RewardModelScorer:
         model_init_kwargs: dict | None = None,
         chat_template_kwargs: dict | None = None,
         show_progress: bool = False,
+        share_prompt: bool = False,
     ):
         self.model = load_reward_model(
             model,
@@ -77,6 +88,10 @@ class RewardModelScorer:
         self.max_length = max_length
         self.chat_template_kwargs = chat_template_kwargs or {}
         self.show_progress = show_progress
+        self.share_prompt = share_prompt
+        if share_prompt and (reason := prompt_sharing_unsupported(self.model)) is not None:
+            logger.warning("Scoring each prompt's tokens once is not possible (%s); scoring them unshared.", reason)
+            self.share_prompt = False
         self.__name__ = self.name
 
     @property
@@ -118,7 +133,77 @@ class RewardModelScorer:
         return scores
 
     def __call__(self, prompts: Sequence[Prompt], completions: Sequence[Completion], **kwargs) -> list[float]:
-        return self.score_ids(self.tokenize(prompts, completions))
+        sequences = self.tokenize(prompts, completions)
+        if not self.share_prompt:
+            return self.score_ids(sequences)
+        groups, start = [], 0  # runs of consecutive completions of one prompt
+        for i in range(1, len(prompts) + 1):
+            if i == len(prompts) or prompts[i] != prompts[start]:
+                groups.append(range(start, i))
+                start = i
+        return self.score_groups(sequences, groups)
+
+    def score_groups(self, sequences: Sequence[Sequence[int]], groups: Sequence[Sequence[int]]) -> list[float]:
+        """Scores of tokenized sequences, each group's common first tokens pushed through the model once.
+
+        For a group (the completions of one prompt), the tokens every sequence starts with, up to the last scored token
+        of the shortest, go through the model once; the key/value cache is repeated for the group's micro-batches
+        and only the remaining tokens of each sequence are run, right-padded, at the positions they have in the full
+        sequence. The score is read at the same token as in [`score_ids`] (the last non-pad token), so the scores
+        equal `score_ids(sequences)` up to floating-point rounding. Groups of one sequence, or with fewer than two
+        shared tokens, are scored by [`score_ids`].
+        """
+        scores = [0.0] * len(sequences)
+        pad_id = self.model.config.get_text_config().pad_token_id
+        unshared = []
+        device = next(self.model.parameters()).device
+        with eval_mode(self.model), torch.inference_mode():
+            for group in groups:
+                group = list(group)
+                split = _shared_prefix_length([sequences[i] for i in group], pad_id)
+                if len(group) < 2 or split < 2:
+                    unshared += group
+                    continue
+                prefix = torch.tensor([list(sequences[group[0]][:split])], device=device)
+                cache = DynamicCache(config=self.model.config.get_text_config(decoder=True))
+                self.model(input_ids=prefix, attention_mask=torch.ones_like(prefix), cache=cache, use_cache=True)
+                for start in range(0, len(group), self.batch_size):
+                    batch = group[start : start + self.batch_size]
+                    width = max(len(sequences[i]) for i in batch) - split
+                    input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+                    attention_mask = torch.zeros((len(batch), split + width), dtype=torch.long)
+                    attention_mask[:, :split] = 1
+                    for row, i in enumerate(batch):
+                        suffix = sequences[i][split:]
+                        input_ids[row, : len(suffix)] = torch.tensor(suffix)
+                        attention_mask[row, split : split + len(suffix)] = 1
+                    position_ids = torch.arange(split, split + width).expand(len(batch), -1)
+                    batch_cache = copy.deepcopy(cache)
+                    batch_cache.batch_repeat_interleave(len(batch))
+                    logits = self.model(
+                        input_ids=input_ids.to(device),
+                        attention_mask=attention_mask.to(device),
+                        position_ids=position_ids.to(device),
+                        cache=batch_cache,
+                        use_cache=True,
+                    ).logits
+                    for row, i in enumerate(batch):
+                        scores[i] = float(logits[row, 0])
+        if unshared:
+            for i, score in zip(unshared, self.score_ids([sequences[i] for i in unshared]), strict=True):
+                scores[i] = score
+        return scores
+
+
+def _shared_prefix_length(sequences: Sequence[Sequence[int]], pad_id: int) -> int:
+    """How many first tokens `sequences` can share: their common prefix, stopping before the last non-pad token of
+    each (the token a sequence-classification model reads the score at must be in the unshared part)."""
+    limit = min(max((k for k, token in enumerate(seq) if token != pad_id), default=0) for seq in sequences)
+    first = sequences[0]
+    length = 0
+    while length < limit and all(seq[length] == first[length] for seq in sequences):
+        length += 1
+    return length
 
 
 def reward_func_name(func: Any) -> str:

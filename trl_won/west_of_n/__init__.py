@@ -7,11 +7,12 @@ from .iterative import iterative_west_of_n
 from .mixing import mix_preference_datasets, mix_preferences_and_prompts
 from .pairs_dataset import read_west_of_n_pairs
 from .preference_model import PairwisePreferenceModel, PointwisePreferenceModel, build_preference_model
-from .storage import ResumeMismatchError
+from .storage import DamagedPairsDirError, ResumeMismatchError
 from .trainer import WestOfNRewardTrainer
 
 
 __all__ = [
+    "DamagedPairsDirError",
     "PairwisePreferenceModel",
     "PointwisePreferenceModel",
     "ResumeMismatchError",

@@ -1,6 +1,9 @@
 """Settings of West-of-N synthetic preference generation, shared by the offline generator and the online collator."""
 
 import json
+import math
+import numbers
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +45,13 @@ class WestOfNConfig:
         sampling_seed (`int`, *optional*, defaults to `42`):
             Seed of the sampling and of the random pick of `strategy="best_random"`. Offline, the samples of a group
             of prompts depend only on this seed and the group's position, so a resumed run equals an uninterrupted one.
+        share_prompt_prefill (`bool`, *optional*, defaults to `True`):
+            Push each prompt through the models once rather than `n` times: the policy (`transformers` backend)
+            prefills all its tokens but the last once and repeats the key/value cache for the `n` samples, and a base
+            reward model runs the tokens its `n` sequences share once (offline generator). Samples and scores for a
+            seed are the same as without it, up to floating-point rounding. Models whose cache cannot be repeated
+            (recurrent layers, a static cache) fall back to the unshared path with a warning. vLLM always shares
+            prompt prefixes.
         chat_template_kwargs (`dict[str, Any]`, *optional*):
             Extra arguments for the chat template, applied to conversational prompts.
         policy_init_kwargs (`dict[str, Any]`, *optional*):
@@ -108,6 +118,14 @@ class WestOfNConfig:
     )
     sampling_seed: int = field(
         default=42, metadata={"help": "Seed of the sampling and of the random pick of strategy='best_random'."}
+    )
+    share_prompt_prefill: bool = field(
+        default=True,
+        metadata={
+            "help": "Prefill each prompt once for its n samples (policy) and score the n responses with their "
+            "shared prompt tokens run once (reward model), instead of n times. Same samples and scores for a seed, "
+            "up to floating-point rounding."
+        },
     )
     chat_template_kwargs: dict[str, Any] | str | None = field(
         default=None, metadata={"help": "Extra arguments for the chat template."}
@@ -179,14 +197,63 @@ class WestOfNConfig:
         default=None, metadata={"help": "Extra keyword arguments for `vllm.LLM`."}
     )
 
+    _INT_FIELDS = (
+        "n",
+        "top_k",
+        "max_new_tokens",
+        "generation_batch_size",
+        "scoring_batch_size",
+        "sampling_seed",
+        "confidence_window",
+    )
+    _FLOAT_FIELDS = ("temperature", "top_p", "vllm_gpu_memory_utilization")
+    _OPTIONAL_FLOAT_FIELDS = ("confidence_quantile", "confidence_threshold", "min_logp", "max_logp")
+    _BOOL_FIELDS = ("share_prompt_prefill", "keep_candidates", "show_progress", "use_vllm")
+
     def __post_init__(self):
         for name in self._DICT_FIELDS:
             value = getattr(self, name)
             if isinstance(value, str):  # from the command line
                 try:
-                    setattr(self, name, json.loads(value))
+                    value = json.loads(value)
                 except json.JSONDecodeError as error:
                     raise ValueError(f"`{name}` must be a JSON object, got {value!r} ({error}).") from None
+                setattr(self, name, value)
+            if value is not None and not isinstance(value, dict):
+                raise TypeError(f"`{name}` must be a dict (or a JSON object string), got {type(value).__name__}.")
+        for name in self._INT_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise TypeError(f"`{name}` must be an integer, got {type(value).__name__} {value!r}.")
+            setattr(self, name, int(value))  # numpy integers too
+        for name in self._FLOAT_FIELDS + self._OPTIONAL_FLOAT_FIELDS:
+            value = getattr(self, name)
+            if value is None and name in self._OPTIONAL_FLOAT_FIELDS:
+                continue
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise TypeError(f"`{name}` must be a number, got {type(value).__name__} {value!r}.")
+            if not math.isfinite(value):
+                raise ValueError(f"`{name}` must be a finite number, got {value!r}.")
+            setattr(self, name, float(value) if not isinstance(value, int) else value)
+        for name in self._BOOL_FIELDS:
+            value = getattr(self, name)
+            if not isinstance(value, bool):
+                raise TypeError(f"`{name}` must be True or False, got {type(value).__name__} {value!r}.")
+        if isinstance(self.pairs_dir, os.PathLike):
+            self.pairs_dir = os.fspath(self.pairs_dir)
+        if not isinstance(self.pairs_dir, str) or not self.pairs_dir.strip():
+            raise ValueError(
+                f"`pairs_dir` must be a directory path, got {self.pairs_dir!r} (an empty path would write into the "
+                "current directory)."
+            )
+        if self.reward_weights is not None:
+            if isinstance(self.reward_weights, (str, bytes)) or not isinstance(self.reward_weights, (list, tuple)):
+                raise TypeError(f"`reward_weights` must be a list of numbers, got {self.reward_weights!r}.")
+            for k, weight in enumerate(self.reward_weights):
+                if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight):
+                    raise ValueError(f"`reward_weights[{k}]` must be a finite number, got {weight!r}.")
+        if not isinstance(self.strategy, str):
+            raise TypeError(f"`strategy` must be one of {', '.join(map(repr, STRATEGIES))}, got {self.strategy!r}.")
         _check(self.n >= 2, "n", self.n, "must be >= 2: a pair needs at least two responses per prompt")
         _check(
             self.strategy in STRATEGIES,

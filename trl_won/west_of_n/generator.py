@@ -2,10 +2,10 @@
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from datasets import Dataset, IterableDataset
+from datasets import Dataset, DatasetDict, IterableDataset, IterableDatasetDict
 from tqdm.auto import tqdm
 
 from ..data_utils import is_conversational_prompt, require_columns, row_error
@@ -36,7 +36,8 @@ def chunk_seed(seed: int, chunk: int) -> int:
 
 
 def validate_prompts(prompts: Sequence) -> None:
-    """Every prompt is a non-empty string or a non-empty list of messages, all in the same format."""
+    """Every prompt is a string with some non-blank text, or a non-empty list of `{"role", "content"}` messages, all
+    in the same format; otherwise a [`DatasetFormatError`] names the row and the fix."""
     if len(prompts) == 0:
         raise ValueError("The prompt dataset is empty.")
     conversational = is_conversational_prompt(prompts[0])
@@ -49,10 +50,77 @@ def validate_prompts(prompts: Sequence) -> None:
                 f"{'conversational' if conversational else 'standard'}.",
                 "Use one format (plain strings, or lists of {'role', 'content'} messages) for every prompt.",
             )
-        if not conversational and (not isinstance(prompt, str) or not prompt):
+        if conversational:
+            _validate_messages(i, prompt)
+        elif not isinstance(prompt, str) or not prompt.strip():
+            what = "a blank string" if isinstance(prompt, str) else f"{type(prompt).__name__} {_short(prompt)}"
             raise row_error(
-                i, "prompt", f"expected a non-empty string or a list of messages, got {prompt!r}.", "Fix or drop it."
+                i,
+                "prompt",
+                f"expected a string with some text or a list of {{'role', 'content'}} messages, got {what}.",
+                "Fix or drop the row (e.g. `dataset.filter(lambda row: row['prompt'].strip() != '')`).",
             )
+
+
+def _validate_messages(row: int, messages: list) -> None:
+    for k, message in enumerate(messages):
+        where = f"prompt[{k}]"
+        if not isinstance(message, dict):
+            raise row_error(
+                row, where, f"expected a {{'role', 'content'}} message, got {_short(message)}.", "Fix the message."
+            )
+        role, content = message.get("role"), message.get("content")
+        if not isinstance(role, str) or not role:
+            raise row_error(row, where, f"has no role (got {role!r}).", "Give every message a 'role' string.")
+        if not isinstance(content, (str, list)):
+            raise row_error(
+                row,
+                where,
+                f"expected a string 'content', got {_short(content)}.",
+                "Give every message a 'content' string (use '' for an empty turn).",
+            )
+    if not any(isinstance(m["content"], list) or m["content"].strip() for m in messages):
+        raise row_error(
+            row, "prompt", "every message is blank, so there is nothing to answer.", "Fix or drop the row."
+        )
+
+
+def _short(value, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def check_prompt_lengths(prompt_lengths: Sequence[int], max_new_tokens: int, context: int | None) -> None:
+    """Refuse prompts that fill the policy's context; warn about those that leave less than `max_new_tokens` of it.
+
+    Args:
+        prompt_lengths (`Sequence[int]`): Tokens of each prompt, as fed to the policy.
+        max_new_tokens (`int`): Tokens per response.
+        context (`int` or `None`): The policy's context length (`None`: unknown, nothing is checked).
+    """
+    if context is None:
+        return
+    too_long = [i for i, n in enumerate(prompt_lengths) if n >= context]
+    if too_long:
+        i = too_long[0]
+        raise row_error(
+            i,
+            "prompt",
+            f"is {prompt_lengths[i]} tokens long, which fills the policy's context of {context} tokens "
+            f"({len(too_long)} prompts do; rows {too_long[:10]}).",
+            "Shorten or drop those prompts (filter the dataset on their token count).",
+        )
+    cut = [i for i, n in enumerate(prompt_lengths) if n + max_new_tokens > context]
+    if cut:
+        logger.warning(
+            "%d prompts (rows %s) plus max_new_tokens=%d exceed the policy's context of %d tokens: their responses "
+            "run past the positions the policy was trained on. Lower `max_new_tokens`, or shorten or drop those "
+            "prompts.",
+            len(cut),
+            cut[:10],
+            max_new_tokens,
+            context,
+        )
 
 
 class WestOfNGenerator:
@@ -119,6 +187,11 @@ class WestOfNGenerator:
         quantization_config=None,
         reward_quantization_config=None,
     ):
+        if args is not None and not isinstance(args, WestOfNConfig):
+            raise TypeError(
+                f"`args` must be a `WestOfNConfig`, got {type(args).__name__}. Build one with "
+                "`WestOfNConfig(n=..., pairs_dir=...)`."
+            )
         self.args = args = args if args is not None else WestOfNConfig()
         if args.keep_candidates and judge is not None:
             raise ValueError(
@@ -139,6 +212,7 @@ class WestOfNGenerator:
             quantization_config=reward_quantization_config,
             model_init_kwargs=init_kwargs,
             chat_template_kwargs=args.chat_template_kwargs,
+            share_prompt=args.share_prompt_prefill,
         )
         self.sampler = build_sampler(policy, args, processing_class, quantization_config)
         self.pipeline = WestOfNPipeline(self.sampler, self.preference, args)
@@ -179,6 +253,7 @@ class WestOfNGenerator:
             `pairs_dir/dataset`, with counts in `pairs_dir/summary.json`.
         """
         prompts = self._prompts(dataset)
+        self._check_prompt_lengths(prompts)
         args, state = self.args, self.state
         pairs_dir = Path(args.pairs_dir)
         manifest = self.manifest(prompts)
@@ -229,8 +304,26 @@ class WestOfNGenerator:
 
     @staticmethod
     def _prompts(dataset) -> list:
+        if isinstance(dataset, (DatasetDict, IterableDatasetDict)):
+            raise TypeError(
+                f"`dataset` is a {type(dataset).__name__} with splits {list(dataset)}; pass one split, e.g. "
+                f"`generate(dataset[{next(iter(dataset), 'train')!r}])`."
+            )
+        if not isinstance(dataset, (Dataset, IterableDataset)) and (
+            isinstance(dataset, (str, bytes, dict)) or not isinstance(dataset, Iterable)
+        ):
+            raise TypeError(
+                "`dataset` must be a `datasets.Dataset` or `IterableDataset` with a `prompt` column, or a list of "
+                f"prompts, got {type(dataset).__name__}. For a dict of columns use `Dataset.from_dict(...)`; for "
+                "one prompt, a list with one element."
+            )
         if isinstance(dataset, (Dataset, IterableDataset)):
-            columns = dataset.column_names or list(next(iter(dataset)).keys())
+            columns = dataset.column_names
+            if columns is None:
+                first = next(iter(dataset), None)
+                if first is None:
+                    raise ValueError("The prompt dataset is empty.")
+                columns = list(first.keys())
             require_columns(
                 columns,
                 ["prompt"],
@@ -243,3 +336,10 @@ class WestOfNGenerator:
             prompts = list(dataset)
         validate_prompts(prompts)
         return prompts
+
+    def _check_prompt_lengths(self, prompts: Sequence) -> None:
+        context_length = getattr(self.sampler, "context_length", None)
+        if context_length is None:  # vLLM checks the lengths itself
+            return
+        lengths = [len(self.sampler.prompt_ids(p)) for p in prompts]
+        check_prompt_lengths(lengths, self.args.max_new_tokens, context_length())

@@ -4,6 +4,7 @@ import copy
 import dataclasses
 import gc
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from trl import RewardConfig, RewardTrainer
 
 from .config import WestOfNConfig
 from .generator import WestOfNGenerator
-from .mixing import mix_preference_datasets
+from .mixing import check_pair_datasets, mix_preference_datasets
 
 
 logger = logging.getLogger(__name__)
@@ -84,10 +85,26 @@ def iterative_west_of_n(
     Returns:
         `list[str]`: The students' directories, one per round; the last one is the final reward model.
     """
+    # Everything that can be checked is checked before the first round generates anything (hours, on real models).
+    if isinstance(num_rounds, bool) or not isinstance(num_rounds, int):
+        raise TypeError(f"`num_rounds` must be an integer, got {type(num_rounds).__name__} {num_rounds!r}.")
     if num_rounds < 1:
         raise ValueError(f"`num_rounds` must be >= 1, got {num_rounds}.")
+    if west_of_n_args is not None and not isinstance(west_of_n_args, WestOfNConfig):
+        raise TypeError(f"`west_of_n_args` must be a `WestOfNConfig`, got {type(west_of_n_args).__name__}.")
+    if reward_args is not None and not isinstance(reward_args, RewardConfig):
+        raise TypeError(f"`reward_args` must be a `trl.RewardConfig`, got {type(reward_args).__name__}.")
+    for name, value in (("base_reward_model", base_reward_model), ("student_model", student_model)):
+        if not isinstance(value, str) or not value:
+            raise TypeError(
+                f"`{name}` must be a path or hub id (each round's student is saved and reloaded by path), got "
+                f"{type(value).__name__}. Save the model with `save_pretrained` and pass its directory."
+            )
+    if not isinstance(output_dir, (str, os.PathLike)) or not str(output_dir).strip():
+        raise ValueError(f"`output_dir` must be a directory path, got {output_dir!r}.")
     policies = _per_round(policy, num_rounds, "policy")
     prompts = _per_round(prompt_dataset, num_rounds, "prompt_dataset")
+    check_pair_datasets(preference_dataset, mix_ratio)
     west_of_n_args = west_of_n_args or WestOfNConfig()
     base = base_reward_model
     students = []

@@ -1,12 +1,13 @@
 """Mixing human-labeled pairs with West-of-N data, 1:1 by default as in the paper."""
 
 import logging
+import math
 import random
 
-from datasets import Dataset, concatenate_datasets
+from datasets import Dataset, DatasetDict, concatenate_datasets
 from trl.data_utils import maybe_extract_prompt
 
-from ..data_utils import DatasetFormatError, is_conversational_prompt, require_columns
+from ..data_utils import DatasetFormatError, is_conversational_prompt, require_columns, row_error
 
 
 logger = logging.getLogger(__name__)
@@ -24,6 +25,41 @@ def _check_formats(first: Dataset, second: Dataset, first_name: str, second_name
             )
 
 
+def _check_dataset(dataset, name: str, argument: str) -> None:
+    if not isinstance(dataset, Dataset):
+        fix = " Pass one split, e.g. `dataset['train']`." if isinstance(dataset, DatasetDict) else ""
+        raise TypeError(f"`{argument}` must be a `datasets.Dataset`, got {type(dataset).__name__}.{fix}")
+
+
+def _check_ratio(ratio) -> None:
+    if ratio is None:
+        return
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not math.isfinite(ratio):
+        raise TypeError(f"`ratio` must be a finite number or None, got {ratio!r}.")
+
+
+def check_pair_datasets(preference_dataset, ratio) -> None:
+    """The checks of [`mix_preference_datasets`] that need no synthetic data (run before generating it)."""
+    _check_dataset(preference_dataset, "preference", "preference_dataset")
+    _check_ratio(ratio)
+    if ratio is not None and ratio < 0:
+        raise ValueError(f"`ratio` must be >= 0 (generated pairs per labeled pair), got {ratio}.")
+    _with_explicit_prompts(preference_dataset.select(range(min(1, len(preference_dataset)))), "preference")
+    _check_nones(preference_dataset, "preference")
+
+
+def _check_nones(dataset: Dataset, name: str) -> None:
+    for column in ("chosen", "rejected"):  # prompt-only rows (online mixes) have no answer to train on
+        missing = next((i for i, value in enumerate(dataset[column]) if value is None), None)
+        if missing is not None:
+            raise row_error(
+                missing,
+                column,
+                f"is None in the {name} dataset: it needs labeled pairs only.",
+                "Drop the prompt-only rows (`dataset.filter(lambda row: row['chosen'] is not None)`).",
+            )
+
+
 def _with_explicit_prompts(dataset: Dataset, name: str) -> Dataset:
     """Split an implicit prompt out of `chosen`/`rejected` as TRL does, when there is no usable `prompt` column."""
     if not isinstance(dataset, Dataset):
@@ -35,6 +71,7 @@ def _with_explicit_prompts(dataset: Dataset, name: str) -> Dataset:
         raise DatasetFormatError("The preference dataset has no rows: the mix needs labeled pairs.")
     columns = dataset.column_names
     require_columns(columns, ["chosen", "rejected"], name, "Give labeled pairs with `chosen` and `rejected` columns.")
+    _check_nones(dataset, name)
     if len(dataset) and (
         "prompt" not in columns
         or is_conversational_prompt(dataset[0]["prompt"]) != is_conversational_prompt(dataset[0]["chosen"])
@@ -76,6 +113,9 @@ def mix_preferences_and_prompts(
         seed (`int`, *optional*, defaults to `0`):
             Seed of the draw and of the final shuffle.
     """
+    _check_dataset(preference_dataset, "preference", "preference_dataset")
+    _check_dataset(prompt_dataset, "prompt", "prompt_dataset")
+    _check_ratio(ratio)
     preference_dataset = _with_explicit_prompts(preference_dataset, "preference")
     if not isinstance(prompt_dataset, Dataset):
         raise TypeError(f"The prompt dataset must be a `datasets.Dataset`, got {type(prompt_dataset).__name__}.")
@@ -115,6 +155,9 @@ def mix_preference_datasets(
         seed (`int`, *optional*, defaults to `0`):
             Seed of the draw and of the final shuffle.
     """
+    _check_dataset(preference_dataset, "preference", "preference_dataset")
+    _check_dataset(synthetic_dataset, "synthetic", "synthetic_dataset")
+    _check_ratio(ratio)
     preference_dataset = _with_explicit_prompts(preference_dataset, "preference")
     synthetic_dataset = _with_explicit_prompts(synthetic_dataset, "synthetic")
     _check_formats(preference_dataset, synthetic_dataset, "preference", "synthetic")

@@ -16,7 +16,7 @@ from ..data_utils import as_completion
 from .config import WestOfNConfig
 from .filters import confidence_mask, likelihood_mask, quantile_confidence_mask
 from .pipeline import PromptResult
-from .storage import read_results
+from .storage import SHARDS, read_results
 
 
 PAIR_COLUMNS = ["prompt", "chosen", "rejected", "chosen_score", "rejected_score", "confidence"]
@@ -96,8 +96,16 @@ def read_west_of_n_pairs(pairs_dir: str | Path, args: WestOfNConfig | None = Non
         args ([`WestOfNConfig`], *optional*):
             Filters and `keep_candidates`; no filter when omitted.
     """
+    if args is not None and not isinstance(args, WestOfNConfig):
+        raise TypeError(f"`args` must be a `WestOfNConfig` (its filters are used), got {type(args).__name__}.")
     args = args or WestOfNConfig()
-    results = [r for _, r in sorted(read_results(Path(pairs_dir)).items())]
+    pairs_dir = Path(pairs_dir)
+    if not (pairs_dir / SHARDS).is_dir():
+        raise FileNotFoundError(
+            f"{pairs_dir} holds no West-of-N results (no {pairs_dir / SHARDS} directory). Give the `pairs_dir` a "
+            "`WestOfNGenerator` wrote to."
+        )
+    results = [r for _, r in sorted(read_results(pairs_dir).items())]
     kept, _ = filter_results(results, args)
     return results_to_dataset(kept, args.keep_candidates)
 

@@ -220,6 +220,7 @@ def _transformers_sampler(model, tokenizer, args: WestOfNConfig):
         generation_batch_size=args.generation_batch_size,
         scoring_batch_size=args.scoring_batch_size,
         chat_template_kwargs=args.chat_template_kwargs,
+        share_prompt=args.share_prompt_prefill,
     )
 
 

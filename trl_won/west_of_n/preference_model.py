@@ -146,6 +146,7 @@ def build_preference_model(
     quantization_config=None,
     model_init_kwargs: dict | None = None,
     chat_template_kwargs: dict | None = None,
+    share_prompt: bool = False,
 ) -> PointwisePreferenceModel | PairwisePreferenceModel:
     """Build the base preference model from exactly one of `reward_model`, `reward_funcs` and `judge`.
 
@@ -168,6 +169,9 @@ def build_preference_model(
             `from_pretrained` arguments for `reward_model` given as a path.
         chat_template_kwargs (`dict`, *optional*):
             Extra arguments for the reward model's chat template.
+        share_prompt (`bool`, *optional*, defaults to `False`):
+            Reward models score the responses of one prompt with their shared first tokens run once (see
+            [`~trl_won.rewards.RewardModelScorer.score_groups`]).
     """
     given = [
         name
@@ -181,7 +185,10 @@ def build_preference_model(
             f"judge judge(prompts, completions_a, completions_b) -> list[float | None]). Got {given or 'none'}."
         )
     scorer_kwargs = dict(
-        batch_size=scoring_batch_size, model_init_kwargs=model_init_kwargs, chat_template_kwargs=chat_template_kwargs
+        batch_size=scoring_batch_size,
+        model_init_kwargs=model_init_kwargs,
+        chat_template_kwargs=chat_template_kwargs,
+        share_prompt=share_prompt,
     )
     if judge is not None:
         if reward_weights is not None:

@@ -10,12 +10,16 @@ holds unless the policy's generation config sets a processor such as `repetition
 without recorded log-probs) a teacher-forced pass over the picked responses computes them instead.
 """
 
+import logging
 import math
 from collections.abc import Sequence
 
 from ..data_utils import Prompt, is_conversational_prompt, prompt_for_generation
-from ..generation import Sample, SamplingParams, sample_completions
+from ..generation import Sample, SamplingParams, prompt_sharing_unsupported, sample_completions
 from .likelihood import completion_mean_logprobs
+
+
+logger = logging.getLogger(__name__)
 
 
 # Generation-config settings under which `generate` changes the logits before custom processors see them, with the
@@ -62,6 +66,8 @@ class TransformersSampler:
             Sequences per log-likelihood forward pass.
         chat_template_kwargs (`dict`, *optional*):
             Extra arguments for the chat template.
+        share_prompt (`bool`, *optional*, defaults to `False`):
+            Prefill each prompt once for its samples (see [`~trl_won.generation.prefill_shared_prompts`]).
     """
 
     def __init__(
@@ -72,14 +78,31 @@ class TransformersSampler:
         generation_batch_size: int = 64,
         scoring_batch_size: int = 16,
         chat_template_kwargs: dict | None = None,
+        share_prompt: bool = False,
     ):
         self.model = model
+        self.share_prompt = share_prompt
+        if share_prompt and model is not None and (reason := prompt_sharing_unsupported(model)) is not None:
+            logger.warning("`share_prompt_prefill` is not possible (%s); every sample prefills its prompt.", reason)
+            self.share_prompt = False
         self.tokenizer = tokenizer
         self.params = params
         self.generation_batch_size = generation_batch_size
         self.scoring_batch_size = scoring_batch_size
         self.chat_template_kwargs = chat_template_kwargs or {}
         self.record_logprobs = model is not None and not logit_changing_settings(model)
+
+    def context_length(self) -> int | None:
+        """The policy's context length (positions it was trained on) from its config, or `None` if it names none."""
+        config = getattr(self.model, "config", None)
+        if config is None:
+            return None
+        config = config.get_text_config(decoder=True)
+        for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+            value = getattr(config, name, None)
+            if isinstance(value, int) and value > 0:
+                return value
+        return None
 
     def prompt_ids(self, prompt: Prompt) -> list[int]:
         """The prompt's token ids exactly as [`~trl_won.generation.sample_completions`] feeds them to `generate`."""
@@ -100,6 +123,7 @@ class TransformersSampler:
             seed=seed,
             chat_template_kwargs=self.chat_template_kwargs,
             return_logprobs=self.record_logprobs,
+            share_prompt=self.share_prompt,
         )
 
     def mean_logprobs(self, prompts: Sequence[Prompt], samples: Sequence[Sample]) -> list[float]:

@@ -8,9 +8,9 @@ pairs_dir/
   dataset/               the final preference dataset (`datasets.load_from_disk`)
 ```
 
-Every process appends to its own shard. A crash can leave a partial last line; the owner cuts it off before it
-appends again, and readers skip lines that do not parse. Results are read back from all shards, whatever number of
-processes wrote them.
+Every process appends to its own shard. A crash can leave a partial last line, possibly cut inside a multi-byte UTF-8
+character (shards are UTF-8 and not ASCII-escaped); the owner cuts it off before it appends again, and readers skip
+lines that do not decode or parse. Results are read back from all shards, whatever number of processes wrote them.
 """
 
 import hashlib
@@ -46,6 +46,27 @@ class ResumeMismatchError(TrlWonError, ValueError):
     """`pairs_dir` holds results made with different arguments."""
 
 
+class DamagedPairsDirError(ValueError):
+    """A file of `pairs_dir` cannot be read. The message names the file and what to do."""
+
+
+def read_manifest(path: Path) -> dict:
+    """The saved manifest, or an error naming the file and what to do if it is damaged."""
+    try:
+        manifest = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        problem = f"is not valid JSON ({error})"
+    else:
+        if isinstance(manifest, dict):
+            return manifest
+        problem = f"holds a {type(manifest).__name__}, not the JSON object of a manifest"
+    raise DamagedPairsDirError(
+        f"{path} {problem}: the file was damaged (for instance a copy or a disk-full write was cut short), so it is "
+        f"unknown how the results in {path.parent} were made and they cannot be resumed. Move the directory aside "
+        f"(`mv {path.parent} {path.parent}.damaged`) and rerun to start over, or give a new `pairs_dir`."
+    )
+
+
 def check_or_write_manifest(pairs_dir: Path, manifest: dict, write: bool) -> bool:
     """Compare `manifest` with the one in `pairs_dir` (raise on any difference); write it when absent and `write`.
 
@@ -54,7 +75,7 @@ def check_or_write_manifest(pairs_dir: Path, manifest: dict, write: bool) -> boo
     """
     path = pairs_dir / MANIFEST
     if path.exists():
-        existing = json.loads(path.read_text())
+        existing = read_manifest(path)
         differences = [
             f"{key}: saved {existing.get(key)!r}, now {manifest.get(key)!r}"
             for key in sorted(set(existing) | set(manifest))
@@ -114,13 +135,22 @@ def read_results(pairs_dir: Path) -> dict[int, PromptResult]:
     if not shards.exists():
         return results
     for path in sorted(shards.glob("*.jsonl")):
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                try:
-                    result = PromptResult.from_dict(json.loads(line))
-                except (json.JSONDecodeError, TypeError):
-                    continue
-                results[result.index] = result
+        lines = path.read_bytes().split(b"\n")
+        for number, line in enumerate(lines, start=1):
+            if not line:
+                continue
+            try:  # bytes, decoded line by line: a line cut inside a multi-byte character must not stop the reading
+                data = json.loads(line.decode("utf-8"))
+                result = PromptResult.from_dict(data)
+            except (UnicodeDecodeError, json.JSONDecodeError, TypeError, AttributeError):
+                if number < len(lines):  # not the (partial) last line of an interrupted write
+                    logger.warning(
+                        "Skipping line %d of %s, which is not a saved result; its group of prompts will be redone.",
+                        number,
+                        path,
+                    )
+                continue
+            results[result.index] = result
     return results
 
 
