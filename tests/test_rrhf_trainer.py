@@ -35,7 +35,7 @@ def changed(before, model, name_filter=lambda name: True):
     ]
 
 
-def naive_rrhf_loss(model, tokenizer, dataset):
+def naive_rrhf_loss(model, tokenizer, dataset, sft_loss_type="mean"):
     """Mean RRHF loss over all rows, from full-vocabulary log-softmax and plain Python loops (paper eq. 1-2)."""
     losses = []
     for example in dataset:
@@ -46,7 +46,7 @@ def naive_rrhf_loss(model, tokenizer, dataset):
             logps = torch.log_softmax(model(input_ids=ids).logits[0, :-1].float(), dim=-1)
             token_logps = [logps[t - 1, ids[0, t]] for t in range(len(prompt_ids), ids.shape[1])]
             p.append(sum(token_logps) / len(token_logps))
-            nll.append(-sum(token_logps) / len(token_logps))
+            nll.append(-sum(token_logps) / (len(token_logps) if sft_loss_type == "mean" else 1))
         r = example["rewards"]
         rank = sum(max(0.0, p[i] - p[j]) for i in range(len(r)) for j in range(len(r)) if r[i] < r[j])
         best = max(range(len(r)), key=lambda i: (r[i], -i))
@@ -333,3 +333,17 @@ def test_rewards_of_unidentifiable_functions_are_not_saved(tiny_paths, tmp_path)
         tiny_paths.policy, args=args, train_dataset=toy_ranking_dataset(with_rewards=False), reward_funcs=scaled_length
     )
     assert not list((tmp_path / "out").glob("rrhf_rewards-*.json"))
+
+
+def test_sft_loss_type_sum_is_the_papers_summed_nll(tiny_paths, tokenizer, tmp_path):
+    dataset = toy_ranking_dataset()
+    model = AutoModelForCausalLM.from_pretrained(tiny_paths.policy)
+    with torch.no_grad():
+        expected = float(naive_rrhf_loss(model, tokenizer, dataset, sft_loss_type="sum"))
+        assert expected > float(naive_rrhf_loss(model, tokenizer, dataset)) + 1.0  # the two reductions differ here
+    args = make_args(tmp_path, per_device_train_batch_size=len(dataset), max_steps=1, sft_loss_type="sum")
+    trainer = RRHFTrainer(tiny_paths.policy, args=args, train_dataset=dataset)
+    trainer.train()
+    assert trainer.state.log_history[0]["loss"] == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(ValueError, match="sft_loss_type"):
+        make_args(tmp_path, sft_loss_type="token_mean")
