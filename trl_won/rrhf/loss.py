@@ -88,8 +88,11 @@ def sft_loss(
     """Negative log-likelihood of each prompt's best completion, averaged or summed over its tokens.
 
     Args:
-        token_logps, completion_mask, rewards, group_ids, num_prompts:
-            As for [`rrhf_loss`].
+        token_logps (`torch.Tensor` of shape `(num_completions, seq_len)`): Per-token log-probabilities.
+        completion_mask (`torch.Tensor` of shape `(num_completions, seq_len)`): 1 for the scored completion tokens.
+        rewards (`torch.Tensor` of shape `(num_completions,)`): Reward of each completion.
+        group_ids (`torch.LongTensor` of shape `(num_completions,)`): Prompt index of each completion.
+        num_prompts (`int`): Number of prompts.
         loss_type (`str`, *optional*, defaults to `"mean"`):
             `"mean"`: `-(1 / |y_i'|) sum_t log pi(y_i',t)`, the average over the best completion's own tokens, as the
             official code averages (it also counts padding, which this does not). `"sum"`: `-sum_t log pi(y_i',t)`,
