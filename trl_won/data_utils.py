@@ -74,6 +74,22 @@ def prompt_for_generation(tokenizer, prompt: Prompt, **chat_template_kwargs) -> 
     return prompt
 
 
+def decode_continuation(tokenizer, prompt_ids: Sequence[int], completion_ids: Sequence[int], context: int = 16) -> str:
+    """The text that `completion_ids` add after `prompt_ids`, special tokens removed.
+
+    Decoding the new tokens alone loses text with some tokenizers: SentencePiece (Llama-2) strips the leading space of
+    a decoded string, so a sampled "▁Paris" would come back as "Paris" and `prompt + completion` would no longer be
+    what was sampled. The new tokens are decoded after the last `context` prompt tokens, and the context's own text
+    is cut off.
+    """
+    tail = list(prompt_ids)[-context:] if context else []
+    before = tokenizer.decode(tail, skip_special_tokens=True)
+    after = tokenizer.decode(tail + list(completion_ids), skip_special_tokens=True)
+    if after.startswith(before):
+        return after[len(before) :]
+    return tokenizer.decode(list(completion_ids), skip_special_tokens=True)
+
+
 def as_completion(prompt: Prompt, text: str) -> Completion:
     """Wrap generated `text` in the same format as `prompt`: a string, or a one-message assistant turn."""
     if is_conversational_prompt(prompt):
