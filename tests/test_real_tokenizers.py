@@ -187,25 +187,31 @@ def test_judge_probability_matches_manual_computation(real, use_chat_template):
 
 
 def test_west_of_n_generation(real, tmp_path):
-    """Sampled continuations come back as the text that follows the prompt, leading spaces included."""
+    """Sampled responses come back as exactly the text that follows the prompt (leading space included, SentencePiece
+    too), and a conversational response stops where the chat template ends the assistant's turn (Qwen's
+    `<|im_end|>`), although the model's generation config only knows `<|endoftext|>`."""
     family, tokenizer, model_path = real
     model = AutoModelForCausalLM.from_pretrained(model_path)
-    # Steer sampling towards two word tokens (" Paris", " France") so that the expected text is known.
-    words = {}
+    conversational = tokenizer.chat_template is not None
+    stop = tokenizer.convert_tokens_to_ids("<|im_end|>") if conversational else tokenizer.eos_token_id
+    assert stop != model.generation_config.eos_token_id or not conversational
+    # Steer sampling: one of two word tokens (" Paris", " France"), then the end of the turn.
+    words, bias = {}, {}
     for word in ("Paris", "France"):
         token = tokenizer(f"The capital is {word}", add_special_tokens=False)["input_ids"][-1]
         assert tokenizer.convert_ids_to_tokens(token) in (f"▁{word}", f"Ġ{word}")  # one token, space included
-        words[token] = word
-    model.generation_config.sequence_bias = {(token,): 30.0 for token in words}
-    conversational = tokenizer.chat_template is not None
+        words[word] = token
+        bias[(token,)], bias[(token, stop)] = 30.0, 60.0
+    model.generation_config.sequence_bias = bias
     prompts = [[{"role": "user", "content": p}] if conversational else p for p in TOY_PROMPTS[:3]]
     args = WestOfNConfig(
-        n=4, max_new_tokens=3, pairs_dir=str(tmp_path / "pairs"), keep_candidates=True, show_progress=False
+        n=4, max_new_tokens=4, pairs_dir=str(tmp_path / "pairs"), keep_candidates=True, show_progress=False
     )
     lengths = lambda prompts, completions, **kwargs: [float(len(str(c))) for c in completions]  # noqa: E731
     pairs = WestOfNGenerator(model, args, reward_funcs=lengths, processing_class=tokenizer).generate(prompts)
     assert len(pairs) > 0
     for row in pairs:
-        for candidate in row["completions"]:
-            text = candidate[0]["content"] if conversational else candidate
-            assert text.startswith(" ") and set(text.split()) <= set(words.values()), text
+        texts = [c[0]["content"] if conversational else c for c in row["completions"]]
+        assert set(texts) == {" Paris", " France"}, texts
+        chosen = row["chosen"][0]["content"] if conversational else row["chosen"]
+        assert chosen == " France"  # the longer one, by the reward function
