@@ -9,6 +9,7 @@ from transformers import AutoModelForCausalLM, BitsAndBytesConfig, TrainerCallba
 
 from tests.helpers import cpu_training_kwargs
 from trl_won.data_utils import DatasetFormatError, tokenize_prompt_completion
+from trl_won.logprobs import USE_FORWARD
 from trl_won.rrhf import RRHFConfig, RRHFTrainer
 from trl_won.tiny import toy_ranking_dataset
 
@@ -110,6 +111,12 @@ def test_lm_head_only_sees_completion_tokens(tiny_paths, tmp_path):
     dataset = toy_ranking_dataset()
     args = make_args(tmp_path, max_steps=1, logprob_chunk_size=16)
     trainer = RRHFTrainer(tiny_paths.policy, args=args, train_dataset=dataset, eval_dataset=dataset)
+    # The first selective forward compares the shortcut once with the model's own forward (full logits of <= 16
+    # tokens of one row); let it happen before counting what the LM head sees.
+    row = trainer.train_dataset[0]
+    ids = torch.tensor([row["prompt_ids"] + row["completion_ids"][0]])
+    trainer.model(input_ids=ids, attention_mask=torch.ones_like(ids), logprob_mask=torch.ones_like(ids))
+    assert trainer.model._trl_won_logprob_path != USE_FORWARD  # and the shortcut is taken
     shapes = []
     trainer.model.get_output_embeddings().register_forward_hook(lambda m, args, out: shapes.append(args[0].shape))
     trainer.evaluate()
