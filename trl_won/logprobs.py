@@ -210,7 +210,12 @@ def _choose_logprob_path(model, input_ids, attention_mask):
     mask = torch.ones_like(ids)
     candidates = list(dict.fromkeys([logit_transform(model.config), LogitTransform()]))
     training = {module: module.training for module in model.modules()}
-    model.eval()  # no dropout, no router noise: both paths see the same deterministic function
+    # Eval mode (no dropout, no router noise): both paths see the same deterministic function. Except bitsandbytes'
+    # own layers: on CPUs with AVX512-BF16 a 4-bit layer repacks its weight for inference at its first eval-mode
+    # no-grad forward and has no backward afterwards, which would silently stop a QLoRA run's gradients.
+    for module in training:
+        if not type(module).__module__.startswith("bitsandbytes"):
+            module.training = False
     differences, error = [], None
     try:
         logits = model._trl_won_original_forward(input_ids=ids, attention_mask=mask, use_cache=False).logits
