@@ -422,18 +422,38 @@ class _Session:
         self.in_flight = 0
         self.lock = threading.Lock()
         self.limiter = _RateLimiter(owner.requests_per_second) if owner.requests_per_second else None
-        self.client = owner._user_client
-        self.own_client = self.client is None
-        if self.own_client:
+        self.user_client = owner._user_client
+        self.url = sanitize_url(owner.base_url)
+        # With no client of the user's, each worker thread gets an `openai` client of its own: one keep-alive
+        # connection per thread, as many as requests in flight, and no connection pool shared (and locked) by all.
+        self.local = threading.local()
+        self.own_clients: list = []
+        self.ssl_context = None
+
+    def client(self):
+        if self.user_client is not None:
+            return self.user_client
+        client = getattr(self.local, "client", None)
+        if client is None:
             import openai
 
-            # The judge's settings are given per request (below); the client's own retries stay off.
-            self.client = openai.OpenAI(base_url=owner.base_url, api_key=self.key, max_retries=0)
-        self.url = sanitize_url(owner.base_url)
+            httpx = _httpx()
+            with self.lock:
+                if self.ssl_context is None:  # loading the CA certificates takes ~0.1 s: once per run, not per thread
+                    self.ssl_context = httpx.create_ssl_context()
+            # The judge's timeout and retries are given per request (below).
+            http_client = httpx.Client(verify=self.ssl_context, follow_redirects=True)
+            client = openai.OpenAI(
+                base_url=self.owner.base_url, api_key=self.key, max_retries=0, http_client=http_client
+            )
+            self.local.client = client
+            with self.lock:
+                self.own_clients.append(client)
+        return client
 
     def close(self) -> None:
-        if self.own_client:
-            self.client.close()
+        for client in self.own_clients:
+            client.close()
 
     def scrub(self, text: str) -> str:
         return scrub(text, self.key)
@@ -457,11 +477,12 @@ class _Session:
         # exception, and its unscrubbed message, as its context into tracebacks and logs.
         refused = failed = None
         try:
-            if isinstance(self.client, openai.AsyncOpenAI):
-                call = self.client.post(path, cast_to=httpx.Response, body=body, options=options)
+            client = self.client()
+            if isinstance(client, openai.AsyncOpenAI):
+                call = client.post(path, cast_to=httpx.Response, body=body, options=options)
                 response = asyncio.run_coroutine_threadsafe(call, owner._event_loop()).result()
             else:
-                response = self.client.post(path, cast_to=httpx.Response, body=body, options=options)
+                response = client.post(path, cast_to=httpx.Response, body=body, options=options)
         except openai.APIStatusError as error:
             self._count_attempts(error.response.request)
             refused = (error.status_code, error.response.text, error.response.headers.get("retry-after"))
