@@ -466,6 +466,7 @@ class _Session:
         httpx = _httpx()
 
         owner = self.owner
+        client = self.client()
         if self.limiter is not None:
             self.limiter.wait()
         with self.lock:
@@ -477,7 +478,6 @@ class _Session:
         # exception, and its unscrubbed message, as its context into tracebacks and logs.
         refused = failed = None
         try:
-            client = self.client()
             if isinstance(client, openai.AsyncOpenAI):
                 call = client.post(path, cast_to=httpx.Response, body=body, options=options)
                 response = asyncio.run_coroutine_threadsafe(call, owner._event_loop()).result()
