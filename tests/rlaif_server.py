@@ -101,6 +101,15 @@ class JudgeServer:
                     server.attempts[key] = attempt + 1
                     server.in_flight += 1
                     server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                counted = True
+
+                def answered():  # before the last byte goes out, so the client cannot send its next request first
+                    nonlocal counted
+                    if counted:
+                        counted = False
+                        with server.lock:
+                            server.in_flight -= 1
+
                 try:
                     reply = server.respond(body, attempt, headers)
                     if reply.delay:
@@ -113,12 +122,12 @@ class JudgeServer:
                         self.send_header("Content-Type", "application/json")
                         self.send_header("Content-Length", str(len(payload)))
                         self.end_headers()
+                        answered()
                         self.wfile.write(payload)
                     except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout)
                         pass
                 finally:
-                    with server.lock:
-                        server.in_flight -= 1
+                    answered()
 
         self.httpd = _Server(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True

@@ -369,7 +369,11 @@ class JudgeClient:
             finally:
                 window.release()
 
-        pool = concurrent.futures.ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="judge-http")
+        # Workers beyond `max_concurrency` wait out retry delays (429 Retry-After, backoff) while the others keep
+        # `max_concurrency` requests on the wire (the limit is on requests sent, see `_Session`). A client of the
+        # user's cannot be limited that way: then there are `max_concurrency` workers.
+        workers = self.max_concurrency * (1 if self._user_client is not None else 2)
+        pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="judge-http")
         futures = []
         try:
             for index in range(len(jobs)):
@@ -413,6 +417,42 @@ class JudgeClient:
             return self._loop
 
 
+def _limited_transport_class():
+    httpx = _httpx()
+
+    class LimitedTransport(httpx.BaseTransport):
+        """An HTTP transport that holds a slot of `semaphore` while a request is sent and its answer read."""
+
+        def __init__(self, inner, semaphore: threading.Semaphore):
+            self.inner = inner
+            self.semaphore = semaphore
+
+        def handle_request(self, request):
+            with self.semaphore:
+                response = self.inner.handle_request(request)
+                try:
+                    response.read()
+                except BaseException:
+                    response.close()
+                    raise
+                return response
+
+        def close(self) -> None:
+            self.inner.close()
+
+    return LimitedTransport
+
+
+def _LimitedTransport(inner, semaphore):
+    global _LIMITED_TRANSPORT
+    if _LIMITED_TRANSPORT is None:
+        _LIMITED_TRANSPORT = _limited_transport_class()
+    return _LIMITED_TRANSPORT(inner, semaphore)
+
+
+_LIMITED_TRANSPORT = None
+
+
 class _Session:
     """One run's `openai` client and request logic (see [`JudgeClient.map`])."""
 
@@ -429,6 +469,8 @@ class _Session:
         self.local = threading.local()
         self.own_clients: list = []
         self.ssl_context = None
+        # At most `max_concurrency` requests on the wire; a request waiting to be retried holds no slot.
+        self.on_the_wire = threading.Semaphore(owner.max_concurrency)
 
     def client(self):
         if self.user_client is not None:
@@ -442,7 +484,8 @@ class _Session:
                 if self.ssl_context is None:  # loading the CA certificates takes ~0.1 s: once per run, not per thread
                     self.ssl_context = httpx.create_ssl_context()
             # The judge's timeout and retries are given per request (below).
-            http_client = httpx.Client(verify=self.ssl_context, follow_redirects=True)
+            transport = _LimitedTransport(httpx.HTTPTransport(verify=self.ssl_context), self.on_the_wire)
+            http_client = httpx.Client(transport=transport, follow_redirects=True)
             client = openai.OpenAI(
                 base_url=self.owner.base_url, api_key=self.key, max_retries=0, http_client=http_client
             )
