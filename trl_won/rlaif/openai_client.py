@@ -372,7 +372,7 @@ class JudgeClient:
         # Workers beyond `max_concurrency` wait out retry delays (429 Retry-After, backoff) while the others keep
         # `max_concurrency` requests on the wire (the limit is on requests sent, see `_Session`). A client of the
         # user's cannot be limited that way: then there are `max_concurrency` workers.
-        workers = self.max_concurrency * (1 if self._user_client is not None else 2)
+        workers = self.max_concurrency * (1 if self._user_client is not None else 4)
         pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="judge-http")
         futures = []
         try:
