@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from trl import ModelConfig, TrlParser, get_quantization_config
 
 from ..dataset_loading import load_dataset_dict
-from ..rlaif import LabelStore, OpenAIJudge, TransformersJudge, label_preferences, labeler_alignment
+from ..rlaif import JudgeError, LabelStore, OpenAIJudge, TransformersJudge, label_preferences, labeler_alignment
 from ..tiny import build_tiny_models, toy_preference_dataset, toy_ranking_dataset
 
 
@@ -136,7 +136,15 @@ def make_judge(args: LabelArguments, model_args: ModelConfig):
 
 
 def main(args: LabelArguments, model_args: ModelConfig) -> dict:
-    """Label the dataset, write `preferences.jsonl` and the label store to `output_dir`, return a summary."""
+    """Label the dataset, write `preferences.jsonl` and the label store to `output_dir`, return a summary. Exits with
+    status 1 when the judge cannot label (no server, a refused request, no answer for any pair)."""
+    try:
+        return _label(args, model_args)
+    except JudgeError as error:  # the server's reason, scrubbed, without a traceback
+        raise SystemExit(f"trl-won label: error: {error}") from None
+
+
+def _label(args: LabelArguments, model_args: ModelConfig) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     os.makedirs(args.output_dir, exist_ok=True)
     judge = make_judge(args, model_args)

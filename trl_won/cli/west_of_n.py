@@ -19,7 +19,7 @@ from trl import (
 from trl.data_utils import maybe_extract_prompt
 
 from ..dataset_loading import load_dataset_dict, load_split
-from ..rlaif import OpenAIJudge, TransformersJudge
+from ..rlaif import JudgeError, OpenAIJudge, TransformersJudge
 from ..tiny import build_tiny_models, toy_preference_dataset, toy_prompt_dataset
 from ..west_of_n import WestOfNConfig, WestOfNGenerator, mix_preference_datasets
 
@@ -167,7 +167,10 @@ def main(script_args, won_args: WestOfNConfig, reward_args: RewardConfig, model_
         quantization_config=policy_quantization(script_args),
         **base_preference_model(script_args, tiny),
     )
-    pairs = generator.generate(prompts)
+    try:
+        pairs = generator.generate(prompts)
+    except JudgeError as error:  # a judge that cannot label: fail (exit 1) with the server's reason, no traceback
+        raise SystemExit(f"trl-won west-of-n: error: {error}") from None
     print(f"West-of-N: {generator.summary}")
     print(f"{len(pairs)} pairs written to {won_args.pairs_dir}")
     if not script_args.train_student:
