@@ -206,7 +206,10 @@ class ChatJudgeMixin:
             "model with a server that returns log-probabilities (vLLM, llama.cpp, TGI), or pass `logprobs=False` to "
             "label with hard labels under a fingerprint of their own."
         )
-        logger.warning(message)
+        with self.client._lock:  # once, though every worker in flight gets such an answer
+            warned, self._warned_no_logprobs = getattr(self, "_warned_no_logprobs", False), True
+        if not warned:
+            logger.warning(message)
         raise JudgeError(message)
 
     def _answers(
