@@ -214,6 +214,7 @@ def test_malformed_or_echoed_answers_are_not_answers_and_leak_no_key(monkeypatch
         judge = OpenAIJudge("judge", base_url=server.base_url, max_concurrency=1)
         with pytest.raises(JudgeError, match="never answered") as error:  # nothing but echoes: not a judge server
             judge_pairs_cached(judge, ["Q-echo"], ["a"], ["b"], store=store)
+        judge_pairs_cached(judge, ["Q"], ["GOOD"], ["x"], store=store)  # answered once: failures are now per pair
         ok, echoed, broken = judge_pairs_cached(
             judge, ["Q", "Q-echo", "Q-broken"], ["GOOD", "a", "a"], ["x", "b", "b"], store=store
         )
@@ -244,6 +245,7 @@ def test_the_api_key_is_sent_but_never_leaked(monkeypatch, tmp_path, caplog):
     store = LabelStore(tmp_path / "labels.sqlite")
     with JudgeServer(auth) as server:
         judge = OpenAIJudge("judge", base_url=server.base_url, api_key_env="MY_JUDGE_KEY", max_concurrency=1)
+        (good,) = judge_pairs_cached(judge, ["Q"], ["GOOD"], ["x"], store=store)  # answered: a 400 is then per pair
         good, bad = judge_pairs_cached(judge, ["Q", "Q-bad-request"], ["GOOD", "a"], ["x", "b"], store=store)
         assert good.probability is not None
         assert bad.probability is None and secret not in bad.reason and "***" in bad.reason

@@ -295,6 +295,7 @@ class JudgeClient:
         self._answered = False  # whether any request got an answer: until then a refusal means every one fails
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_pid: int | None = None
+        self._resources_of_process: _Resources | None = None
         self._key()
 
     def _key(self) -> str:
@@ -316,7 +317,7 @@ class JudgeClient:
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        state.update(_lock=None, _loop=None, _loop_pid=None)
+        state.update(_lock=None, _loop=None, _loop_pid=None, _resources_of_process=None)
         return state
 
     def __setstate__(self, state):
@@ -372,8 +373,7 @@ class JudgeClient:
         # Workers beyond `max_concurrency` wait out retry delays (429 Retry-After, backoff) while the others keep
         # `max_concurrency` requests on the wire (the limit is on requests sent, see `_Session`). A client of the
         # user's cannot be limited that way: then there are `max_concurrency` workers.
-        workers = self.max_concurrency * (1 if self._user_client is not None else 4)
-        pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="judge-http")
+        pool = self._resources().pool
         futures = []
         try:
             for index in range(len(jobs)):
@@ -398,7 +398,6 @@ class JudgeClient:
         finally:
             for future in futures:
                 future.cancel()
-            pool.shutdown(wait=not stop.is_set(), cancel_futures=True)
             progress.close()
             session.close()
         if errors:
@@ -406,6 +405,25 @@ class JudgeClient:
         done = {k: v - before[k] for k, v in self.stats.as_dict().items()}
         logger.info("Judge requests to %s: %s", sanitize_url(self.base_url), done)
         return results
+
+    def _resources(self) -> "_Resources":
+        """The worker threads and their `openai` clients, kept from run to run (warm connections), per process."""
+        with self._lock:
+            resources = self._resources_of_process
+            if resources is None or resources.pid != os.getpid():  # threads and connections do not survive a fork
+                # Workers beyond `max_concurrency` wait out retry delays (429 Retry-After, backoff) while the others
+                # keep `max_concurrency` requests on the wire (the limit is on requests sent, see `_Resources`). A
+                # client of the user's cannot be limited that way: then there are `max_concurrency` workers.
+                workers = self.max_concurrency * (1 if self._user_client is not None else 4)
+                resources = self._resources_of_process = _Resources(self.max_concurrency, workers)
+            return resources
+
+    def close(self) -> None:
+        """Stop the worker threads and close their connections (the next run starts new ones)."""
+        with self._lock:
+            resources, self._resources_of_process = self._resources_of_process, None
+        if resources is not None and resources.pid == os.getpid():
+            resources.close()
 
     def _event_loop(self) -> asyncio.AbstractEventLoop:
         """The judge's own event loop, in a daemon thread: where a user's `AsyncOpenAI` client runs."""
@@ -453,8 +471,52 @@ def _LimitedTransport(inner, semaphore):
 _LIMITED_TRANSPORT = None
 
 
+class _Resources:
+    """A judge client's worker threads, with one `openai` client (one keep-alive connection) per thread, so that no
+    connection pool is shared (and locked) by all threads; at most `max_concurrency` of them send at once."""
+
+    def __init__(self, max_concurrency: int, workers: int):
+        self.pid = os.getpid()
+        self.pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="judge-http")
+        self.local = threading.local()
+        self.lock = threading.Lock()
+        self.clients: list = []
+        self.ssl_context = None
+        # At most `max_concurrency` requests on the wire; a request waiting to be retried holds no slot.
+        self.on_the_wire = threading.Semaphore(max_concurrency)
+
+    def client(self, base_url: str, key: str):
+        """This thread's `openai` client for `key` (a new one when the key changed)."""
+        cached = getattr(self.local, "client", None)
+        if cached is not None and cached[1] == key:
+            return cached[0]
+        import openai
+
+        httpx = _httpx()
+        with self.lock:
+            if self.ssl_context is None:  # loading the CA certificates takes ~0.1 s: once, not per thread
+                self.ssl_context = httpx.create_ssl_context()
+        transport = _LimitedTransport(httpx.HTTPTransport(verify=self.ssl_context), self.on_the_wire)
+        http_client = httpx.Client(transport=transport, follow_redirects=True)
+        # The judge's timeout and retries are given per request.
+        client = openai.OpenAI(base_url=base_url, api_key=key, max_retries=0, http_client=http_client)
+        if cached is not None:
+            cached[0].close()
+        self.local.client = (client, _Secret(key))
+        with self.lock:
+            self.clients.append(client)
+        return client
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        with self.lock:
+            for client in self.clients:
+                client.close()
+            self.clients.clear()
+
+
 class _Session:
-    """One run's `openai` client and request logic (see [`JudgeClient.map`])."""
+    """One run's request logic (see [`JudgeClient.map`])."""
 
     def __init__(self, owner: JudgeClient):
         self.owner = owner
@@ -464,39 +526,15 @@ class _Session:
         self.limiter = _RateLimiter(owner.requests_per_second) if owner.requests_per_second else None
         self.user_client = owner._user_client
         self.url = sanitize_url(owner.base_url)
-        # With no client of the user's, each worker thread gets an `openai` client of its own: one keep-alive
-        # connection per thread, as many as requests in flight, and no connection pool shared (and locked) by all.
-        self.local = threading.local()
-        self.own_clients: list = []
-        self.ssl_context = None
-        # At most `max_concurrency` requests on the wire; a request waiting to be retried holds no slot.
-        self.on_the_wire = threading.Semaphore(owner.max_concurrency)
+        self.resources = owner._resources()
 
     def client(self):
         if self.user_client is not None:
             return self.user_client
-        client = getattr(self.local, "client", None)
-        if client is None:
-            import openai
-
-            httpx = _httpx()
-            with self.lock:
-                if self.ssl_context is None:  # loading the CA certificates takes ~0.1 s: once per run, not per thread
-                    self.ssl_context = httpx.create_ssl_context()
-            # The judge's timeout and retries are given per request (below).
-            transport = _LimitedTransport(httpx.HTTPTransport(verify=self.ssl_context), self.on_the_wire)
-            http_client = httpx.Client(transport=transport, follow_redirects=True)
-            client = openai.OpenAI(
-                base_url=self.owner.base_url, api_key=self.key, max_retries=0, http_client=http_client
-            )
-            self.local.client = client
-            with self.lock:
-                self.own_clients.append(client)
-        return client
+        return self.resources.client(self.owner.base_url, self.key)
 
     def close(self) -> None:
-        for client in self.own_clients:
-            client.close()
+        pass
 
     def scrub(self, text: str) -> str:
         return scrub(text, self.key)
