@@ -12,9 +12,9 @@ import threading
 
 import openai
 import pytest
-from rlaif_server import JudgeServer, Reply, chat_body, request_text, sections
+from rlaif_server import JudgeServer, Reply, chat_body, completion_body, request_text, sections
 
-from trl_won.rlaif import JudgeError, LabelStore, OpenAIJudge, OpenAIScoreJudge, judge_pairs_cached
+from trl_won.rlaif import JudgeError, LabelStore, OpenAIJudge, OpenAIScoreJudge, judge_pairs_cached, score_cached
 from trl_won.rlaif.openai_client import scrub
 
 
@@ -419,7 +419,7 @@ def test_async_and_inside_a_running_event_loop(no_key):
     assert from_async == from_sync and from_async[0].probability == pytest.approx(0.8 / 0.95)
 
 
-def test_score_judge_over_http(no_key):
+def test_score_judge_over_http(no_key, tmp_path):
     def scorer(body, attempt, headers):
         text = body["messages"][0]["content"]
         if "Q-text" in text:
@@ -430,6 +430,9 @@ def test_score_judge_over_http(no_key):
 
     with JudgeServer(scorer) as server:
         (logprob,) = OpenAIScoreJudge("judge", base_url=server.base_url).score_completions(["Q"], ["a"])
+        store = LabelStore(tmp_path / "scores.sqlite")
+        cached = score_cached(OpenAIScoreJudge("judge", base_url=server.base_url), ["Q", "Q2"], ["a", "b"], store)
+        assert [c.score for c in cached] == [logprob.score] * 2 and store.count(kind="score") == 2
         text, words = OpenAIScoreJudge("judge", base_url=server.base_url, logprobs=False).score_completions(
             ["Q-text", "Q-words"], ["b", "c"]
         )
@@ -441,3 +444,38 @@ def test_score_judge_over_http(no_key):
     assert text.expected_score == 7.0 and text.score == pytest.approx(1.5 / 4.5)
     assert words.score is None and "not one of the scores" in words.reason
     assert server.requests[0][1]["messages"][0]["content"].endswith("\n\nSCORE:")
+
+
+def test_with_the_tokenizer_the_served_judge_sends_the_local_judges_prompt_and_agrees(no_key, tiny_paths):
+    import torch
+
+    from trl_won.rlaif import TransformersJudge
+
+    local = TransformersJudge(tiny_paths.policy, share_prefix=False)
+    model, tokenizer = local.model, local.tokenizer
+
+    def completions_server(body, attempt, headers):  # a completions endpoint backed by the same weights
+        ids = local.lm.tokenize([body["prompt"]])[0]
+        with torch.no_grad():
+            logprobs = torch.log_softmax(model(torch.tensor([ids])).logits[0, -1].float(), -1)
+        top = torch.topk(logprobs, body["logprobs"])
+        tokens = {tokenizer.decode([i]): v for i, v in zip(top.indices.tolist(), top.values.tolist(), strict=True)}
+        for i in (local.answer_tokens.sequences[0][0], local.answer_tokens.sequences[1][0]):  # as a big top-k would
+            tokens[tokenizer.decode([i])] = logprobs[i].item()
+        first = max(tokens, key=tokens.get)
+        return Reply(body=completion_body(first, tokens))
+
+    prompts, a, b = ["Say hi.", "Count to 3."], [" Hi there!", " 1 2 3"], [" Go away.", " one"]
+    with JudgeServer(completions_server) as server:
+        served = OpenAIJudge("tiny", base_url=server.base_url, tokenizer=tiny_paths.policy)
+        served_judgements = served.judge_pairs(prompts, a, b)
+    expected = [t for p, x, y in zip(prompts, a, b) for t in local.prompts_for(p, x, y)]
+    sent = [body["prompt"] for _, body, _ in server.requests]
+    assert sorted(sent) == sorted(
+        local.answer_tokens.apply(local.lm.render(r, "Preferred Response=")) for r in expected
+    )
+    assert all("messages" not in body and body["logprobs"] == 20 for _, body, _ in server.requests)
+    for mine, theirs in zip(served_judgements, local.judge_pairs(prompts, a, b), strict=True):
+        assert mine.probability_a_first == pytest.approx(theirs.probability_a_first, abs=1e-5)
+        assert mine.probability_a_second == pytest.approx(theirs.probability_a_second, abs=1e-5)
+    assert served.fingerprint != OpenAIJudge("tiny", base_url=server.base_url).fingerprint  # chat: another labeler
