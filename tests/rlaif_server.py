@@ -32,12 +32,32 @@ def chat_body(content: str, top: dict[str, float] | None = None, prompt_tokens: 
     return {"id": "chatcmpl-test", "object": "chat.completion", "model": "judge", "choices": [choice], "usage": usage}
 
 
+def completion_body(text: str, top: dict[str, float] | None = None, prompt_tokens: int = 50):
+    """A (text) completions answer; `top` maps candidate first tokens to log-probabilities."""
+    choice = {"index": 0, "text": text, "finish_reason": "length", "logprobs": None}
+    if top is not None:
+        choice["logprobs"] = {
+            "tokens": [text],
+            "token_logprobs": [top.get(text, -30.0)],
+            "top_logprobs": [top],
+            "text_offset": [0],
+        }
+    usage = {"prompt_tokens": prompt_tokens, "completion_tokens": 1, "total_tokens": prompt_tokens + 1}
+    return {"id": "cmpl-test", "object": "text_completion", "model": "judge", "choices": [choice], "usage": usage}
+
+
+def request_text(body: dict) -> str:
+    """Everything the judge model reads in a request: the chat messages or the completion prompt."""
+    if "prompt" in body:
+        return body["prompt"]
+    return "\n".join(message["content"] for message in body["messages"])
+
+
 def sections(body: dict) -> tuple[str, str]:
     """The two responses shown in a pairwise request (the test server's way of reading the sample)."""
-    for message in body["messages"]:
-        match = re.search(r"Response 1:\n(.*?)\n\nResponse 2:\n(.*?)(\n\n|$)", message["content"], re.S)
-        if match:
-            return match.group(1), match.group(2)
+    match = re.search(r"Response 1:\n(.*?)\n\nResponse 2:\n(.*?)(\n\n|$)", request_text(body), re.S)
+    if match:
+        return match.group(1), match.group(2)
     raise ValueError("no pairwise sample in the request")
 
 
@@ -73,15 +93,25 @@ class JudgeServer:
                 length = int(self.headers.get("content-length", 0))
                 raw = self.rfile.read(length)
                 body = json.loads(raw)
-                key = json.dumps(body["messages"], sort_keys=True)
+                key = json.dumps(body.get("messages", body.get("prompt")), sort_keys=True)
                 with server.lock:
-                    server.requests.append((time.monotonic(), body, dict(self.headers)))
+                    headers = {name.title(): value for name, value in self.headers.items()}
+                    server.requests.append((time.monotonic(), body, headers))
                     attempt = server.attempts.get(key, 0)
                     server.attempts[key] = attempt + 1
                     server.in_flight += 1
                     server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                counted = True
+
+                def answered():  # before the last byte goes out, so the client cannot send its next request first
+                    nonlocal counted
+                    if counted:
+                        counted = False
+                        with server.lock:
+                            server.in_flight -= 1
+
                 try:
-                    reply = server.respond(body, attempt, dict(self.headers))
+                    reply = server.respond(body, attempt, headers)
                     if reply.delay:
                         time.sleep(reply.delay)
                     payload = reply.body if isinstance(reply.body, bytes) else json.dumps(reply.body).encode()
@@ -92,12 +122,12 @@ class JudgeServer:
                         self.send_header("Content-Type", "application/json")
                         self.send_header("Content-Length", str(len(payload)))
                         self.end_headers()
+                        answered()
                         self.wfile.write(payload)
                     except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout)
                         pass
                 finally:
-                    with server.lock:
-                        server.in_flight -= 1
+                    answered()
 
         self.httpd = _Server(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True

@@ -137,7 +137,18 @@ class JudgeArguments:
     judge_chain_of_thought: bool = field(default=False, metadata={"help": "The judge writes a rationale first."})
     judge_max_concurrency: int = field(default=32, metadata={"help": "Served judge: requests in flight."})
     judge_requests_per_second: float | None = field(default=None, metadata={"help": "Served judge: rate limit."})
-    judge_use_chat_template: bool = field(default=False, metadata={"help": "Local judge: use its chat template."})
+    judge_tokenizer_name_or_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "Served judge: the served model's tokenizer (path or hub id). The judge then renders the local "
+            "judge's exact prompt and calls the completions endpoint (vLLM, llama.cpp, TGI), so its labels equal a "
+            "local judge's on the same weights. Without it the chat endpoint is used (labels of another judge)."
+        },
+    )
+    judge_use_chat_template: bool = field(
+        default=False,
+        metadata={"help": "Local judge, or served with --judge_tokenizer_name_or_path: use the chat template."},
+    )
     judge_batch_size: int = field(default=16, metadata={"help": "Local judge: sequences per forward pass."})
     judge_max_length: int | None = field(default=None, metadata={"help": "Local judge: longest prompt in tokens."})
     judge_dtype: str | None = field(
@@ -167,12 +178,13 @@ def make_judge(args: JudgeArguments, required: bool = True):
     """The pairwise judge `args` describe: served (`--judge_base_url`) or local; `None` if none and not `required`."""
     from ..rlaif import OpenAIJudge, TransformersJudge
 
-    served_only = {"judge_use_chat_template": False, "judge_batch_size": 16, "judge_max_length": None}
+    served_only = {"judge_batch_size": 16, "judge_max_length": None}
     served_only.update(judge_dtype=None, judge_load_in_4bit=False, judge_load_in_8bit=False)
     local_only = {
         "judge_max_concurrency": 32,
         "judge_requests_per_second": None,
         "judge_api_key_env": "OPENAI_API_KEY",
+        "judge_tokenizer_name_or_path": None,
     }
     if args.judge_model_name_or_path is None:
         if args.judge_base_url is not None:
@@ -183,6 +195,18 @@ def make_judge(args: JudgeArguments, required: bool = True):
     if args.judge_base_url is not None:
         for name, default in served_only.items():
             reject(f"--{name}", getattr(args, name), default, "is for a local judge; drop it with --judge_base_url")
+        tokenizer = None
+        if args.judge_tokenizer_name_or_path is not None:
+            from ..models import load_tokenizer
+
+            tokenizer = load_tokenizer(args.judge_tokenizer_name_or_path)
+        else:
+            reject(
+                "--judge_use_chat_template",
+                args.judge_use_chat_template,
+                False,
+                "needs --judge_tokenizer_name_or_path with --judge_base_url (the prompt is rendered client-side)",
+            )
         return OpenAIJudge(
             args.judge_model_name_or_path,
             base_url=args.judge_base_url,
@@ -191,6 +215,8 @@ def make_judge(args: JudgeArguments, required: bool = True):
             chain_of_thought=args.judge_chain_of_thought,
             max_concurrency=args.judge_max_concurrency,
             requests_per_second=args.judge_requests_per_second,
+            tokenizer=tokenizer,
+            use_chat_template=args.judge_use_chat_template,
         )
     for name, default in local_only.items():
         reject(f"--{name}", getattr(args, name), default, "is for a served judge: give --judge_base_url too")

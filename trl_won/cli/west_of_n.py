@@ -178,7 +178,7 @@ def main(
         quantization_config=bnb_config(script_args.policy_load_in_4bit, script_args.policy_load_in_8bit, "policy"),
         **preference_model,
     )
-    pairs = generator.generate(prompts)
+    pairs = generator.generate(prompts)  # a judge that cannot label raises JudgeError: one line, exit 1
     print(f"West-of-N: {generator.summary}")
     print(f"{len(pairs)} pairs written to {won_args.pairs_dir}")
     summary = generator.summary or {}

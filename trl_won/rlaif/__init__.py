@@ -16,7 +16,7 @@ from .labeling import (
     score_cached,
 )
 from .losses import soft_preference_loss
-from .openai_client import JudgeRequestError, RequestStats
+from .openai_client import JudgeClient, JudgeError, JudgeRequestError, RequestStats
 from .openai_judge import OpenAIJudge
 from .reward_funcs import judge_reward_func
 from .reward_trainer import DataCollatorForSoftPreference, RLAIFRewardConfig, RLAIFRewardTrainer
@@ -40,6 +40,8 @@ __all__ = [
     "SUMMARIZATION",
     "AnswerTokens",
     "DataCollatorForSoftPreference",
+    "JudgeClient",
+    "JudgeError",
     "JudgeRequestError",
     "LabelStore",
     "LabelStoreError",

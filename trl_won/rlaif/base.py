@@ -15,7 +15,7 @@ import asyncio
 import hashlib
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..data_utils import Completion, Prompt
@@ -109,6 +109,22 @@ class PairwiseJudge(ABC):
         # Local judges compute synchronously: run them in a worker thread so the event loop stays free.
         return await asyncio.to_thread(self._judge_pairs, prompts, completions_a, completions_b)
 
+    def _judge_pairs_streaming(
+        self,
+        prompts: list[Prompt],
+        completions_a: list[Completion],
+        completions_b: list[Completion],
+        on_judged: Callable[[list[int], list[PairwiseJudgement]], None],
+        chunk_size: int,
+    ) -> None:
+        """Judge many pairs, handing each judgement to `on_judged(indices, judgements)` as soon as it is known (so
+        that a caller can store it). This default judges `chunk_size` pairs at a time; a judge with requests in
+        flight (a served one) overrides it to keep them flowing across chunks."""
+        for start in range(0, len(prompts), chunk_size):
+            stop = min(start + chunk_size, len(prompts))
+            judgements = self.judge_pairs(prompts[start:stop], completions_a[start:stop], completions_b[start:stop])
+            on_judged(list(range(start, stop)), judgements)
+
     def __call__(
         self, prompts: Sequence[Prompt], completions_a: Sequence[Completion], completions_b: Sequence[Completion]
     ) -> list[float | None]:
@@ -167,6 +183,19 @@ class ScoringJudge(ABC):
 
     async def _ascore_completions(self, prompts: list[Prompt], completions: list[Completion]) -> list[ScoreJudgement]:
         return await asyncio.to_thread(self._score_completions, prompts, completions)
+
+    def _score_streaming(
+        self,
+        prompts: list[Prompt],
+        completions: list[Completion],
+        on_judged: Callable[[list[int], list[ScoreJudgement]], None],
+        chunk_size: int,
+    ) -> None:
+        """Score many completions, handing each judgement to `on_judged` as soon as it is known (see
+        [`PairwiseJudge._judge_pairs_streaming`])."""
+        for start in range(0, len(prompts), chunk_size):
+            stop = min(start + chunk_size, len(prompts))
+            on_judged(list(range(start, stop)), self.score_completions(prompts[start:stop], completions[start:stop]))
 
     def score(self, prompts: Sequence[Prompt], completions: Sequence[Completion]) -> list[float | None]:
         """Score in [-1, 1] of each completion, or `None` where the judge cannot say."""

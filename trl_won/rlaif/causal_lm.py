@@ -313,6 +313,17 @@ class JudgeLM:
             fields["chat_template_kwargs"] = self.chat_template_kwargs
         return fields
 
+    def prompt_fingerprint_fields(self) -> dict[str, Any]:
+        """What decides the prompt text alone (for a served judge that renders prompts with this tokenizer)."""
+        fields: dict[str, Any] = {
+            "tokenizer": getattr(self.tokenizer, "name_or_path", None),
+            "use_chat_template": self.use_chat_template,
+        }
+        if self.use_chat_template:
+            fields["chat_template"] = self.tokenizer.chat_template
+            fields["chat_template_kwargs"] = self.chat_template_kwargs
+        return fields
+
     def __repr__(self) -> str:
         return f"JudgeLM(model={self.name!r}, use_chat_template={self.use_chat_template}, loaded={self.loaded})"
 

@@ -1,15 +1,28 @@
-"""What the OpenAI-compatible judges share: their settings, the chat messages they send, and how an answer is read.
+"""What the OpenAI-compatible judges share: their settings, the requests they send, and how an answer is read.
 
-The request (preamble, exemplars, sample) is the user message and ends with the template's ending, after which the
-judge answers. With chain of thought the judge first answers the request (with its CoT instruction) with a rationale;
-the rationale comes back as the assistant's turn, followed by the ending as a new user message.
+Two ways to send a judge prompt:
+
+- chat (`/chat/completions`, the default; the only one OpenAI's chat models offer): the request (preamble, exemplars,
+  sample) and the template's ending are the user message, and the server's chat template lets the model answer from
+  scratch. With chain of thought the judge first answers the request (with its CoT instruction) with a rationale; the
+  rationale comes back as the assistant's turn, followed by the ending as a new user message. The model reads another
+  prompt than a local judge does, so its labels are not interchangeable with a local judge's.
+- completions (`/completions`, when a `tokenizer` is given; vLLM, llama.cpp and TGI): the prompt is rendered here
+  exactly as [`TransformersJudge`] renders it (the same chat template, the ending pre-filled at the start of the
+  assistant's answer, the same answer tokens), and the server only continues it. On the same weights the served and
+  the local judge then read the same tokens and agree up to the server's numerics.
 """
 
+import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from .openai_client import ChatCompletionsClient, ChatResult
+from .causal_lm import JudgeLM
+from .openai_client import ChatResult, JudgeClient, JudgeError, parse_chat_response, parse_completion_response
+
+
+logger = logging.getLogger(__name__)
 
 
 def answer_logprobs(top_logprobs: dict[str, float] | None, answers: Sequence[str]) -> dict[str, float]:
@@ -38,17 +51,20 @@ def text_answer(content: str | None, answers: Sequence[str]) -> str | None:
 
 
 class ChatJudgeMixin:
-    """Settings, request bodies and rationales of a judge behind a chat-completions endpoint."""
+    """Settings, request bodies and rationales of a judge behind an OpenAI-compatible endpoint."""
 
     template: Any  # a PairwiseTemplate or ScoreTemplate
     answer_max_tokens = 1
+    lm: JudgeLM | None = None
 
     def _init_chat(
         self,
         model: str,
-        base_url: str,
+        base_url: str | None,
         *,
+        api_key: str | None,
         api_key_env: str | None,
+        client: Any,
         chain_of_thought: bool,
         system_prompt: str | None,
         logprobs: bool,
@@ -57,11 +73,12 @@ class ChatJudgeMixin:
         requests_per_second: float | None,
         timeout: float,
         max_retries: int,
-        backoff_base: float,
-        backoff_max: float,
         rationale_max_tokens: int,
         extra_body: dict | None,
         show_progress: bool,
+        tokenizer: Any = None,
+        use_chat_template: bool = False,
+        chat_template_kwargs: dict | None = None,
     ) -> None:
         if not model:
             raise ValueError("`model` must name the model served at `base_url`.")
@@ -74,22 +91,50 @@ class ChatJudgeMixin:
         self.top_logprobs = top_logprobs
         self.rationale_max_tokens = rationale_max_tokens
         self.extra_body = dict(extra_body or {})
-        self.client = ChatCompletionsClient(
+        if tokenizer is None and (use_chat_template or chat_template_kwargs):
+            raise ValueError(
+                "`use_chat_template`/`chat_template_kwargs` render the prompt here, which needs the model's "
+                "`tokenizer` (a path or a tokenizer object)."
+            )
+        if tokenizer is not None:
+            if system_prompt is not None:
+                raise ValueError(
+                    "`system_prompt` is for chat requests; with a `tokenizer` the prompt is rendered as the local "
+                    "judge renders it (put instructions in the template's preamble)."
+                )
+            if not logprobs:
+                raise ValueError("With a `tokenizer` the judge reads the answer tokens' log-probabilities: keep them.")
+            source = tokenizer if isinstance(tokenizer, str) else model
+            self.lm = JudgeLM(
+                source,
+                None if isinstance(tokenizer, str) else tokenizer,
+                use_chat_template=use_chat_template,
+                chat_template_kwargs=chat_template_kwargs,
+                name=model,
+            )
+        self.client = JudgeClient(
             base_url,
+            api_key=api_key,
             api_key_env=api_key_env,
+            client=client,
             max_concurrency=max_concurrency,
             requests_per_second=requests_per_second,
             timeout=timeout,
             max_retries=max_retries,
-            backoff_base=backoff_base,
-            backoff_max=backoff_max,
             show_progress=show_progress,
         )
+
+    @property
+    def endpoint(self) -> str:
+        """`"completions"` (prompt rendered here with the model's tokenizer) or `"chat"`."""
+        return "chat" if self.lm is None else "completions"
 
     @property
     def stats(self):
         """[`RequestStats`]: requests, retries, failures and tokens so far."""
         return self.client.stats
+
+    # ---------------------------------------------------------------------------------------------- requests
 
     def messages(self, request: str, rationale: str | None = None, for_rationale: bool = False) -> list[dict]:
         """The chat messages of a request: to write a rationale, or to answer (after the rationale, if any)."""
@@ -105,39 +150,79 @@ class ChatJudgeMixin:
             {"role": "user", "content": ending},
         ]
 
-    def _body(self, messages: list[dict], max_tokens: int, logprobs: bool) -> dict[str, Any]:
-        body: dict[str, Any] = {"model": self.model, "messages": messages, "max_tokens": max_tokens}
-        body["temperature"] = 0.0
-        if logprobs:
-            body.update(logprobs=True, top_logprobs=self.top_logprobs)
+    def prompt_text(self, request: str, rationale: str | None = None, for_rationale: bool = False) -> str:
+        """Completions mode: the exact text a local judge with this tokenizer reads (see [`TransformersJudge`])."""
+        if for_rationale:
+            return self.lm.render(request, self.template.prefill(True))
+        prefill = self.template.prefill(self.chain_of_thought, rationale)
+        return self.answer_tokens.apply(self.lm.render(request, prefill))
+
+    def _body(self, request: str, rationale: str | None, for_rationale: bool) -> dict[str, Any]:
+        max_tokens = self.rationale_max_tokens if for_rationale else self.answer_max_tokens
+        logprobs = self.logprobs and not for_rationale
+        body: dict[str, Any] = {"model": self.model, "max_tokens": max_tokens, "temperature": 0.0}
+        if self.lm is None:
+            body["messages"] = self.messages(request, rationale, for_rationale)
+            if logprobs:
+                body.update(logprobs=True, top_logprobs=self.top_logprobs)
+        else:
+            body["prompt"] = self.prompt_text(request, rationale, for_rationale)
+            if logprobs:
+                body["logprobs"] = self.top_logprobs
         return {**body, **self.extra_body}
 
-    def _answers(self, requests: list[str]) -> tuple[list[ChatResult], list[str | None]]:
-        """Ask every request (writing a rationale first with chain of thought); the answers and the rationales."""
-        rationales: list[str | None] = [None] * len(requests)
-        results: dict[int, ChatResult] = {}
-        if self.chain_of_thought:
-            bodies = [
-                self._body(self.messages(r, for_rationale=True), self.rationale_max_tokens, False) for r in requests
-            ]
-            for i, result in enumerate(self.client.complete(bodies)):
+    def _post(self, session, request: str, rationale: str | None = None, for_rationale: bool = False) -> ChatResult:
+        if self.lm is None:
+            path, parse = "/chat/completions", parse_chat_response
+        else:
+            path, parse = "/completions", parse_completion_response
+        return session.post(path, self._body(request, rationale, for_rationale), parse)
+
+    def _job(self, request: str) -> Callable:
+        """One item's requests: the rationale first with chain of thought, then the answer."""
+
+        def job(session) -> tuple[ChatResult, str | None]:
+            rationale = None
+            if self.chain_of_thought:
+                result = self._post(session, request, for_rationale=True)
                 if result.error is not None:
-                    results[i] = result
-                elif not (result.content or "").strip():
-                    results[i] = ChatResult(error="the judge wrote no rationale")
-                else:
-                    rationales[i] = result.content.strip()
-        todo = [i for i in range(len(requests)) if i not in results]
-        bodies = [
-            self._body(self.messages(requests[i], rationales[i]), self.answer_max_tokens, self.logprobs) for i in todo
-        ]
-        results.update(zip(todo, self.client.complete(bodies), strict=True))
-        return [results[i] for i in range(len(requests))], rationales
+                    return result, None
+                # A rationale that goes on to write the ending itself is cut there (as the local judge does).
+                rationale = (result.content or "").split(self.template.ending.strip())[0].strip()
+                if not rationale:
+                    return ChatResult(error="the judge wrote no rationale"), None
+            result = self._post(session, request, rationale)
+            if self.logprobs and result.error is None and result.top_logprobs is None:
+                self._no_logprobs()
+            return result, rationale
+
+        return job
+
+    def _no_logprobs(self) -> None:
+        message = (
+            f"The judge server {self.client!r} answered without log-probabilities although the judge asked for "
+            "them (`transformers serve`, for instance, ignores `logprobs`). Labels from the answer text alone are "
+            "hard 0/1 labels, not the soft labels this judge's fingerprint stands for, so none are made. Serve the "
+            "model with a server that returns log-probabilities (vLLM, llama.cpp, TGI), or pass `logprobs=False` to "
+            "label with hard labels under a fingerprint of their own."
+        )
+        with self.client._lock:  # once, though every worker in flight gets such an answer
+            warned, self._warned_no_logprobs = getattr(self, "_warned_no_logprobs", False), True
+        if not warned:
+            logger.warning(message)
+        raise JudgeError(message)
+
+    def _answers(
+        self, requests: Sequence[str], on_done: Callable[[int, tuple[ChatResult, str | None]], None] | None = None
+    ) -> list[tuple[ChatResult, str | None]]:
+        """Ask every request, all through one pool of requests in flight; `(result, rationale)` per request."""
+        return self.client.map([self._job(r) for r in requests], on_done)
 
     def _chat_fingerprint(self) -> dict[str, Any]:
         # The server's address is left out: the same model served elsewhere gives the same labels.
-        return {
+        fields = {
             "model": self.model,
+            "endpoint": self.endpoint,
             "template": self.template.to_dict(),
             "chain_of_thought": self.chain_of_thought,
             "system_prompt": self.system_prompt,
@@ -146,3 +231,6 @@ class ChatJudgeMixin:
             "rationale_max_tokens": self.rationale_max_tokens if self.chain_of_thought else None,
             "extra_body": self.extra_body,
         }
+        if self.lm is not None:
+            fields["prompt"] = self.lm.prompt_fingerprint_fields()
+        return fields

@@ -1,9 +1,11 @@
 """Labeling with a judge through a label store: preference datasets and labeler alignment."""
 
 import logging
+import queue
 import random
+import threading
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +16,7 @@ from trl.data_utils import maybe_extract_prompt
 from ..data_utils import Completion, DatasetFormatError, Prompt, check_messages, require_columns, row_error
 from .base import PairwiseJudge, ScoringJudge, check_inputs
 from .judgement import PairwiseJudgement, ScoreJudgement
+from .openai_client import JudgeError
 from .store import LabelStore, content_key, pair_key
 
 
@@ -30,6 +33,91 @@ def _check_judge_and_store(judge: Any, kind: type, store: Any) -> None:
         raise TypeError(f"`store` must be a `LabelStore` (`LabelStore(path)`), got {type(store).__name__}.")
 
 
+class _LabelWriter:
+    """Stores labels as they arrive, from a thread of its own: each transaction writes everything that arrived
+    while the previous one was being written (group commit), so a label is on disk a few milliseconds after the judge
+    gave it, without one disk flush per label and without holding up the judge."""
+
+    def __init__(self, put: Callable[[list[int], list], Any]):
+        self.put = put
+        self.queue: queue.Queue = queue.Queue()
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="label-writer", daemon=True)
+        self.thread.start()
+
+    def add(self, indices: list[int], judgements: list) -> None:
+        if self.error is not None:
+            raise self.error
+        self.queue.put((indices, judgements))
+
+    def _run(self) -> None:
+        done = False
+        while not done:
+            batch = [self.queue.get()]
+            while True:
+                try:
+                    batch.append(self.queue.get_nowait())
+                except queue.Empty:
+                    break
+            done = batch[-1] is None
+            items = [item for item in batch if item is not None]
+            if items and self.error is None:
+                try:
+                    self.put([i for idx, _ in items for i in idx], [j for _, js in items for j in js])
+                except BaseException as error:  # reported by `close` (and the next `add`)
+                    self.error = error
+
+    def close(self) -> None:
+        """Write what is left and stop; raise if a write failed."""
+        self.queue.put(None)
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+
+def _cached(judge, stream, key_of, store, kind: str, items: list[tuple], chunk_size, show_progress, desc, unit):
+    """Shared by [`judge_pairs_cached`] and [`score_cached`]: look up, judge what is missing, store as it arrives."""
+    if chunk_size < 1:
+        raise ValueError(f"`chunk_size` must be >= 1, got {chunk_size}.")
+    keys = [key_of(*item) for item in items]
+    first_of: dict[str, int] = {}
+    for i, key in enumerate(keys):
+        first_of.setdefault(key if isinstance(key, str) else key[0], i)
+    firsts = list(first_of.values())
+    found: dict[int, Any] = {}
+    fingerprint = None
+    if store is not None and firsts:
+        fingerprint, fields = judge.described_fingerprint()
+        store.register_judge(fingerprint, fields)
+        stored = getattr(store, f"get_{kind}")(fingerprint, *zip(*[items[i] for i in firsts], strict=True))
+        found = {i: j for i, j in zip(firsts, stored, strict=True) if j is not None}
+    missing = [i for i in firsts if i not in found]
+    progress = tqdm(total=len(firsts), initial=len(found), desc=desc, unit=unit, disable=not show_progress)
+    writer = None
+    if store is not None and missing:
+        put = getattr(store, f"put_{kind}")
+        writer = _LabelWriter(lambda where, js: put(fingerprint, *zip(*[items[missing[p]] for p in where]), js))
+    lock = threading.Lock()
+
+    def on_judged(positions: list[int], judgements: list) -> None:
+        with lock:
+            for position, judgement in zip(positions, judgements, strict=True):
+                found[missing[position]] = judgement
+            progress.update(len(positions))
+        if writer is not None:
+            writer.add(positions, judgements)
+
+    try:
+        if missing:
+            columns = [list(column) for column in zip(*[items[i] for i in missing], strict=True)]
+            stream(*columns, on_judged, chunk_size)
+    finally:
+        progress.close()
+        if writer is not None:
+            writer.close()  # whatever was judged is stored, also when the run stops with an error
+    return keys, first_of, found
+
+
 def judge_pairs_cached(
     judge: PairwiseJudge,
     prompts: Sequence[Prompt],
@@ -39,57 +127,38 @@ def judge_pairs_cached(
     chunk_size: int = 64,
     show_progress: bool = False,
 ) -> list[PairwiseJudgement]:
-    """Judge pairs, asking the judge only for pairs the store does not hold and storing each chunk as it arrives.
+    """Judge pairs, asking the judge only for pairs the store does not hold and storing each label as it arrives.
 
-    Duplicate pairs (also in swapped order) are judged once. Interrupting this function (crash, Ctrl-C) loses at most
-    the chunk in progress: calling it again resumes where it stopped.
+    Duplicate pairs (also in swapped order) are judged once. A local judge gets `chunk_size` pairs per call; a served
+    judge keeps its requests flowing over all pairs (a slow or retried request never holds up the others). Each
+    label is stored within milliseconds of its answer, so interrupting this function (crash, Ctrl-C) loses almost
+    nothing: calling it again asks only for the pairs not stored yet.
 
     Args:
         judge ([`PairwiseJudge`]): The judge.
         prompts, completions_a, completions_b (`Sequence`): The pairs.
         store ([`LabelStore`], *optional*): Where labels are read from and written to; without it nothing is cached.
-        chunk_size (`int`, *optional*, defaults to `64`): Pairs per judge call (and per store transaction).
+        chunk_size (`int`, *optional*, defaults to `64`): Pairs per call of a local judge.
         show_progress (`bool`, *optional*, defaults to `False`): Show a progress bar over unique pairs.
 
     Returns:
         `list[PairwiseJudgement]`: One judgement per pair, in order, oriented as given.
     """
-    if chunk_size < 1:
-        raise ValueError(f"`chunk_size` must be >= 1, got {chunk_size}.")
     _check_judge_and_store(judge, PairwiseJudge, store)
     count = check_inputs({"prompts": prompts, "completions_a": completions_a, "completions_b": completions_b})
-    keys = [pair_key(p, a, b) for p, a, b in zip(prompts, completions_a, completions_b, strict=True)]
-    first_of: dict[str, int] = {}
-    for i, (key, _) in enumerate(keys):
-        first_of.setdefault(key, i)
-    firsts = list(first_of.values())
-    found: dict[int, PairwiseJudgement] = {}
-    fingerprint = None
-    if store is not None and firsts:
-        fingerprint, fields = judge.described_fingerprint()
-        store.register_judge(fingerprint, fields)
-        stored = store.get_pairs(
-            fingerprint,
-            [prompts[i] for i in firsts],
-            [completions_a[i] for i in firsts],
-            [completions_b[i] for i in firsts],
-        )
-        found = {i: j for i, j in zip(firsts, stored, strict=True) if j is not None}
-    missing = [i for i in firsts if i not in found]
-    progress = tqdm(
-        total=len(firsts), initial=len(found), desc="Judging pairs", unit="pair", disable=not show_progress
+    items = list(zip(prompts, completions_a, completions_b, strict=True))
+    keys, first_of, found = _cached(
+        judge,
+        judge._judge_pairs_streaming,
+        pair_key,
+        store,
+        "pairs",
+        items,
+        chunk_size,
+        show_progress,
+        "Judging pairs",
+        "pair",
     )
-    try:
-        for start in range(0, len(missing), chunk_size):
-            chunk = missing[start : start + chunk_size]
-            args = ([prompts[i] for i in chunk], [completions_a[i] for i in chunk], [completions_b[i] for i in chunk])
-            judgements = judge.judge_pairs(*args)
-            if store is not None:
-                store.put_pairs(fingerprint, *args, judgements)
-            found.update(zip(chunk, judgements, strict=True))
-            progress.update(len(chunk))
-    finally:
-        progress.close()
     results = []
     for i in range(count):
         key, flipped = keys[i]
@@ -108,35 +177,21 @@ def score_cached(
     show_progress: bool = False,
 ) -> list[ScoreJudgement]:
     """Score completions, asking the judge only for what the store does not hold (see [`judge_pairs_cached`])."""
-    if chunk_size < 1:
-        raise ValueError(f"`chunk_size` must be >= 1, got {chunk_size}.")
     _check_judge_and_store(judge, ScoringJudge, store)
     count = check_inputs({"prompts": prompts, "completions": completions})
-    keys = [content_key(p, c) for p, c in zip(prompts, completions, strict=True)]
-    first_of: dict[str, int] = {}
-    for i, key in enumerate(keys):
-        first_of.setdefault(key, i)
-    firsts = list(first_of.values())
-    found: dict[int, ScoreJudgement] = {}
-    fingerprint = None
-    if store is not None and firsts:
-        fingerprint, fields = judge.described_fingerprint()
-        store.register_judge(fingerprint, fields)
-        stored = store.get_scores(fingerprint, [prompts[i] for i in firsts], [completions[i] for i in firsts])
-        found = {i: j for i, j in zip(firsts, stored, strict=True) if j is not None}
-    missing = [i for i in firsts if i not in found]
-    progress = tqdm(total=len(firsts), initial=len(found), desc="Scoring", unit="item", disable=not show_progress)
-    try:
-        for start in range(0, len(missing), chunk_size):
-            chunk = missing[start : start + chunk_size]
-            args = ([prompts[i] for i in chunk], [completions[i] for i in chunk])
-            judgements = judge.score_completions(*args)
-            if store is not None:
-                store.put_scores(fingerprint, *args, judgements)
-            found.update(zip(chunk, judgements, strict=True))
-            progress.update(len(chunk))
-    finally:
-        progress.close()
+    items = list(zip(prompts, completions, strict=True))
+    keys, first_of, found = _cached(
+        judge,
+        judge._score_streaming,
+        content_key,
+        store,
+        "scores",
+        items,
+        chunk_size,
+        show_progress,
+        "Scoring",
+        "item",
+    )
     return [found[first_of[keys[i]]] for i in range(count)]
 
 
@@ -169,6 +224,18 @@ def _check_labeling_row(example: dict, row: int, columns: Sequence[str]) -> bool
                 "Use the same format (standard or conversational) for the prompt and its completions.",
             )
     return conversational
+
+
+def require_some_judged(judgements: Sequence[PairwiseJudgement | ScoreJudgement], what: str) -> None:
+    """Raise [`JudgeError`] when there was something to judge and the judge labeled none of it: a run that could not
+    label fails instead of writing an empty dataset."""
+    if not judgements:
+        return
+    values = [j.probability if isinstance(j, PairwiseJudgement) else j.score for j in judgements]
+    if all(v is None for v in values):
+        reasons = Counter(j.reason for j in judgements).most_common(3)
+        details = "; ".join(f"{n}x {reason}" for reason, n in reasons)
+        raise JudgeError(f"The judge labeled none of the {len(judgements)} {what}: {details}.")
 
 
 def _pairs_of_rows(
@@ -299,6 +366,7 @@ def label_preferences(
         )
     rows, prompts, a, b = _pairs_of_rows(examples, columns, pairing, seed)
     judgements = judge_pairs_cached(judge, prompts, a, b, store, chunk_size, show_progress)
+    require_some_judged(judgements, "pairs")
     extra = {name: [examples[row].get(name) for row in rows] for name in columns if name not in consumed}
     output, dropped = preference_columns(
         prompts, a, b, judgements, min_confidence=min_confidence, drop_inconsistent=drop_inconsistent, extra=extra
@@ -480,4 +548,5 @@ def labeler_alignment(
     judgements = judge_pairs_cached(
         judge, dataset["prompt"], dataset["chosen"], dataset["rejected"], store, chunk_size, show_progress
     )
+    require_some_judged(judgements, "pairs of the alignment dataset")
     return alignment_metrics(judgements)

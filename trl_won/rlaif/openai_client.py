@@ -1,50 +1,64 @@
-"""A small client for OpenAI-compatible chat-completions endpoints (OpenAI, vLLM, TGI, llama.cpp server).
+"""Many requests to one OpenAI-compatible server (OpenAI, vLLM, TGI, llama.cpp, `transformers serve`), through the
+official `openai` client.
 
-- At most `max_concurrency` requests in flight: a pool of that many worker threads, each with its own keep-alive
-  HTTP(S) connection (the standard library's `http.client`; proxies from `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY`).
-  Threads rather than an asyncio HTTP client: the wait is network latency, and this keeps the per-request CPU cost
-  near 0.5 ms, which is what lets 32 requests in flight reach 30x the sequential rate (`benchmarks/rlaif_label.py`).
-- At most `requests_per_second` requests started per second.
-- HTTP 408/429/5xx, timeouts, connection errors and unreadable answers (malformed JSON) are retried with exponential
-  backoff and jitter; a `Retry-After` header is honored. What still fails is reported per request, not raised.
-- HTTP 401/403/404 mean the key, the URL or the model name is wrong for every request: they raise at once.
-- The API key is read from an environment variable when a batch of requests starts. It is only ever put in the
-  `Authorization` header of each request: it is not kept on the client, and it is scrubbed from every error message.
+The `openai` client does the HTTP: connections, proxies (`HTTPS_PROXY`, ...), retries of 408/409/429/5xx, timeouts
+and connection errors with exponential backoff and jitter, and the server's `Retry-After`. On top of it, this module
+keeps what labeling at scale needs:
+
+- a worker pool: at most `max_concurrency` requests in flight, kept full across the whole run (a slow or retried
+  request holds one slot, never the others), and at most `requests_per_second` started per second;
+- a per-request timeout that does not count the time a request waits behind this client's own requests in the
+  server's queue (see [`JudgeClient`]);
+- counts of requests, retries, failures and tokens;
+- a result per item with the reason when there is no answer, and a [`JudgeError`] that stops the run at once when the
+  server refuses every request (wrong key, URL or model, a rejected parameter, no server at all, no log-probabilities);
+- key hygiene: the API key is only ever in the `openai` client's `Authorization` header; it is scrubbed from every
+  reason and error message (also when a server echoes it back), and never logged, stored or part of a repr.
+
+Requests go through the client's generic `post` (`client.post("/chat/completions", body=..., cast_to=httpx.Response)`,
+the `openai` client's way to call an endpoint with any JSON body) and the answer JSON is read and validated here: a
+server's answer of another shape is an error for that item, never half an answer.
 """
 
 import asyncio
-import base64
 import concurrent.futures
-import email.utils
-import http.client
 import json
 import logging
 import math
 import os
-import random
-import ssl
+import re
 import threading
 import time
-import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from tqdm.auto import tqdm
+
+from ..errors import TrlWonError
 
 
 logger = logging.getLogger(__name__)
 
-RETRY_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529})
-FATAL_STATUSES = {401: "unauthorized", 403: "forbidden", 404: "not found"}
-MAX_RETRY_AFTER = 600.0
-# A keep-alive connection the server closed while idle fails like this on reuse; it is reopened and the request resent.
-_STALE_CONNECTION_ERRORS = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
+OPENAI_API = "https://api.openai.com/v1"
+# Sent to servers that need no key (vLLM, llama.cpp, TGI, `transformers serve` without `--api-key`): the `openai`
+# client refuses to start without one.
+NO_KEY = "EMPTY"
+# Status codes that mean the request can never succeed as sent.
+REFUSED = {400: "bad request", 401: "unauthorized", 403: "forbidden", 404: "not found", 422: "unprocessable"}
+# A 400 that names the prompt's length concerns that item only (vLLM: "This model's maximum context length is ...").
+_ITEM_TOO_LONG = re.compile(r"context length|context window|maximum context|too long|exceeds the", re.IGNORECASE)
 
 
-class JudgeRequestError(RuntimeError):
-    """A judge endpoint refuses every request (wrong key, URL or model). The message never holds the key."""
+class JudgeError(TrlWonError, RuntimeError):
+    """The judge cannot label: its server refused a request that every request will repeat (wrong key, URL, model
+    name or parameter), never answered, or answered without what the judge needs. The message is the server's,
+    with any secret scrubbed."""
+
+
+# The name of earlier versions.
+JudgeRequestError = JudgeError
 
 
 @dataclass
@@ -53,8 +67,8 @@ class RequestStats:
 
     Args:
         requests (`int`): HTTP requests sent, retries included.
-        retries (`int`): Requests that were retries.
-        failures (`int`): Items that got no usable answer after all retries (or a non-retryable error).
+        retries (`int`): Requests that were retries (done by the `openai` client).
+        failures (`int`): Items that got no usable answer after all retries.
         prompt_tokens (`int`): Prompt tokens the server reported in `usage`.
         completion_tokens (`int`): Completion tokens the server reported in `usage`.
     """
@@ -71,13 +85,14 @@ class RequestStats:
 
 @dataclass
 class ChatResult:
-    """The useful part of one chat-completion answer.
+    """The useful part of one answer (chat or text completion).
 
     Args:
         content (`str` or `None`): The answer text.
-        top_logprobs (`dict[str, float]` or `None`): Log-probabilities of the candidate first tokens, when returned.
+        top_logprobs (`dict[str, float]` or `None`): Log-probabilities of the candidate first tokens; `None` when the
+            server returned none.
         error (`str` or `None`): Why there is no answer.
-        final (`bool`): `False` when a later attempt might succeed.
+        final (`bool`): `False` when a later attempt might succeed (such results are never stored).
     """
 
     content: str | None = None
@@ -95,31 +110,25 @@ def sanitize_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
 
 
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds to wait from a `Retry-After` header (seconds or an HTTP date), or `None`."""
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        seconds = when.timestamp() - time.time()
-    if math.isnan(seconds):
-        return None
-    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
+_SECRET_PATTERNS = (
+    re.compile(r"(?i)(bearer\s+)[^\s'\",}]+"),
+    re.compile(r"(?i)((?:api[-_]?key|authorization)['\"]?\s*[:=]\s*['\"]?)(?!bearer\s)[^\s'\",}]+"),
+    re.compile(r"\bsk-[A-Za-z0-9_\-]{8,}"),
+)
 
 
-def backoff_delay(attempt: int, base: float, maximum: float, retry_after: float | None = None) -> float:
-    """Exponential backoff with jitter: uniform in [d/2, d] for d = min(maximum, base * 2**attempt), and never less
-    than the server's `Retry-After`."""
-    delay = min(maximum, base * (2**attempt))
-    delay = delay / 2 + random.uniform(0, delay / 2)
-    if retry_after is not None:
-        delay = max(delay, retry_after)
-    return delay
+def scrub(text: str, secret: str | None = None) -> str:
+    """`text` without `secret` and without anything shaped like a credential (a bearer token, an `api_key=` value,
+    an OpenAI-style `sk-...` key)."""
+    if secret and secret != NO_KEY:
+        text = text.replace(secret, "***")
+    for pattern in _SECRET_PATTERNS:
+        text = pattern.sub(lambda m: (m.group(1) if m.groups() else "") + "***", text)
+    return text
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
 
 
 def parse_chat_response(data: Any) -> ChatResult:
@@ -128,26 +137,57 @@ def parse_chat_response(data: Any) -> ChatResult:
     Raises:
         ValueError: when the body does not have the chat-completions shape.
     """
+    choice = _first_choice(data)
+    message = choice.get("message")
+    if not isinstance(message, dict):
+        raise ValueError("'choices[0]' has no 'message'")
+    content = message.get("content")
+    if content is not None and not isinstance(content, str):
+        raise ValueError("'message.content' is not a string")
+    top = None
+    logprobs = choice.get("logprobs")
+    entries = logprobs.get("content") if isinstance(logprobs, dict) else None
+    if isinstance(entries, list) and entries and isinstance(entries[0], dict):
+        first = entries[0]
+        top = {}
+        for entry in [first, *(first.get("top_logprobs") or [])]:
+            if isinstance(entry, dict) and isinstance(entry.get("token"), str) and _finite(entry.get("logprob")):
+                top[entry["token"]] = float(entry["logprob"])
+    return ChatResult(content=content, top_logprobs=top)
+
+
+def parse_completion_response(data: Any) -> ChatResult:
+    """Read the text and the first token's top log-probabilities from a (text) completions JSON body, whose
+    `logprobs` are `{"tokens": [...], "token_logprobs": [...], "top_logprobs": [{token: logprob}, ...]}`.
+
+    Raises:
+        ValueError: when the body does not have the completions shape.
+    """
+    choice = _first_choice(data)
+    text = choice.get("text")
+    if not isinstance(text, str):
+        raise ValueError("'choices[0].text' is not a string")
+    top = None
+    logprobs = choice.get("logprobs")
+    if isinstance(logprobs, dict):
+        top = {}
+        tops, tokens, values = logprobs.get("top_logprobs"), logprobs.get("tokens"), logprobs.get("token_logprobs")
+        if isinstance(tops, list) and tops and isinstance(tops[0], dict):
+            top.update({t: float(v) for t, v in tops[0].items() if isinstance(t, str) and _finite(v)})
+        if isinstance(tokens, list) and isinstance(values, list) and tokens and values:
+            if isinstance(tokens[0], str) and _finite(values[0]):
+                top.setdefault(tokens[0], float(values[0]))
+        top = top or None
+    return ChatResult(content=text, top_logprobs=top)
+
+
+def _first_choice(data: Any) -> dict:
     if not isinstance(data, dict) or not isinstance(data.get("choices"), list) or not data["choices"]:
         raise ValueError("the answer has no 'choices'")
     choice = data["choices"][0]
     if not isinstance(choice, dict):
         raise ValueError("'choices[0]' is not an object")
-    message = choice.get("message") or {}
-    content = message.get("content") if isinstance(message, dict) else None
-    if content is not None and not isinstance(content, str):
-        raise ValueError("'message.content' is not a string")
-    top = None
-    entries = (choice.get("logprobs") or {}).get("content") if isinstance(choice.get("logprobs"), dict) else None
-    if isinstance(entries, list) and entries and isinstance(entries[0], dict):
-        first = entries[0]
-        top = {}
-        for entry in [first, *(first.get("top_logprobs") or [])]:
-            if isinstance(entry, dict) and isinstance(entry.get("token"), str):
-                logprob = entry.get("logprob")
-                if isinstance(logprob, (int, float)) and not math.isnan(logprob):
-                    top[entry["token"]] = float(logprob)
-    return ChatResult(content=content, top_logprobs=top)
+    return choice
 
 
 class _RateLimiter:
@@ -167,270 +207,460 @@ class _RateLimiter:
             time.sleep(start - now)
 
 
-class _Connections:
-    """One keep-alive HTTP(S) connection per worker thread, to one server (through a proxy if the environment sets
-    one)."""
+class _Secret(str):
+    """A string that never shows itself in a repr (so `vars(judge)` or a traceback print no key)."""
 
-    def __init__(self, base_url: str, timeout: float):
-        parts = urlsplit(base_url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"`base_url` must be an http(s) URL such as http://localhost:8000/v1, got {base_url!r}.")
-        self.https = parts.scheme == "https"
-        self.host = parts.hostname
-        self.port = parts.port or (443 if self.https else 80)
-        self.path = parts.path.rstrip("/") + "/chat/completions"
-        self.timeout = timeout
-        self.context = ssl.create_default_context() if self.https else None
-        self.proxy = None
-        if not urllib.request.proxy_bypass(self.host):
-            proxy = urllib.request.getproxies().get(parts.scheme)
-            self.proxy = urlsplit(proxy if "://" in proxy else f"http://{proxy}") if proxy else None
-        self.local = threading.local()
-
-    def target(self) -> str:
-        """The request target: a path, or an absolute URL for plain HTTP through a proxy."""
-        if self.proxy is not None and not self.https:
-            return f"http://{self.host}:{self.port}{self.path}"
-        return self.path
-
-    def _open(self) -> http.client.HTTPConnection:
-        if self.proxy is None:
-            if self.https:
-                return http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout, context=self.context)
-            return http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
-        proxy_port = self.proxy.port or (443 if self.proxy.scheme == "https" else 80)
-        if not self.https:
-            return http.client.HTTPConnection(self.proxy.hostname, proxy_port, timeout=self.timeout)
-        connection = http.client.HTTPSConnection(
-            self.proxy.hostname, proxy_port, timeout=self.timeout, context=self.context
-        )
-        headers = {}
-        if self.proxy.username:
-            credentials = f"{unquote(self.proxy.username)}:{unquote(self.proxy.password or '')}"
-            headers["Proxy-Authorization"] = "Basic " + base64.b64encode(credentials.encode()).decode()
-        connection.set_tunnel(self.host, self.port, headers=headers)
-        return connection
-
-    def post(self, payload: bytes, headers: dict[str, str]) -> tuple[int, Any, bytes]:
-        """POST `payload`; return status, headers and body. Reopens a stale keep-alive connection once."""
-        for reuse in (True, False):
-            connection = getattr(self.local, "connection", None)
-            fresh = connection is None or not reuse
-            if fresh:
-                self.drop()
-                connection = self.local.connection = self._open()
-            try:
-                connection.request("POST", self.target(), body=payload, headers=headers)
-                response = connection.getresponse()
-                body = response.read()
-            except _STALE_CONNECTION_ERRORS:
-                self.drop()
-                if fresh:
-                    raise
-                continue
-            except BaseException:
-                self.drop()
-                raise
-            if response.will_close:
-                self.drop()
-            return response.status, response.headers, body
-        raise AssertionError("unreachable")
-
-    def drop(self) -> None:
-        connection = getattr(self.local, "connection", None)
-        self.local.connection = None
-        if connection is not None:
-            connection.close()
+    def __repr__(self) -> str:
+        return "'***'"
 
 
-class ChatCompletionsClient:
-    """Send many chat-completion requests to one OpenAI-compatible server.
+class JudgeClient:
+    """Send many requests to one OpenAI-compatible server with the `openai` client.
+
+    Connection settings follow the `openai` client's conventions: `base_url` and `api_key` arguments, else the
+    `OPENAI_BASE_URL` and `OPENAI_API_KEY` environment variables, or your own `openai.OpenAI`/`openai.AsyncOpenAI`
+    client (`client=`; the judge then uses its URL, key, headers and HTTP settings, and gives it its own timeout and
+    retries per request). Servers without a key (vLLM, llama.cpp, TGI, `transformers serve`) need none. A client of
+    your own is best left to the judge: an `AsyncOpenAI` client runs on the judge's own event loop thread.
+
+    Timeouts and queueing: a server that answers one request at a time (llama.cpp's server by default, any server at
+    its batch limit) queues the others, and a client-side timeout counts that wait: with 32 requests in flight and a
+    60 s timeout, a server that takes 3 s per request times out the last third of its queue, each of which is sent
+    again and lengthens the queue. Here `timeout` is what the server may take *per request*: a request may wait
+    `max_concurrency * timeout` seconds for its answer, the time a one-at-a-time server needs to serve every request
+    this client can have in flight. A slow server is then never failed by this client's own concurrency; a hung one
+    is still found (connecting has `timeout` seconds). Set `max_concurrency` to what the server runs in parallel
+    (1 for llama.cpp's default server, 4-8 for a small vLLM) to see a hung request sooner.
 
     Args:
-        base_url (`str`): The API root, e.g. `"http://localhost:8000/v1"` (vLLM) or `"https://api.openai.com/v1"`.
-        api_key_env (`str` or `None`, *optional*, defaults to `"OPENAI_API_KEY"`): Environment variable with the API
-            key. When it is unset no `Authorization` header is sent (fine for local servers).
-        max_concurrency (`int`, *optional*, defaults to `32`): Requests in flight at once.
-        requests_per_second (`float`, *optional*): Most requests started per second; unlimited when `None`.
-        timeout (`float`, *optional*, defaults to `60.0`): Seconds without progress on a connection (connecting,
-            sending, or waiting for the answer) before the request is abandoned and retried.
-        max_retries (`int`, *optional*, defaults to `6`): Retries per request.
-        backoff_base (`float`, *optional*, defaults to `1.0`): First retry delay, in seconds (doubles each retry).
-        backoff_max (`float`, *optional*, defaults to `60.0`): Longest backoff delay.
-        show_progress (`bool`, *optional*, defaults to `False`): Show a progress bar over requests.
+        base_url (`str`, *optional*):
+            The API root, e.g. `"http://localhost:8000/v1"`; defaults to `$OPENAI_BASE_URL`, else OpenAI's API.
+        api_key (`str`, *optional*):
+            The API key; defaults to the variable named by `api_key_env`.
+        api_key_env (`str`, *optional*, defaults to `"OPENAI_API_KEY"`):
+            Environment variable read for the key (when each run starts) if `api_key` is not given.
+        client (`openai.OpenAI` or `openai.AsyncOpenAI`, *optional*):
+            A client of your own, instead of `base_url`/`api_key`.
+        max_concurrency (`int`, *optional*, defaults to `32`):
+            Requests in flight at once.
+        requests_per_second (`float`, *optional*):
+            Most requests started per second (retries are paced by the backoff); unlimited when `None`.
+        timeout (`float`, *optional*, defaults to `60.0`):
+            Seconds the server may take on one request (see above), and to connect.
+        max_retries (`int`, *optional*, defaults to `6`):
+            Retries per request, by the `openai` client (429, 408, 409, 5xx, timeouts, connection errors).
+        show_progress (`bool`, *optional*, defaults to `False`):
+            Show a progress bar over requests.
     """
 
     def __init__(
         self,
-        base_url: str,
+        base_url: str | None = None,
+        *,
+        api_key: str | None = None,
         api_key_env: str | None = "OPENAI_API_KEY",
+        client: Any = None,
         max_concurrency: int = 32,
         requests_per_second: float | None = None,
         timeout: float = 60.0,
         max_retries: int = 6,
-        backoff_base: float = 1.0,
-        backoff_max: float = 60.0,
         show_progress: bool = False,
     ):
         if max_concurrency < 1:
             raise ValueError(f"`max_concurrency` must be >= 1, got {max_concurrency}.")
         if requests_per_second is not None and requests_per_second <= 0:
             raise ValueError(f"`requests_per_second` must be > 0 or None, got {requests_per_second}.")
-        if max_retries < 0 or timeout <= 0 or backoff_base < 0 or backoff_max < 0:
-            raise ValueError("`max_retries`, `backoff_base` and `backoff_max` must be >= 0 and `timeout` > 0.")
-        self.base_url = base_url.rstrip("/")
+        if max_retries < 0 or timeout <= 0:
+            raise ValueError(f"`max_retries` must be >= 0 and `timeout` > 0, got {max_retries} and {timeout}.")
+        if client is not None:
+            import openai
+
+            if not isinstance(client, (openai.OpenAI, openai.AsyncOpenAI)):
+                raise TypeError(f"`client` must be an openai.OpenAI or AsyncOpenAI, got {type(client).__name__}.")
+            if base_url is not None or api_key is not None:
+                raise ValueError("Pass either `client` or `base_url`/`api_key`: the client has its own.")
+            base_url = str(client.base_url)
+        self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_API).rstrip("/")
+        parts = urlsplit(self.base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"`base_url` must be an http(s) URL such as http://localhost:8000/v1, got {base_url!r}.")
+        self._api_key = None if api_key is None else _Secret(api_key)
         self.api_key_env = api_key_env
+        self._user_client = client
         self.max_concurrency = max_concurrency
         self.requests_per_second = requests_per_second
         self.timeout = timeout
         self.max_retries = max_retries
-        self.backoff_base = backoff_base
-        self.backoff_max = backoff_max
         self.show_progress = show_progress
         self.stats = RequestStats()
-        self._stats_lock = threading.Lock()
-        self._limiter = _RateLimiter(requests_per_second) if requests_per_second else None
-        self._connections = _Connections(self.base_url, timeout)
-        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
-        self._pool_pid = None
-        self._check_key()
+        self._lock = threading.Lock()
+        self._answered = False  # whether any request got an answer: until then a refusal means every one fails
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_pid: int | None = None
+        self._resources_of_process: _Resources | None = None
+        self._key()
 
-    def _check_key(self) -> str | None:
-        key = os.environ.get(self.api_key_env) if self.api_key_env else None
+    def _key(self) -> str:
+        if self._user_client is not None:
+            return self._user_client.api_key or NO_KEY
+        key = self._api_key or (os.environ.get(self.api_key_env) if self.api_key_env else None)
         if not key and urlsplit(self.base_url).hostname == "api.openai.com":
             raise ValueError(
                 f"The OpenAI API needs a key: set the environment variable {self.api_key_env or 'OPENAI_API_KEY'} "
-                "(or pass `api_key_env=` naming the variable that holds it)."
+                "(or pass `api_key=`)."
             )
-        return key or None
+        return key or NO_KEY
 
     def __repr__(self) -> str:
         return (
-            f"ChatCompletionsClient(base_url={sanitize_url(self.base_url)!r}, api_key_env={self.api_key_env!r}, "
-            f"max_concurrency={self.max_concurrency}, requests_per_second={self.requests_per_second})"
+            f"JudgeClient(base_url={sanitize_url(self.base_url)!r}, max_concurrency={self.max_concurrency}, "
+            f"requests_per_second={self.requests_per_second}, timeout={self.timeout}, max_retries={self.max_retries})"
         )
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        state.update(_pool=None, _pool_pid=None, _stats_lock=None, _limiter=None, _connections=None)
+        state.update(_lock=None, _loop=None, _loop_pid=None, _resources_of_process=None)
         return state
 
     def __setstate__(self, state):
         self.__dict__.update(state)
-        self._stats_lock = threading.Lock()
-        self._limiter = _RateLimiter(self.requests_per_second) if self.requests_per_second else None
-        self._connections = _Connections(self.base_url, self.timeout)
-
-    def _executor(self) -> concurrent.futures.ThreadPoolExecutor:
-        if self._pool is None or self._pool_pid != os.getpid():  # threads do not survive a fork
-            self._pool = concurrent.futures.ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="judge-http")
-            self._pool_pid = os.getpid()
-            self._connections = _Connections(self.base_url, self.timeout)
-        return self._pool
-
-    def close(self) -> None:
-        """Stop the worker threads (their connections close with them); the next request starts new ones."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+        self._lock = threading.Lock()
 
     def _count(self, **increments: int) -> None:
-        with self._stats_lock:
+        with self._lock:
             for name, value in increments.items():
                 setattr(self.stats, name, getattr(self.stats, name) + value)
 
-    def complete(self, bodies: Sequence[dict[str, Any]]) -> list[ChatResult]:
-        """Send every request body to `/chat/completions`, concurrently; one result per body, in order.
+    # ------------------------------------------------------------------------------------------------- running
 
-        Interrupting it (Ctrl-C) drops the requests not sent yet; those in flight finish in the background.
+    def map(
+        self,
+        jobs: Sequence[Callable[["_Session"], Any]],
+        on_done: Callable[[int, Any], None] | None = None,
+    ) -> list[Any]:
+        """Run `jobs` (each `job(session)` sends its requests with `session.post`) on `max_concurrency` worker
+        threads, the pool kept full until the last job; return their results in order.
+
+        `on_done(index, result)` is called (from a worker thread) as each job finishes. A [`JudgeError`] in any job
+        stops the run: jobs not started are dropped and the error is raised. So is Ctrl-C; requests in flight then
+        finish in the background.
         """
-        key = self._check_key()
-        scrub = _Scrubber(key)
-        headers = {"Content-Type": "application/json", "Accept": "application/json", "User-Agent": "trl_won"}
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
+        if not jobs:
+            return []
+        session = _Session(self)
         before = self.stats.as_dict()
-        pool = self._executor()
-        futures = [pool.submit(self._send, json.dumps(body).encode(), headers, scrub) for body in bodies]
-        progress = tqdm(total=len(bodies), desc="Judge requests", unit="req", disable=not self.show_progress)
-        try:
-            for future in concurrent.futures.as_completed(futures):
-                future.result()  # a fatal error (HTTP 401/403/404) stops the batch at once
+        results: list[Any] = [None] * len(jobs)
+        stop = threading.Event()
+        errors: list[BaseException] = []
+        # Bounded submission: at most a few times `max_concurrency` jobs are queued, so a run of a million requests
+        # does not hold a million futures.
+        window = threading.BoundedSemaphore(4 * self.max_concurrency)
+        progress = tqdm(total=len(jobs), desc="Judge requests", unit="req", disable=not self.show_progress)
+
+        def run(index: int):
+            try:
+                if stop.is_set():
+                    return
+                results[index] = jobs[index](session)
+                if on_done is not None:
+                    on_done(index, results[index])
                 progress.update(1)
-        except BaseException:  # including Ctrl-C: requests not started yet are dropped
+            except BaseException as error:
+                with self._lock:
+                    errors.append(error)
+                stop.set()
+            finally:
+                window.release()
+
+        # Workers beyond `max_concurrency` wait out retry delays (429 Retry-After, backoff) while the others keep
+        # `max_concurrency` requests on the wire (the limit is on requests sent, see `_Session`). A client of the
+        # user's cannot be limited that way: then there are `max_concurrency` workers.
+        pool = self._resources().pool
+        futures = []
+        try:
+            for index in range(len(jobs)):
+                while not window.acquire(timeout=0.1):
+                    if stop.is_set():
+                        break
+                if stop.is_set():
+                    break
+                futures.append(pool.submit(run, index))
             for future in futures:
-                future.cancel()
+                while not stop.is_set():
+                    try:
+                        future.result(timeout=0.1)
+                        break
+                    except concurrent.futures.TimeoutError:
+                        continue
+                if stop.is_set():
+                    break
+        except BaseException:
+            stop.set()
             raise
         finally:
+            for future in futures:
+                future.cancel()
             progress.close()
+            session.close()
+        if errors:
+            raise errors[0]
         done = {k: v - before[k] for k, v in self.stats.as_dict().items()}
         logger.info("Judge requests to %s: %s", sanitize_url(self.base_url), done)
-        return [future.result() for future in futures]
+        return results
 
-    async def acomplete(self, bodies: Sequence[dict[str, Any]]) -> list[ChatResult]:
-        """[`complete`] without blocking the event loop."""
-        return await asyncio.get_running_loop().run_in_executor(None, self.complete, bodies)
+    def _resources(self) -> "_Resources":
+        """The worker threads and their `openai` clients, kept from run to run (warm connections), per process."""
+        with self._lock:
+            resources = self._resources_of_process
+            if resources is None or resources.pid != os.getpid():  # threads and connections do not survive a fork
+                # Workers beyond `max_concurrency` wait out retry delays (429 Retry-After, backoff) while the others
+                # keep `max_concurrency` requests on the wire (the limit is on requests sent, see `_Resources`). A
+                # client of the user's cannot be limited that way: then there are `max_concurrency` workers.
+                workers = self.max_concurrency * (1 if self._user_client is not None else 4)
+                resources = self._resources_of_process = _Resources(self.max_concurrency, workers)
+            return resources
 
-    def _send(self, payload: bytes, headers: dict[str, str], scrub: "_Scrubber") -> ChatResult:
-        url = sanitize_url(f"{self.base_url}/chat/completions")
-        error = "no attempt"
-        for attempt in range(self.max_retries + 1):
-            if attempt:
-                self._count(retries=1)
-            retry_after = None
-            if self._limiter is not None:
-                self._limiter.wait()
-            self._count(requests=1)
-            try:
-                status, response_headers, raw = self._connections.post(payload, headers)
-            except TimeoutError:
-                error = f"timed out after {self.timeout} s"
-            except (OSError, http.client.HTTPException) as exc:
-                error = scrub(f"connection error ({type(exc).__name__}: {exc})")
+    def close(self) -> None:
+        """Stop the worker threads and close their connections (the next run starts new ones)."""
+        with self._lock:
+            resources, self._resources_of_process = self._resources_of_process, None
+        if resources is not None and resources.pid == os.getpid():
+            resources.close()
+
+    def _event_loop(self) -> asyncio.AbstractEventLoop:
+        """The judge's own event loop, in a daemon thread: where a user's `AsyncOpenAI` client runs."""
+        with self._lock:
+            if self._loop is None or self._loop_pid != os.getpid():
+                loop = asyncio.new_event_loop()
+                threading.Thread(target=loop.run_forever, name="judge-openai-loop", daemon=True).start()
+                self._loop, self._loop_pid = loop, os.getpid()
+            return self._loop
+
+
+def _limited_transport_class():
+    httpx = _httpx()
+
+    class LimitedTransport(httpx.BaseTransport):
+        """An HTTP transport that holds a slot of `semaphore` while a request is sent and its answer read."""
+
+        def __init__(self, inner, semaphore: threading.Semaphore):
+            self.inner = inner
+            self.semaphore = semaphore
+
+        def handle_request(self, request):
+            with self.semaphore:
+                response = self.inner.handle_request(request)
+                try:
+                    response.read()
+                except BaseException:
+                    response.close()
+                    raise
+                return response
+
+        def close(self) -> None:
+            self.inner.close()
+
+    return LimitedTransport
+
+
+def _LimitedTransport(inner, semaphore):
+    global _LIMITED_TRANSPORT
+    if _LIMITED_TRANSPORT is None:
+        _LIMITED_TRANSPORT = _limited_transport_class()
+    return _LIMITED_TRANSPORT(inner, semaphore)
+
+
+_LIMITED_TRANSPORT = None
+
+
+class _Resources:
+    """A judge client's worker threads, with one `openai` client (one keep-alive connection) per thread, so that no
+    connection pool is shared (and locked) by all threads; at most `max_concurrency` of them send at once."""
+
+    def __init__(self, max_concurrency: int, workers: int):
+        self.pid = os.getpid()
+        self.pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="judge-http")
+        self.local = threading.local()
+        self.lock = threading.Lock()
+        self.clients: list = []
+        self.ssl_context = None
+        # At most `max_concurrency` requests on the wire; a request waiting to be retried holds no slot.
+        self.on_the_wire = threading.Semaphore(max_concurrency)
+
+    def client(self, base_url: str, key: str):
+        """This thread's `openai` client for `key` (a new one when the key changed)."""
+        cached = getattr(self.local, "client", None)
+        if cached is not None and cached[1] == key:
+            return cached[0]
+        import openai
+
+        httpx = _httpx()
+        with self.lock:
+            if self.ssl_context is None:  # loading the CA certificates takes ~0.1 s: once, not per thread
+                self.ssl_context = httpx.create_ssl_context()
+        transport = _LimitedTransport(httpx.HTTPTransport(verify=self.ssl_context), self.on_the_wire)
+        http_client = httpx.Client(transport=transport, follow_redirects=True)
+        # The judge's timeout and retries are given per request.
+        client = openai.OpenAI(base_url=base_url, api_key=key, max_retries=0, http_client=http_client)
+        if cached is not None:
+            cached[0].close()
+        self.local.client = (client, _Secret(key))
+        with self.lock:
+            self.clients.append(client)
+        return client
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        with self.lock:
+            for client in self.clients:
+                client.close()
+            self.clients.clear()
+
+
+class _Session:
+    """One run's request logic (see [`JudgeClient.map`])."""
+
+    def __init__(self, owner: JudgeClient):
+        self.owner = owner
+        self.key = owner._key()
+        self.in_flight = 0
+        self.lock = threading.Lock()
+        self.limiter = _RateLimiter(owner.requests_per_second) if owner.requests_per_second else None
+        self.user_client = owner._user_client
+        self.url = sanitize_url(owner.base_url)
+        self.resources = owner._resources()
+
+    def client(self):
+        if self.user_client is not None:
+            return self.user_client
+        return self.resources.client(self.owner.base_url, self.key)
+
+    def close(self) -> None:
+        pass
+
+    def scrub(self, text: str) -> str:
+        return scrub(text, self.key)
+
+    def post(self, path: str, body: dict[str, Any], parse: Callable[[Any], ChatResult]) -> ChatResult:
+        """Send one request (with the `openai` client's retries); its result, or an error result. Raises
+        [`JudgeError`] when the server refuses the request in a way every request will repeat."""
+        import openai
+
+        httpx = _httpx()
+
+        owner = self.owner
+        client = self.client()
+        if self.limiter is not None:
+            self.limiter.wait()
+        with self.lock:
+            self.in_flight += 1
+        # See JudgeClient: the time behind our own queued requests does not count against this one.
+        timeout = httpx.Timeout(owner.timeout * owner.max_concurrency, connect=owner.timeout)
+        options = {"timeout": timeout, "max_retries": owner.max_retries}
+        # The handlers only note what went wrong: an error raised from inside one would carry the `openai`
+        # exception, and its unscrubbed message, as its context into tracebacks and logs.
+        refused = failed = None
+        try:
+            if isinstance(client, openai.AsyncOpenAI):
+                call = client.post(path, cast_to=httpx.Response, body=body, options=options)
+                response = asyncio.run_coroutine_threadsafe(call, owner._event_loop()).result()
             else:
-                text = raw.decode("utf-8", errors="replace")
-                if status == 200:
-                    try:
-                        data = json.loads(text)
-                        result = parse_chat_response(data)
-                    except ValueError as exc:
-                        error = scrub(f"malformed answer ({exc}): {text[:200]!r}")
-                    else:
-                        self._count_usage(data)
-                        return result
-                elif status in FATAL_STATUSES:
-                    self._count(failures=1)
-                    raise JudgeRequestError(
-                        f"The judge server {url} answered HTTP {status} ({FATAL_STATUSES[status]}). "
-                        + (
-                            f"Check the API key in ${self.api_key_env} and that the model name is right."
-                            if status != 404
-                            else "Check `base_url` (it usually ends with /v1) and the model name."
-                        )
-                    )
-                elif status in RETRY_STATUSES or status >= 500:
-                    error = f"HTTP {status}"
-                    retry_after = parse_retry_after(response_headers.get("retry-after"))
-                else:
-                    self._count(failures=1)
-                    return ChatResult(error=scrub(f"HTTP {status}: {text[:300]!r}"), final=False)
-            if attempt < self.max_retries:
-                time.sleep(backoff_delay(attempt, self.backoff_base, self.backoff_max, retry_after))
-        self._count(failures=1)
-        return ChatResult(error=f"gave up after {self.max_retries + 1} attempts, last: {error}", final=False)
+                response = client.post(path, cast_to=httpx.Response, body=body, options=options)
+        except openai.APIStatusError as error:
+            self._count_attempts(error.response.request)
+            refused = (error.status_code, error.response.text, error.response.headers.get("retry-after"))
+        except (openai.APITimeoutError, openai.APIConnectionError) as error:
+            self._count_attempts(error.request)
+            timed_out = isinstance(error, openai.APITimeoutError)
+            failed = f"timed out after {timeout.read:g} s" if timed_out else self.scrub(f"connection error ({error})")
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+        if refused is not None:
+            return self._refused(*refused)
+        if failed is not None:
+            return self._failed(f"gave up after {owner.max_retries + 1} attempts, last: {failed}")
+        self._count_attempts(response.request)
+        text = response.text
+        try:
+            data = json.loads(text)
+            result = parse(data)
+        except ValueError as error:
+            # A 200 that is not an answer (an echo of the request, an HTML page): never final, never trusted.
+            return self._failed(self.scrub(f"the server's answer is not a completion ({error}): {text[:200]!r}"))
+        self._count_usage(data)
+        owner._answered = True
+        if result.content is not None:
+            result.content = self.scrub(result.content)
+        return result
+
+    def _count_attempts(self, request) -> None:
+        retries = int(request.headers.get("x-stainless-retry-count", 0) or 0) if request is not None else 0
+        self.owner._count(requests=1 + retries, retries=retries)
+
+    def _failed(self, reason: str) -> ChatResult:
+        """A request that got no answer: fatal before any request was answered (the server is not working), else
+        this item's failure, asked again on a rerun."""
+        self.owner._count(failures=1)
+        if not self.owner._answered:
+            raise JudgeError(f"The judge server {self.url} never answered: {reason}.")
+        return ChatResult(error=reason, final=False)
+
+    def _refused(self, status: int, text: str, retry_after: str | None) -> ChatResult:
+        message = self.scrub(_server_message(text))
+        if status == 400 and _ITEM_TOO_LONG.search(message):
+            # This item's prompt is too long for the model: its failure only (asked again on a rerun).
+            self.owner._count(failures=1)
+            return ChatResult(error=f"HTTP {status}: {message}", final=False)
+        if status in REFUSED:
+            self.owner._count(failures=1)
+            if status in (400, 422) and self.owner._answered:
+                # Other requests were accepted: this one is wrong on its own (its content), not the settings.
+                return ChatResult(error=f"HTTP {status}: {message}", final=False)
+            hint = {
+                401: "Check the API key.",
+                403: "Check the API key and its permissions.",
+                404: "Check `base_url` (it usually ends with /v1) and the model name.",
+            }.get(status, "Check the model name and the judge's settings (e.g. `top_logprobs`, `extra_body`).")
+            # An authentication failure's message is about the key (and may quote it, or another one): not shown.
+            shown = "" if status in (401, 403) else f": {message}"
+            raise JudgeError(
+                f"The judge server {self.url} refused the request with HTTP {status} ({REFUSED[status]}){shown}. "
+                + hint
+            )
+        retry = f" (Retry-After {retry_after})" if retry_after else ""
+        return self._failed(f"gave up after {self.owner.max_retries + 1} attempts, last: HTTP {status}{retry}")
 
     def _count_usage(self, data: dict) -> None:
-        usage = data.get("usage")
+        usage = data.get("usage") if isinstance(data, dict) else None
         if isinstance(usage, dict):
-            self._count(
+            self.owner._count(
                 prompt_tokens=int(usage.get("prompt_tokens") or 0),
                 completion_tokens=int(usage.get("completion_tokens") or 0),
             )
 
 
-class _Scrubber:
-    def __init__(self, secret: str | None):
-        self.secret = secret
+def _httpx():
+    """The HTTP library of the installed `openai` client (`httpx`, or `httpx2` in recent versions)."""
+    from openai import _base_client
 
-    def __call__(self, text: str) -> str:
-        return text.replace(self.secret, "***") if self.secret else text
+    return getattr(_base_client, "httpx2", None) or _base_client.httpx
+
+
+def _server_message(text: str) -> str:
+    """The error message in a server's error body (`{"error": {"message": ...}}` and variants), or the start of the
+    body."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return text[:300]
+    for candidate in (data.get("error") if isinstance(data, dict) else None, data):
+        if isinstance(candidate, dict):
+            for key in ("message", "detail", "error"):
+                if isinstance(candidate.get(key), str):
+                    return candidate[key][:500]
+                if key == "detail" and candidate.get(key) is not None:
+                    return json.dumps(candidate[key])[:500]
+        if isinstance(candidate, str):
+            return candidate[:500]
+    return text[:300]
