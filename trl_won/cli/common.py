@@ -195,12 +195,7 @@ def make_judge(args: JudgeArguments, required: bool = True):
     if args.judge_base_url is not None:
         for name, default in served_only.items():
             reject(f"--{name}", getattr(args, name), default, "is for a local judge; drop it with --judge_base_url")
-        tokenizer = None
-        if args.judge_tokenizer_name_or_path is not None:
-            from ..models import load_tokenizer
-
-            tokenizer = load_tokenizer(args.judge_tokenizer_name_or_path)
-        else:
+        if args.judge_tokenizer_name_or_path is None:
             reject(
                 "--judge_use_chat_template",
                 args.judge_use_chat_template,
@@ -215,7 +210,7 @@ def make_judge(args: JudgeArguments, required: bool = True):
             chain_of_thought=args.judge_chain_of_thought,
             max_concurrency=args.judge_max_concurrency,
             requests_per_second=args.judge_requests_per_second,
-            tokenizer=tokenizer,
+            tokenizer=args.judge_tokenizer_name_or_path,
             use_chat_template=args.judge_use_chat_template,
         )
     for name, default in local_only.items():

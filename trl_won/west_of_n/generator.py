@@ -272,18 +272,17 @@ class WestOfNGenerator:
         repair_shard(own_shard)
         desc = "West-of-N" if state.num_processes == 1 else f"West-of-N (process 0 of {state.num_processes})"
         todo = sum(min(per_chunk, len(prompts) - c * per_chunk) for c in mine)
-        progress = tqdm(
-            total=todo, desc=desc, unit="prompt", disable=not (args.show_progress and state.is_main_process)
-        )
-        for chunk in mine:
-            indices = list(range(chunk * per_chunk, min((chunk + 1) * per_chunk, len(prompts))))
-            results = self.pipeline([prompts[i] for i in indices], indices, chunk_seed(args.sampling_seed, chunk))
-            for result in results:
-                result.chunk = chunk
-            append_results(own_shard, results)
-            progress.update(len(indices))
-            progress.set_postfix(pairs=sum(r.is_pair for r in results))
-        progress.close()
+        show = args.show_progress and state.is_main_process
+        with tqdm(total=todo, desc=desc, unit="prompt", disable=not show) as progress:  # closed on errors too
+            for chunk in mine:
+                indices = list(range(chunk * per_chunk, min((chunk + 1) * per_chunk, len(prompts))))
+                seed = chunk_seed(args.sampling_seed, chunk)
+                results = self.pipeline([prompts[i] for i in indices], indices, seed)
+                for result in results:
+                    result.chunk = chunk
+                append_results(own_shard, results)
+                progress.update(len(indices))
+                progress.set_postfix(pairs=sum(r.is_pair for r in results))
         state.wait_for_everyone()
 
         saved = read_results(pairs_dir)
