@@ -282,13 +282,13 @@ def test_rlaif_reward_trainer_datasets(tiny_paths, tmp_path):
 
 def test_mixing_inputs():
     pairs = toy_preference_dataset()
-    with pytest.raises(TypeError, match="The preference dataset must be a `datasets.Dataset`, got list"):
+    with pytest.raises(TypeError, match="`preference_dataset` must be a `datasets.Dataset`, got list"):
         mix_preference_datasets(pairs.to_list(), pairs)
     with pytest.raises(DatasetFormatError, match="The preference dataset has no rows"):
         mix_preference_datasets(pairs.select([]), pairs)
-    with pytest.raises(ValueError, match="`ratio` must be >= 0"):
+    with pytest.raises(TypeError, match="`ratio` must be a finite number"):
         mix_preference_datasets(pairs, pairs, ratio=math.nan)
-    with pytest.raises(TypeError, match="The prompt dataset must be a `datasets.Dataset`, got list"):
+    with pytest.raises(TypeError, match="`prompt_dataset` must be a `datasets.Dataset`, got list"):
         mix_preferences_and_prompts(pairs, [{"prompt": "Q"}])
 
 

@@ -28,6 +28,7 @@ def _check_formats(first: Dataset, second: Dataset, first_name: str, second_name
 def _check_dataset(dataset, name: str, argument: str) -> None:
     if not isinstance(dataset, Dataset):
         fix = " Pass one split, e.g. `dataset['train']`." if isinstance(dataset, DatasetDict) else ""
+        fix = fix or " Build one with `Dataset.from_list(rows)`."
         raise TypeError(f"`{argument}` must be a `datasets.Dataset`, got {type(dataset).__name__}.{fix}")
 
 
@@ -62,11 +63,6 @@ def _check_nones(dataset: Dataset, name: str) -> None:
 
 def _with_explicit_prompts(dataset: Dataset, name: str) -> Dataset:
     """Split an implicit prompt out of `chosen`/`rejected` as TRL does, when there is no usable `prompt` column."""
-    if not isinstance(dataset, Dataset):
-        raise TypeError(
-            f"The {name} dataset must be a `datasets.Dataset`, got {type(dataset).__name__}. Build one with "
-            "`Dataset.from_list(rows)`."
-        )
     if len(dataset) == 0 and name == "preference":
         raise DatasetFormatError("The preference dataset has no rows: the mix needs labeled pairs.")
     columns = dataset.column_names
@@ -117,8 +113,6 @@ def mix_preferences_and_prompts(
     _check_dataset(prompt_dataset, "prompt", "prompt_dataset")
     _check_ratio(ratio)
     preference_dataset = _with_explicit_prompts(preference_dataset, "preference")
-    if not isinstance(prompt_dataset, Dataset):
-        raise TypeError(f"The prompt dataset must be a `datasets.Dataset`, got {type(prompt_dataset).__name__}.")
     require_columns(prompt_dataset.column_names, ["prompt"], "prompt", "Rename the prompt column to 'prompt'.")
     _check_formats(preference_dataset, prompt_dataset, "preference", "prompt")
     if ratio is not None and not ratio >= 0:
