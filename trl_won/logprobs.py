@@ -12,9 +12,17 @@ completions, each completion attending to the prompt and causally to itself, so 
 
 The computation runs inside the model's own `forward` (see [`add_logprob_forward`]) so that wrappers such as
 `DistributedDataParallel`, FSDP and DeepSpeed see every parameter used within the forward they manage.
+
+Some architectures change the logits inside their `forward`, after the LM head. [`logit_transform`] knows those of
+transformers (Granite's `logits_scaling`, Cohere's `logit_scale`, Falcon-H1's `lm_head_multiplier`, an
+`output_multiplier`, Gemma's `final_logit_softcapping`, RecurrentGemma's `logits_soft_cap`). For anything else, the
+first call on a model compares the shortcut with the model's own forward on a short sequence; if they differ, that
+model's log-probabilities come from its own forward from then on, with a warning naming the architecture.
 """
 
+import logging
 import types
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -25,14 +33,62 @@ from transformers.utils import ModelOutput
 from .models import unwrap_peft
 
 
+logger = logging.getLogger(__name__)
+
 # Logits (tokens x vocabulary) computed at once: 2**22 float32 values = 16 MiB, 131 tokens of a 32k vocabulary.
 DEFAULT_CHUNK_ELEMENTS = 2**22
+# Tokens of the first row that the first call compares between the shortcut and the model's own forward.
+CHECK_TOKENS = 16
 
 
-def _chunk_logprobs(hidden: torch.Tensor, labels: torch.Tensor, head: nn.Module, softcap: float | None):
-    logits = head(hidden).float()
-    if softcap is not None:
-        logits = torch.tanh(logits / softcap) * softcap
+@dataclass(frozen=True)
+class LogitTransform:
+    """What a causal LM's `forward` does to the LM head's output: `logits * scale`, then, if `softcap` is set,
+    `tanh(logits / softcap) * softcap`."""
+
+    scale: float = 1.0
+    softcap: float | None = None
+
+    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+        if self.scale != 1.0:
+            logits = logits * self.scale
+        if self.softcap is not None:
+            logits = torch.tanh(logits / self.softcap) * self.softcap
+        return logits
+
+
+def logit_transform(config) -> LogitTransform:
+    """The post-LM-head logit transform of the architectures in transformers that have one, read from `config`.
+
+    | config attribute | families | transform |
+    |---|---|---|
+    | `logits_scaling` | Granite, GraniteMoe(Hybrid/Shared), Granite vision | `logits / logits_scaling` |
+    | `logit_scale` | Cohere, Cohere2, Cohere2-MoE | `logits * logit_scale` |
+    | `lm_head_multiplier` | Falcon-H1 | `logits * lm_head_multiplier` |
+    | `output_multiplier` | Muse | `logits * output_multiplier` |
+    | `final_logit_softcapping` | Gemma2, Gemma3, Gemma3n, VaultGemma, Nanochat, ... | `tanh(logits / c) * c` |
+    | `logits_soft_cap` | RecurrentGemma | `tanh(logits / c) * c` |
+
+    Multimodal configs are read through their text (decoder) config. A family that transforms its logits in another
+    way is caught by the check in [`add_logprob_forward`].
+    """
+    try:
+        config = config.get_text_config(decoder=True)
+    except (AttributeError, TypeError, ValueError):
+        pass
+    scale = 1.0
+    if getattr(config, "logits_scaling", None):
+        scale /= config.logits_scaling
+    for name in ("logit_scale", "lm_head_multiplier", "output_multiplier"):
+        value = getattr(config, name, None)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            scale *= value
+    softcap = getattr(config, "final_logit_softcapping", None) or getattr(config, "logits_soft_cap", None)
+    return LogitTransform(scale=float(scale), softcap=softcap)
+
+
+def _chunk_logprobs(hidden: torch.Tensor, labels: torch.Tensor, head: nn.Module, transform: LogitTransform):
+    logits = transform(head(hidden).float())
     label_logits = logits.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
     return label_logits - torch.logsumexp(logits, dim=-1)
 
@@ -40,15 +96,15 @@ def _chunk_logprobs(hidden: torch.Tensor, labels: torch.Tensor, head: nn.Module,
 class _FrozenHeadLogProbs(torch.autograd.Function):
     """Log-probs of one chunk whose backward needs no second pass through a head that gets no gradient.
 
-    The forward computes `d logp / d hidden` (for a plain head `W^T (onehot(label) - softmax)`, through any logit
+    The forward computes `d logp / d hidden` (for a plain head `W^T (onehot(label) - softmax)`, through the logit
     transform) with the head's own autograd and keeps only that `(tokens, hidden_size)` gradient.
     """
 
     @staticmethod
-    def forward(ctx, hidden, labels, head, softcap):
+    def forward(ctx, hidden, labels, head, transform):
         with torch.enable_grad():
             leaf = hidden.detach().requires_grad_()
-            logps = _chunk_logprobs(leaf, labels, head, softcap)
+            logps = _chunk_logprobs(leaf, labels, head, transform)
             # Each row's log-prob depends on its own hidden state only: the gradient of the sum is per row.
             (grad,) = torch.autograd.grad(logps.sum(), leaf)
         ctx.save_for_backward(grad)
@@ -71,8 +127,9 @@ def chunked_token_logprobs(
     labels: torch.Tensor,
     chunk_size: int | None = None,
     softcap: float | None = None,
+    scale: float = 1.0,
 ) -> torch.Tensor:
-    """`log softmax(head(hidden))[label]` for each row, computed `chunk_size` rows at a time.
+    """`log softmax(transform(head(hidden)))[label]` for each row, computed `chunk_size` rows at a time.
 
     Args:
         hidden (`torch.Tensor` of shape `(num_tokens, hidden_size)`):
@@ -85,6 +142,8 @@ def chunked_token_logprobs(
             Rows per chunk. Defaults to as many as keep a chunk's logits at 2**22 values.
         softcap (`float`, *optional*):
             Final logit soft-capping (`tanh(logits / softcap) * softcap`), for models that use it.
+        scale (`float`, *optional*, defaults to `1.0`):
+            Factor applied to the logits before soft-capping (see [`logit_transform`]).
 
     Returns:
         `torch.Tensor` of shape `(num_tokens,)`, float32: the log-probabilities.
@@ -93,6 +152,7 @@ def chunked_token_logprobs(
     gets none (a frozen head, LoRA), each chunk's gradient with respect to `hidden` is computed in the forward and
     kept instead, which saves the recomputation. Both give the same gradients.
     """
+    transform = LogitTransform(scale=scale, softcap=softcap)
     num_tokens = hidden.shape[0]
     if num_tokens == 0:
         return hidden.new_zeros(0, dtype=torch.float32)
@@ -106,11 +166,11 @@ def chunked_token_logprobs(
     for start in range(0, num_tokens, chunk_size):
         h, y = hidden[start : start + chunk_size], labels[start : start + chunk_size]
         if frozen_head:
-            pieces.append(_FrozenHeadLogProbs.apply(h, y, head, softcap))
+            pieces.append(_FrozenHeadLogProbs.apply(h, y, head, transform))
         elif recompute:
-            pieces.append(checkpoint(_chunk_logprobs, h, y, head, softcap, use_reentrant=False))
+            pieces.append(checkpoint(_chunk_logprobs, h, y, head, transform, use_reentrant=False))
         else:
-            pieces.append(_chunk_logprobs(h, y, head, softcap))
+            pieces.append(_chunk_logprobs(h, y, head, transform))
     return torch.cat(pieces)
 
 
@@ -178,6 +238,125 @@ def packed_attention_mask(config, segments: torch.Tensor, position_ids: torch.Te
     return {"full_attention": additive(visible), "sliding_attention": additive(windowed)}
 
 
+def _scored_positions(logprob_mask, packed_segments=None):
+    """`(rows, sources, cols)` of the scored tokens: token `(row, col)` is predicted from position `(row, source)`.
+
+    The source is the previous position, except in a packed row (see [`packed_attention_mask`]) for the first token
+    of completion i > 1, which follows completion i-1 in the row but is predicted from the prompt's last token.
+    """
+    rows, cols = logprob_mask[:, 1:].bool().nonzero(as_tuple=True)
+    cols = cols + 1
+    sources = cols - 1
+    if packed_segments is not None:
+        previous = packed_segments[rows, sources]
+        starts = (previous != packed_segments[rows, cols]) & (previous != 0)
+        prompt_lengths = (packed_segments == 0).sum(dim=1)
+        sources = torch.where(starts, prompt_lengths[rows] - 1, sources)
+    return rows, sources, cols
+
+
+def _scatter(logps, rows, cols, shape):
+    return logps.new_zeros(shape, dtype=torch.float32).index_put((rows, cols), logps.float())
+
+
+def _chunked_logps(model, input_ids, attention_mask, logprob_mask, packed_segments=None, **kwargs):
+    """The shortcut: backbone, then the LM head and the known logit transform on the scored positions only."""
+    backbone = getattr(model, model.base_model_prefix)
+    hidden = backbone(input_ids=input_ids, attention_mask=attention_mask, **kwargs)[0]
+    rows, sources, cols = _scored_positions(logprob_mask, packed_segments)
+    transform = logit_transform(model.config)
+    logps = chunked_token_logprobs(
+        hidden[rows, sources],
+        model.get_output_embeddings(),
+        input_ids[rows, cols],
+        chunk_size=model._trl_won_chunk_size,
+        softcap=transform.softcap,
+        scale=transform.scale,
+    )
+    return _scatter(logps, rows, cols, input_ids.shape)
+
+
+def _logps_from_logits(logits, input_ids, logprob_mask, packed_segments=None):
+    rows, sources, cols = _scored_positions(logprob_mask, packed_segments)
+    picked = logits[rows, sources].float()
+    logps = picked.gather(-1, input_ids[rows, cols].unsqueeze(-1)).squeeze(-1) - torch.logsumexp(picked, dim=-1)
+    return _scatter(logps, rows, cols, input_ids.shape)
+
+
+def _forward_logps(model, input_ids, attention_mask, logprob_mask, packed_segments=None, **kwargs):
+    """The model's own forward, full logits, then `log_softmax` and gather (exact for any architecture)."""
+    logits = model._trl_won_original_forward(input_ids=input_ids, attention_mask=attention_mask, **kwargs).logits
+    return _logps_from_logits(logits, input_ids, logprob_mask, packed_segments)
+
+
+@contextmanager
+def deterministic_mode(model):
+    """Eval mode (no dropout, no router noise) for a check, then every module's mode restored.
+
+    bitsandbytes' 4-bit layers stay in training mode: on the CPU their first eval-mode forward repacks the weights
+    for inference, after which they cannot backpropagate any more (bitsandbytes 0.50).
+    """
+    modes = {module: module.training for module in model.modules()}
+    model.eval()
+    for module in modes:
+        if type(module).__name__ == "Linear4bit":
+            module.train()
+    try:
+        yield model
+    finally:
+        for module, mode in modes.items():
+            module.training = mode
+
+
+def _check_tolerance(dtype: torch.dtype, logits: torch.Tensor) -> float:
+    """Largest log-probability difference accepted between the shortcut and the model's forward.
+
+    In float32 and float64 the two agree to rounding (1e-3 leaves a wide margin over it). In 16-bit dtypes the LM
+    head's output is rounded to about `eps * |logit|` and both paths round independently, so the tolerance is four
+    times that bound; a missed transform (a scale, a soft-cap) changes log-probabilities by far more.
+    """
+    if dtype in (torch.float32, torch.float64):
+        return 1e-3
+    return 4 * torch.finfo(dtype).eps * max(1.0, logits.abs().max().item())
+
+
+@torch.no_grad()
+def _shortcut_matches_forward(model, input_ids, attention_mask) -> bool | None:
+    """Compare the shortcut with the model's own forward on the first row's first tokens, in eval mode.
+
+    Returns `None` when the row is too short to tell (the check then runs again on the next call).
+    """
+    ids = input_ids[0] if attention_mask is None else input_ids[0][attention_mask[0].bool()]
+    ids = ids[:CHECK_TOKENS].unsqueeze(0)
+    if ids.shape[1] < 2:
+        return None
+    mask = torch.ones_like(ids)
+    with deterministic_mode(model):  # both paths see the same deterministic function
+        logits = model._trl_won_original_forward(input_ids=ids, attention_mask=mask, use_cache=False).logits
+        reference = _logps_from_logits(logits, ids, mask)
+        try:
+            ours = _chunked_logps(model, ids, mask, mask, use_cache=False)
+            difference = (ours - reference).abs().max().item()
+            error = None
+        except Exception as exc:  # a backbone the shortcut cannot drive: use the model's forward
+            difference, error = float("inf"), exc
+    tolerance = _check_tolerance(logits.dtype, logits)
+    if difference <= tolerance:
+        return True
+    reason = f"failed with {type(error).__name__}: {error}" if error is not None else f"differ by {difference:.3g}"
+    logger.warning(
+        "Selective log-probabilities of %s: the chunked LM-head shortcut and the model's own forward %s on a "
+        "%d-token check (tolerance %.3g); this architecture transforms its logits in a way trl_won does not know. "
+        "Falling back to the model's own forward (full-vocabulary logits: exact, but more memory per batch). "
+        "Please report the architecture to trl_won.",
+        type(model).__name__,
+        reason,
+        ids.shape[1],
+        tolerance,
+    )
+    return False
+
+
 def _logprob_forward(self, input_ids=None, attention_mask=None, logprob_mask=None, packed_segments=None, **kwargs):
     if logprob_mask is None:
         if packed_segments is not None:
@@ -186,33 +365,18 @@ def _logprob_forward(self, input_ids=None, attention_mask=None, logprob_mask=Non
     for unused in ("labels", "logits_to_keep", "output_attentions", "output_hidden_states", "return_dict"):
         kwargs.pop(unused, None)
     kwargs["use_cache"] = False
-    backbone = getattr(self, self.base_model_prefix)
-    text_config = self.config.get_text_config()
+    if self._trl_won_shortcut_ok is None:
+        plain_mask = attention_mask if packed_segments is None else (packed_segments >= 0).long()
+        self._trl_won_shortcut_ok = _shortcut_matches_forward(self, input_ids, plain_mask)
     if packed_segments is not None:
         if attention_mask is not None or kwargs.get("position_ids") is None:
             raise ValueError("A packed batch takes `packed_segments` and `position_ids` instead of `attention_mask`.")
         dtype = self.get_input_embeddings().weight.dtype
-        attention_mask = packed_attention_mask(text_config, packed_segments, kwargs["position_ids"], dtype)
-    hidden = backbone(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state
-    batch, seq_len = input_ids.shape
-    rows, cols = logprob_mask[:, 1:].bool().nonzero(as_tuple=True)
-    cols = cols + 1  # the scored tokens; each is predicted from the hidden state of the token before it
-    sources = cols - 1
-    if packed_segments is not None:
-        # The first token of completion i > 1 follows completion i-1 in the row but is predicted from the prompt's
-        # last token.
-        previous = packed_segments[rows, sources]
-        starts = (previous != packed_segments[rows, cols]) & (previous != 0)
-        prompt_lengths = (packed_segments == 0).sum(dim=1)
-        sources = torch.where(starts, prompt_lengths[rows] - 1, sources)
-    logps = chunked_token_logprobs(
-        hidden[rows, sources],
-        self.get_output_embeddings(),
-        input_ids[rows, cols],
-        chunk_size=self._trl_won_chunk_size,
-        softcap=getattr(text_config, "final_logit_softcapping", None),
-    )
-    token_logps = hidden.new_zeros((batch, seq_len), dtype=torch.float32).index_put((rows, cols), logps)
+        attention_mask = packed_attention_mask(
+            self.config.get_text_config(), packed_segments, kwargs["position_ids"], dtype
+        )
+    path = _forward_logps if self._trl_won_shortcut_ok is False else _chunked_logps
+    token_logps = path(self, input_ids, attention_mask, logprob_mask, packed_segments=packed_segments, **kwargs)
     return TokenLogProbsOutput(token_logps=token_logps)
 
 
@@ -221,11 +385,16 @@ def add_logprob_forward(model, chunk_size: int | None = None):
 
     After this call, `model(input_ids=..., attention_mask=..., logprob_mask=mask)` returns a
     [`TokenLogProbsOutput`] whose `token_logps[b, t]` is the log-probability of token `t` of row `b` wherever
-    `mask[b, t]` is set. A packed batch (one prompt and several completions per row) is given as
-    `model(input_ids=..., position_ids=..., packed_segments=segments, logprob_mask=mask)` instead (see
-    [`packed_attention_mask`]); then the first token of each completion is predicted from the prompt's last token.
-    Called without `logprob_mask` the forward is unchanged (generation, saving and evaluation work as before). A PEFT
-    wrapper passes the arguments through to the patched model. Calling it again only updates `chunk_size`.
+    `mask[b, t]` is set: `log_softmax` of the logits the model's own forward returns, computed by the chunked shortcut
+    (backbone, LM head on the scored positions, the architecture's known logit transform, see [`logit_transform`]).
+    The first such call compares the shortcut with the model's own forward on up to 16 tokens of the first row (eval
+    mode, no gradient); if they differ (an architecture with a logit transform trl_won does not know), it logs a
+    warning naming the architecture and computes every later call with the model's own forward. A packed batch (one
+    prompt and several completions per row) is given as `model(input_ids=..., position_ids=...,
+    packed_segments=segments, logprob_mask=mask)` instead (see [`packed_attention_mask`]); then the first token of
+    each completion is predicted from the prompt's last token. Called without `logprob_mask` the forward is unchanged
+    (generation, saving and evaluation work as before). A PEFT wrapper passes the arguments through to the patched
+    model. Calling it again only updates `chunk_size`.
 
     Args:
         model ([`~transformers.PreTrainedModel`] or [`~peft.PeftModel`]):
@@ -244,6 +413,7 @@ def add_logprob_forward(model, chunk_size: int | None = None):
                 f"`{inner.base_model_prefix}`; selective log-probabilities need both."
             )
         inner._trl_won_original_forward = inner.forward
+        inner._trl_won_shortcut_ok = None
         inner.forward = types.MethodType(_logprob_forward, inner)
     inner._trl_won_chunk_size = chunk_size
     return model

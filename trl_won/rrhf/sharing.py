@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..logprobs import add_logprob_forward
+from ..logprobs import add_logprob_forward, deterministic_mode
 from ..models import unwrap_peft
 
 
@@ -173,21 +173,14 @@ def check_prompt_sharing(model, pad_token_id: int = 0) -> str | None:
     packed = pack_shared_prompts(
         input_ids, attention_mask, completion_mask, torch.tensor(group_ids, device=device), pad_token_id
     )
-    # Eval mode, so that dropout does not differ between the two runs; except bitsandbytes' 4-bit layers, which on the
-    # CPU repack their weights for inference on an eval-mode forward and cannot backpropagate afterwards.
-    modes = {module: module.training for module in model.modules()}
-    model.eval()
-    for module in modes:
-        if type(module).__name__ == "Linear4bit":
-            module.train()
     try:
-        expected = model(input_ids=input_ids, attention_mask=attention_mask, logprob_mask=completion_mask).token_logps
-        shared = packed.unpack(model(**packed.model_inputs()).token_logps)
+        with deterministic_mode(model):  # no dropout: both runs see the same function
+            expected = model(
+                input_ids=input_ids, attention_mask=attention_mask, logprob_mask=completion_mask
+            ).token_logps
+            shared = packed.unpack(model(**packed.model_inputs()).token_logps)
     except Exception as error:  # any architecture-specific failure means: do not share
         return f"{architecture} failed on a packed prompt group ({type(error).__name__}: {error})"
-    finally:
-        for module, training in modes.items():
-            module.training = training
     dtype = inner.get_input_embeddings().weight.dtype
     tolerance = max(1e-4, 8 * torch.finfo(dtype).eps) if dtype.is_floating_point else 1e-4
     difference = float((shared - expected).abs().max())
