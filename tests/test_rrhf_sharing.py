@@ -292,3 +292,19 @@ def test_frozen_head_path_is_not_used_when_a_tied_embedding_trains(monkeypatch):
     assert frozen_grads.keys() == recompute_grads.keys()
     for name, grad in recompute_grads.items():
         torch.testing.assert_close(frozen_grads[name], grad, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_a_batch_that_cannot_be_packed_runs_unpacked_with_a_warning(tiny_paths, tmp_path):
+    trainer = trainer_for(tiny_paths, tmp_path, True)
+    inputs = trainer.data_collator([trainer.train_dataset[i] for i in range(3)])
+    expected = trainer.compute_loss(trainer.model, inputs)
+    # A custom collator that pads on the left: the rows' prompts no longer start at column 0.
+    lengths = inputs["attention_mask"].sum(dim=1)
+    left = {key: value.clone() for key, value in inputs.items()}
+    for key in ("input_ids", "attention_mask", "completion_mask"):
+        for row, length in enumerate(lengths.tolist()):
+            left[key][row] = torch.roll(inputs[key][row], inputs[key].shape[1] - length)
+    with pytest.warns(UserWarning, match="could not be packed"):
+        loss = trainer.compute_loss(trainer.model, left)
+    assert trainer._share_prompt  # only that batch ran unpacked
+    torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-5)

@@ -61,8 +61,12 @@ def pack_shared_prompts(
     prompt token (its first completion token would have nothing to be predicted from).
 
     Args:
-        input_ids, attention_mask, completion_mask (`torch.Tensor` of shape `(num_completions, seq_len)`):
-            The unpacked batch, right-padded.
+        input_ids (`torch.LongTensor` of shape `(num_completions, seq_len)`):
+            The unpacked batch (one row per completion, `prompt + completion`), right-padded.
+        attention_mask (`torch.Tensor` of shape `(num_completions, seq_len)`):
+            1 on the tokens, 0 on the padding.
+        completion_mask (`torch.Tensor` of shape `(num_completions, seq_len)`):
+            1 on the scored completion tokens.
         group_ids (`torch.LongTensor` of shape `(num_completions,)`):
             The prompt index of each row, in `[0, num_prompts)`.
         pad_token_id (`int`, *optional*, defaults to `0`):
