@@ -128,15 +128,26 @@ def test_judge_loads_lazily_from_a_path_and_fingerprints_its_settings(tiny_paths
     assert "TransformersJudge(model=" in repr(judge)
 
 
-def test_model_objects_need_a_name_when_they_have_no_path(tokenizer):
+def test_a_model_built_from_a_config_needs_no_name(tokenizer, tmp_path):
     from transformers import LlamaForCausalLM
 
+    from trl_won.rlaif.labeling import judge_pairs_cached
+    from trl_won.rlaif.store import LabelStore
     from trl_won.tiny import tiny_llama_config
 
+    torch.manual_seed(0)
     model = LlamaForCausalLM(tiny_llama_config(tokenizer))
-    with pytest.raises(ValueError, match="Pass `name=`"):
-        TransformersJudge(model, tokenizer)
+    judge = TransformersJudge(model, tokenizer)
+    assert judge.lm.name == "LlamaForCausalLM (in memory)"
     assert TransformersJudge(model, tokenizer, name="scratch").lm.name == "scratch"
+    # Two models built from the same config with different weights never share labels: the weights identify them.
+    torch.manual_seed(1)
+    other = TransformersJudge(LlamaForCausalLM(tiny_llama_config(tokenizer)), tokenizer)
+    assert other.lm.name == judge.lm.name and other.fingerprint != judge.fingerprint
+    store = LabelStore(tmp_path / "labels.sqlite")
+    first = judge_pairs_cached(judge, PROMPTS, A, B, store=store)
+    assert all(j.probability is not None for j in first)
+    assert judge_pairs_cached(other, PROMPTS, A, B, store=store) != first  # not read from the first judge's labels
 
 
 def test_a_model_object_is_fingerprinted_by_its_weights(tokenizer):

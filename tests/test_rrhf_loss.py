@@ -13,6 +13,7 @@ Prompt A ordered pairs (r_i < r_j): (a0, a1): max(0, -1.5 + 4.0) = 2.5; (a0, a2)
 (a2, a1): max(0, -1.0 + 4.0) = 3.0. Rank loss 5.5. Best is a1: SFT = 4.0 / 1 = 4.0. Total 9.5.
 Only (a0, a2) has p in reward order: 1 correct pair of 3.
 Prompt B: tied rewards give no pair, rank loss 0. Best is the first of the tie, b0: SFT = 4.0 / 2 = 2.0. Total 2.0.
+With `sft_loss_type="sum"` (paper eq. 4) the SFT terms are the summed NLLs, 4.0 and 4.0: totals 9.5 and 4.0.
 """
 
 import pytest
@@ -75,6 +76,27 @@ def test_best_and_worst_take_the_first_of_ties():
 def test_sft_loss_is_mean_nll_of_the_best_completion():
     logps, mask, rewards, groups = batch()
     torch.testing.assert_close(sft_loss(logps, mask, rewards, groups, 2), torch.tensor([4.0, 2.0]))
+
+
+def test_sft_loss_sum_is_the_papers_summed_nll():
+    logps, mask, rewards, groups = batch()
+    torch.testing.assert_close(sft_loss(logps, mask, rewards, groups, 2, "sum"), torch.tensor([4.0, 4.0]))
+    out = rrhf_loss(logps, mask, rewards, groups, 2, sft_loss_type="sum")
+    torch.testing.assert_close(out.loss, torch.tensor([9.5, 4.0]))
+    torch.testing.assert_close(out.sft_loss, torch.tensor([4.0, 4.0]))
+    with pytest.raises(ValueError, match="sft_loss_type"):
+        sft_loss(logps, mask, rewards, groups, 2, "token_mean")
+
+
+@pytest.mark.parametrize("loss_type, scale", [("mean", 0.5), ("sum", 1.0)])
+def test_sft_gradient_per_reduction(loss_type, scale):
+    logps, mask, rewards, groups = batch(["b0", "b1"])
+    logps.requires_grad_(True)
+    sft_loss(logps, mask, rewards, torch.zeros_like(groups), 1, loss_type).sum().backward()
+    # Only the best completion (b0, first of the tie, 2 tokens) gets gradient: -1 per token, divided by 2 for "mean".
+    expected = torch.zeros_like(logps)
+    expected[0] = -scale * torch.tensor([0, 0, 1.0, 1.0])
+    torch.testing.assert_close(logps.grad, expected)
 
 
 def test_total_loss_weights_and_statistics():

@@ -9,6 +9,7 @@ from transformers import AutoModelForCausalLM, BitsAndBytesConfig, TrainerCallba
 
 from tests.helpers import cpu_training_kwargs
 from trl_won.data_utils import DatasetFormatError, tokenize_prompt_completion
+from trl_won.logprobs import USE_FORWARD
 from trl_won.rrhf import RRHFConfig, RRHFTrainer
 from trl_won.tiny import toy_ranking_dataset
 
@@ -35,7 +36,7 @@ def changed(before, model, name_filter=lambda name: True):
     ]
 
 
-def naive_rrhf_loss(model, tokenizer, dataset):
+def naive_rrhf_loss(model, tokenizer, dataset, sft_loss_type="mean"):
     """Mean RRHF loss over all rows, from full-vocabulary log-softmax and plain Python loops (paper eq. 1-2)."""
     losses = []
     for example in dataset:
@@ -46,7 +47,7 @@ def naive_rrhf_loss(model, tokenizer, dataset):
             logps = torch.log_softmax(model(input_ids=ids).logits[0, :-1].float(), dim=-1)
             token_logps = [logps[t - 1, ids[0, t]] for t in range(len(prompt_ids), ids.shape[1])]
             p.append(sum(token_logps) / len(token_logps))
-            nll.append(-sum(token_logps) / len(token_logps))
+            nll.append(-sum(token_logps) / (len(token_logps) if sft_loss_type == "mean" else 1))
         r = example["rewards"]
         rank = sum(max(0.0, p[i] - p[j]) for i in range(len(r)) for j in range(len(r)) if r[i] < r[j])
         best = max(range(len(r)), key=lambda i: (r[i], -i))
@@ -110,6 +111,12 @@ def test_lm_head_only_sees_completion_tokens(tiny_paths, tmp_path):
     dataset = toy_ranking_dataset()
     args = make_args(tmp_path, max_steps=1, logprob_chunk_size=16)
     trainer = RRHFTrainer(tiny_paths.policy, args=args, train_dataset=dataset, eval_dataset=dataset)
+    # The first selective forward compares the shortcut once with the model's own forward (full logits of <= 16
+    # tokens of one row); let it happen before counting what the LM head sees.
+    row = trainer.train_dataset[0]
+    ids = torch.tensor([row["prompt_ids"] + row["completion_ids"][0]])
+    trainer.model(input_ids=ids, attention_mask=torch.ones_like(ids), logprob_mask=torch.ones_like(ids))
+    assert trainer.model._trl_won_logprob_path != USE_FORWARD  # and the shortcut is taken
     shapes = []
     trainer.model.get_output_embeddings().register_forward_hook(lambda m, args, out: shapes.append(args[0].shape))
     trainer.evaluate()
@@ -333,3 +340,17 @@ def test_rewards_of_unidentifiable_functions_are_not_saved(tiny_paths, tmp_path)
         tiny_paths.policy, args=args, train_dataset=toy_ranking_dataset(with_rewards=False), reward_funcs=scaled_length
     )
     assert not list((tmp_path / "out").glob("rrhf_rewards-*.json"))
+
+
+def test_sft_loss_type_sum_is_the_papers_summed_nll(tiny_paths, tokenizer, tmp_path):
+    dataset = toy_ranking_dataset()
+    model = AutoModelForCausalLM.from_pretrained(tiny_paths.policy)
+    with torch.no_grad():
+        expected = float(naive_rrhf_loss(model, tokenizer, dataset, sft_loss_type="sum"))
+        assert expected > float(naive_rrhf_loss(model, tokenizer, dataset)) + 1.0  # the two reductions differ here
+    args = make_args(tmp_path, per_device_train_batch_size=len(dataset), max_steps=1, sft_loss_type="sum")
+    trainer = RRHFTrainer(tiny_paths.policy, args=args, train_dataset=dataset)
+    trainer.train()
+    assert trainer.state.log_history[0]["loss"] == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(ValueError, match="sft_loss_type"):
+        make_args(tmp_path, sft_loss_type="token_mean")

@@ -74,6 +74,48 @@ def prompt_for_generation(tokenizer, prompt: Prompt, **chat_template_kwargs) -> 
     return prompt
 
 
+def decode_continuation(tokenizer, prompt_ids: Sequence[int], completion_ids: Sequence[int], context: int = 16) -> str:
+    """The text that `completion_ids` add after `prompt_ids`, special tokens removed.
+
+    Decoding the new tokens alone loses text with some tokenizers: SentencePiece (Llama-2) strips the leading space of
+    a decoded string, so a sampled "▁Paris" would come back as "Paris" and `prompt + completion` would no longer be
+    what was sampled. The new tokens are decoded after the last `context` prompt tokens, and the context's own text
+    is cut off.
+    """
+    tail = list(prompt_ids)[-context:] if context else []
+    before = tokenizer.decode(tail, skip_special_tokens=True)
+    after = tokenizer.decode(tail + list(completion_ids), skip_special_tokens=True)
+    if after.startswith(before):
+        return after[len(before) :]
+    return tokenizer.decode(list(completion_ids), skip_special_tokens=True)
+
+
+def chat_turn_end_token_ids(tokenizer, **chat_template_kwargs) -> set[int]:
+    """The special token the chat template writes right after an assistant message (Qwen's `<|im_end|>`), if any.
+
+    A model that ends its turn with that token but whose generation config and tokenizer name another EOS (a base
+    model with a chat template, or a model built from a config) would otherwise write past the end of its turn.
+    Returns an empty set for a tokenizer without a chat template, or one that ends turns with plain text.
+    """
+    if not getattr(tokenizer, "chat_template", None):
+        return set()
+    sentinel = "trl_won_turn_end_probe"
+    messages = [{"role": "user", "content": "x"}, {"role": "assistant", "content": sentinel}]
+    try:
+        text = tokenizer.apply_chat_template(messages, tokenize=False, **chat_template_kwargs)
+    except Exception:  # a template that rejects this conversation: no extra stop token
+        return set()
+    if sentinel not in text:
+        return set()
+    suffix = text[text.rindex(sentinel) + len(sentinel) :]
+    special = set(tokenizer.all_special_ids)
+    special |= {i for i, token in getattr(tokenizer, "added_tokens_decoder", {}).items() if token.special}
+    for token_id in tokenizer(text=suffix, add_special_tokens=False)["input_ids"]:
+        if token_id in special:
+            return {token_id}
+    return set()
+
+
 def as_completion(prompt: Prompt, text: str) -> Completion:
     """Wrap generated `text` in the same format as `prompt`: a string, or a one-message assistant turn."""
     if is_conversational_prompt(prompt):

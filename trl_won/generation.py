@@ -15,7 +15,13 @@ from accelerate.utils import extract_model_from_parallel
 from tqdm.auto import tqdm
 from transformers import LogitsProcessor, LogitsProcessorList
 
-from .data_utils import Prompt, is_conversational_prompt, prompt_for_generation
+from .data_utils import (
+    Prompt,
+    chat_turn_end_token_ids,
+    decode_continuation,
+    is_conversational_prompt,
+    prompt_for_generation,
+)
 
 
 @dataclass
@@ -191,6 +197,8 @@ def sample_completions(
     eos_ids = _eos_token_ids(model, tokenizer)
     prompts_per_call = max(1, batch_size // num_samples)
     chat_template_kwargs = chat_template_kwargs or {}
+    if any(is_conversational_prompt(p) for p in prompts):  # stop at the end of the assistant's turn too
+        eos_ids = eos_ids | chat_turn_end_token_ids(tokenizer, **chat_template_kwargs)
     results: list[list[Sample]] = []
     progress = tqdm(total=len(prompts), desc="Sampling", unit="prompt", disable=not show_progress)
     with eval_mode(model), seeded(seed, device), torch.inference_mode():
@@ -213,13 +221,17 @@ def sample_completions(
                 **(generate_kwargs or {}),
             )
             new_tokens = output[:, encoded["input_ids"].shape[1] :]
+            prompt_tails = [
+                encoded["input_ids"][i * num_samples][encoded["attention_mask"][i * num_samples].bool()][-16:].tolist()
+                for i in range(len(chunk))
+            ]
             token_logprobs = recorder.finish(new_tokens) if recorder is not None else None
             new_tokens = new_tokens.tolist()
             for i in range(len(chunk)):
                 samples = []
                 for row in range(i * num_samples, (i + 1) * num_samples):
                     ids, finished = _trim(new_tokens[row], eos_ids, pad_id)
-                    text = tokenizer.decode(ids, skip_special_tokens=True)
+                    text = decode_continuation(tokenizer, prompt_tails[i], ids)
                     logprobs = token_logprobs[row][: len(ids)] if token_logprobs is not None else None
                     samples.append(Sample(text=text, token_ids=ids, finished=finished, logprobs=logprobs))
                 results.append(samples)

@@ -259,12 +259,12 @@ def _scatter(logps, rows, cols, shape):
     return logps.new_zeros(shape, dtype=torch.float32).index_put((rows, cols), logps.float())
 
 
-def _chunked_logps(model, input_ids, attention_mask, logprob_mask, packed_segments=None, **kwargs):
-    """The shortcut: backbone, then the LM head and the known logit transform on the scored positions only."""
+def _chunked_logps(model, input_ids, attention_mask, logprob_mask, transform=None, packed_segments=None, **kwargs):
+    """The shortcut: backbone, then the LM head and the logit transform on the scored positions only."""
     backbone = getattr(model, model.base_model_prefix)
     hidden = backbone(input_ids=input_ids, attention_mask=attention_mask, **kwargs)[0]
     rows, sources, cols = _scored_positions(logprob_mask, packed_segments)
-    transform = logit_transform(model.config)
+    transform = transform or logit_transform(model.config)
     logps = chunked_token_logprobs(
         hidden[rows, sources],
         model.get_output_embeddings(),
@@ -320,41 +320,52 @@ def _check_tolerance(dtype: torch.dtype, logits: torch.Tensor) -> float:
     return 4 * torch.finfo(dtype).eps * max(1.0, logits.abs().max().item())
 
 
+# `model._trl_won_logprob_path` after the first call: a `LogitTransform` (the shortcut, with that transform) or this.
+USE_FORWARD = "forward"
+
+
 @torch.no_grad()
-def _shortcut_matches_forward(model, input_ids, attention_mask) -> bool | None:
+def _choose_logprob_path(model, input_ids, attention_mask):
     """Compare the shortcut with the model's own forward on the first row's first tokens, in eval mode.
 
-    Returns `None` when the row is too short to tell (the check then runs again on the next call).
+    Tries the transform the config describes (see [`logit_transform`]), then none (some classes ignore a config
+    attribute: `Gemma3ForConditionalGeneration` does not soft-cap although its text config may say so). Returns the
+    first transform that reproduces the model's log-probabilities, else `USE_FORWARD` (with a warning), or `None` when
+    the row is too short to tell (the check then runs again on the next call).
     """
     ids = input_ids[0] if attention_mask is None else input_ids[0][attention_mask[0].bool()]
     ids = ids[:CHECK_TOKENS].unsqueeze(0)
     if ids.shape[1] < 2:
         return None
     mask = torch.ones_like(ids)
+    candidates = list(dict.fromkeys([logit_transform(model.config), LogitTransform()]))
+    differences, error = [], None
     with deterministic_mode(model):  # both paths see the same deterministic function
-        logits = model._trl_won_original_forward(input_ids=ids, attention_mask=mask, use_cache=False).logits
-        reference = _logps_from_logits(logits, ids, mask)
         try:
-            ours = _chunked_logps(model, ids, mask, mask, use_cache=False)
-            difference = (ours - reference).abs().max().item()
-            error = None
+            logits = model._trl_won_original_forward(input_ids=ids, attention_mask=mask, use_cache=False).logits
+            reference = _logps_from_logits(logits, ids, mask)
+            tolerance = _check_tolerance(logits.dtype, logits)
+            for transform in candidates:
+                ours = _chunked_logps(model, ids, mask, mask, transform=transform, use_cache=False)
+                differences.append((ours - reference).abs().max().item())
+                if differences[-1] <= tolerance:
+                    return transform
         except Exception as exc:  # a backbone the shortcut cannot drive: use the model's forward
-            difference, error = float("inf"), exc
-    tolerance = _check_tolerance(logits.dtype, logits)
-    if difference <= tolerance:
-        return True
-    reason = f"failed with {type(error).__name__}: {error}" if error is not None else f"differ by {difference:.3g}"
+            error = exc
+    if error is not None:
+        reason = f"failed with {type(error).__name__}: {error}"
+    else:
+        reason = f"differ by {min(differences):.3g} (tolerance {tolerance:.3g})"
     logger.warning(
         "Selective log-probabilities of %s: the chunked LM-head shortcut and the model's own forward %s on a "
-        "%d-token check (tolerance %.3g); this architecture transforms its logits in a way trl_won does not know. "
-        "Falling back to the model's own forward (full-vocabulary logits: exact, but more memory per batch). "
-        "Please report the architecture to trl_won.",
+        "%d-token check; this architecture transforms its logits in a way trl_won does not know. Falling back to "
+        "the model's own forward (full-vocabulary logits: exact, but more memory per batch). Please report the "
+        "architecture to trl_won.",
         type(model).__name__,
         reason,
         ids.shape[1],
-        tolerance,
     )
-    return False
+    return USE_FORWARD
 
 
 def _logprob_forward(self, input_ids=None, attention_mask=None, logprob_mask=None, packed_segments=None, **kwargs):
@@ -365,9 +376,9 @@ def _logprob_forward(self, input_ids=None, attention_mask=None, logprob_mask=Non
     for unused in ("labels", "logits_to_keep", "output_attentions", "output_hidden_states", "return_dict"):
         kwargs.pop(unused, None)
     kwargs["use_cache"] = False
-    if self._trl_won_shortcut_ok is None:
+    if self._trl_won_logprob_path is None:
         plain_mask = attention_mask if packed_segments is None else (packed_segments >= 0).long()
-        self._trl_won_shortcut_ok = _shortcut_matches_forward(self, input_ids, plain_mask)
+        self._trl_won_logprob_path = _choose_logprob_path(self, input_ids, plain_mask)
     if packed_segments is not None:
         if attention_mask is not None or kwargs.get("position_ids") is None:
             raise ValueError("A packed batch takes `packed_segments` and `position_ids` instead of `attention_mask`.")
@@ -375,8 +386,13 @@ def _logprob_forward(self, input_ids=None, attention_mask=None, logprob_mask=Non
         attention_mask = packed_attention_mask(
             self.config.get_text_config(), packed_segments, kwargs["position_ids"], dtype
         )
-    path = _forward_logps if self._trl_won_shortcut_ok is False else _chunked_logps
-    token_logps = path(self, input_ids, attention_mask, logprob_mask, packed_segments=packed_segments, **kwargs)
+    path = self._trl_won_logprob_path
+    if path == USE_FORWARD:
+        token_logps = _forward_logps(self, input_ids, attention_mask, logprob_mask, packed_segments, **kwargs)
+    else:
+        token_logps = _chunked_logps(
+            self, input_ids, attention_mask, logprob_mask, transform=path, packed_segments=packed_segments, **kwargs
+        )
     return TokenLogProbsOutput(token_logps=token_logps)
 
 
@@ -388,9 +404,10 @@ def add_logprob_forward(model, chunk_size: int | None = None):
     `mask[b, t]` is set: `log_softmax` of the logits the model's own forward returns, computed by the chunked shortcut
     (backbone, LM head on the scored positions, the architecture's known logit transform, see [`logit_transform`]).
     The first such call compares the shortcut with the model's own forward on up to 16 tokens of the first row (eval
-    mode, no gradient); if they differ (an architecture with a logit transform trl_won does not know), it logs a
-    warning naming the architecture and computes every later call with the model's own forward. A packed batch (one
-    prompt and several completions per row) is given as `model(input_ids=..., position_ids=...,
+    mode, no gradient; the transform the config describes, then none); if neither matches (an architecture with a
+    logit transform trl_won does not know), it logs a warning naming the architecture and computes every later call
+    with the model's own forward (full logits, then `log_softmax`). The verdict is kept on the model. A packed batch
+    (one prompt and several completions per row) is given as `model(input_ids=..., position_ids=...,
     packed_segments=segments, logprob_mask=mask)` instead (see [`packed_attention_mask`]); then the first token of
     each completion is predicted from the prompt's last token. Called without `logprob_mask` the forward is unchanged
     (generation, saving and evaluation work as before). A PEFT wrapper passes the arguments through to the patched
@@ -413,7 +430,7 @@ def add_logprob_forward(model, chunk_size: int | None = None):
                 f"`{inner.base_model_prefix}`; selective log-probabilities need both."
             )
         inner._trl_won_original_forward = inner.forward
-        inner._trl_won_shortcut_ok = None
+        inner._trl_won_logprob_path = None
         inner.forward = types.MethodType(_logprob_forward, inner)
     inner._trl_won_chunk_size = chunk_size
     return model

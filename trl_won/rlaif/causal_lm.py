@@ -50,7 +50,9 @@ class JudgeLM:
             `from_pretrained` arguments used when loading from a path; `dtype` defaults to `"auto"` and, on a GPU,
             `device_map` to the current device.
         name (`str`, *optional*):
-            Name identifying the model in the judge's fingerprint; defaults to its path or `config._name_or_path`.
+            Name of the model in the judge's fingerprint and repr; defaults to its path, `config._name_or_path`, or
+            for a model built in memory its class name. Never required: a model object is identified by a digest of
+            its weights.
         share_prefix (`bool`, *optional*, defaults to `True`):
             Run the token prefix that all prompts of a call share (preamble, exemplars) once and reuse its key/value
             cache for every sequence. Turned off automatically for sliding-window and recurrent caches.
@@ -100,15 +102,13 @@ class JudgeLM:
         self.last_shared_prefix_length = 0
 
     def _default_name(self) -> str:
+        # A name is never required. A path or hub id names itself. A model object is identified in the fingerprint by
+        # the digest of its weights (see `fingerprint_fields`), so for one built from a config (no
+        # `_name_or_path`) the class name is enough as a label.
         if isinstance(self._source, str):
             return self._source
         name = getattr(self._source.config, "_name_or_path", "") or ""
-        if not name:
-            raise ValueError(
-                "The judge model was not loaded from a path, so nothing identifies it in the label store. Pass "
-                "`name=` (for instance the checkpoint it was built from)."
-            )
-        return name
+        return name or f"{type(unwrap_peft(self._source)).__name__} (in memory)"
 
     @property
     def model(self):

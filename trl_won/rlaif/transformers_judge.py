@@ -58,7 +58,8 @@ class TransformersJudge(PairwiseJudge):
         chat_template_kwargs (`dict`, *optional*):
             Extra arguments for the chat template.
         name (`str`, *optional*):
-            Name of the model in the fingerprint (defaults to its path).
+            Name of the model in the fingerprint (defaults to its path, or for a model built from a config its class
+            name: a model object is identified by a digest of its weights, so no name is needed).
         show_progress (`bool`, *optional*, defaults to `False`):
             Show a progress bar over pairs.
         share_prefix (`bool`, *optional*, defaults to `True`):

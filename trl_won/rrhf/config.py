@@ -64,6 +64,11 @@ class RRHFConfig(_BaseConfig):
         sft_weight (`float`, *optional*, defaults to `1.0`):
             Weight of the negative log-likelihood of each prompt's best completion. Without it RRHF tends to
             degenerate into repetition.
+        sft_loss_type (`str`, *optional*, defaults to `"mean"`):
+            How the best completion's token NLLs are reduced. `"mean"`: averaged over its tokens, as in the official
+            code (GanjinZero/RRHF); the term then has the per-token scale of the length-normalized scores `p_i` and
+            `sft_weight` means the same at any completion length. `"sum"`: summed, as in the paper's eq. 4; the term
+            then grows with the completion's length.
 
     > [!NOTE]
     > These parameters have default values different from [`~transformers.TrainingArguments`]:
@@ -149,6 +154,13 @@ class RRHFConfig(_BaseConfig):
     sft_weight: float = field(
         default=1.0, metadata={"help": "Weight of the negative log-likelihood of each prompt's best completion."}
     )
+    sft_loss_type: str = field(
+        default="mean",
+        metadata={
+            "help": "Reduction of the best completion's token NLLs: `mean` (official code) or `sum` (paper eq. 4).",
+            "choices": ["mean", "sum"],
+        },
+    )
 
     def __post_init__(self):
         # TRL defaults to bf16, which `TrainingArguments` rejects on a machine without a bf16 accelerator unless
@@ -164,6 +176,11 @@ class RRHFConfig(_BaseConfig):
             )
         if self.reward_batch_size < 1:
             raise ValueError(f"`reward_batch_size` must be >= 1, got {self.reward_batch_size}.")
+        if self.sft_loss_type not in ("mean", "sum"):
+            raise ValueError(
+                f"`sft_loss_type` must be 'mean' (the official code's per-token average) or 'sum' (the paper's eq. "
+                f"4), got {self.sft_loss_type!r}."
+            )
         if self.rrhf_weight < 0 or self.sft_weight < 0:
             raise ValueError(
                 f"`rrhf_weight` and `sft_weight` must be >= 0, got {self.rrhf_weight} and {self.sft_weight}."

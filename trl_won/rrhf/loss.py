@@ -74,21 +74,39 @@ def _first_extreme_index(rewards, group_ids, num_prompts, largest):
     return first.scatter_reduce(0, group_ids, candidates, reduce="amin")
 
 
+SFT_LOSS_TYPES = ("mean", "sum")
+
+
 def sft_loss(
     token_logps: torch.Tensor,
     completion_mask: torch.Tensor,
     rewards: torch.Tensor,
     group_ids: torch.Tensor,
     num_prompts: int,
+    loss_type: str = "mean",
 ) -> torch.Tensor:
-    """Negative log-likelihood of each prompt's best completion, averaged over that completion's tokens.
+    """Negative log-likelihood of each prompt's best completion, averaged or summed over its tokens.
+
+    Args:
+        token_logps (`torch.Tensor` of shape `(num_completions, seq_len)`): Per-token log-probabilities.
+        completion_mask (`torch.Tensor` of shape `(num_completions, seq_len)`): 1 for the scored completion tokens.
+        rewards (`torch.Tensor` of shape `(num_completions,)`): Reward of each completion.
+        group_ids (`torch.LongTensor` of shape `(num_completions,)`): Prompt index of each completion.
+        num_prompts (`int`): Number of prompts.
+        loss_type (`str`, *optional*, defaults to `"mean"`):
+            `"mean"`: `-(1 / |y_i'|) sum_t log pi(y_i',t)`, the average over the best completion's own tokens, as the
+            official code averages (it also counts padding, which this does not). `"sum"`: `-sum_t log pi(y_i',t)`,
+            the paper's eq. 4.
 
     Returns:
         `torch.Tensor` of shape `(num_prompts,)`.
     """
+    if loss_type not in SFT_LOSS_TYPES:
+        raise ValueError(f"`sft_loss_type` must be one of {SFT_LOSS_TYPES}, got {loss_type!r}.")
     best = best_completion_index(rewards, group_ids, num_prompts)
     mask = completion_mask[best].to(token_logps.dtype)
-    return -(token_logps[best] * mask).sum(dim=-1) / mask.sum(dim=-1)
+    nll = -(token_logps[best] * mask).sum(dim=-1)
+    return nll / mask.sum(dim=-1) if loss_type == "mean" else nll
 
 
 @dataclass
@@ -125,6 +143,7 @@ def rrhf_loss(
     length_penalty: float = 1.0,
     rrhf_weight: float = 1.0,
     sft_weight: float = 1.0,
+    sft_loss_type: str = "mean",
 ) -> RRHFLossOutput:
     """RRHF loss per prompt: `rrhf_weight * L_rank + sft_weight * L_sft`.
 
@@ -145,13 +164,16 @@ def rrhf_loss(
             Weight of the ranking term.
         sft_weight (`float`, *optional*, defaults to `1.0`):
             Weight of the fine-tuning term.
+        sft_loss_type (`str`, *optional*, defaults to `"mean"`):
+            `"mean"` averages the best completion's NLL over its tokens (the official code), `"sum"` sums it (the
+            paper's eq. 4); see [`sft_loss`].
 
     Returns:
         [`RRHFLossOutput`]: the per-prompt loss and statistics. The batch loss is `output.loss.mean()`.
     """
     scores = length_normalized_logps(token_logps, completion_mask, length_penalty)
     ranking = rank_loss(scores, rewards, group_ids, num_prompts)
-    finetuning = sft_loss(token_logps, completion_mask, rewards, group_ids, num_prompts)
+    finetuning = sft_loss(token_logps, completion_mask, rewards, group_ids, num_prompts, sft_loss_type)
     with torch.no_grad():
         pairs = ordered_pairs(rewards, group_ids)
         agree = pairs & (scores.unsqueeze(1) < scores.unsqueeze(0))

@@ -292,6 +292,7 @@ class RRHFTrainer(_BaseTrainer):
             length_penalty=self.args.length_penalty,
             rrhf_weight=self.args.rrhf_weight,
             sft_weight=self.args.sft_weight,
+            sft_loss_type=self.args.sft_loss_type,
         )
         if mode == "train" and num_items_in_batch is not None:
             # Gradients are averaged over processes, hence the factor: the step's gradient is that of the mean loss
