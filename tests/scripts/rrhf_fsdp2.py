@@ -14,6 +14,7 @@ import torch.distributed as dist
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from trl_won.logprobs import add_logprob_forward
+from trl_won.models import unwrap_peft
 from trl_won.rrhf.data import DataCollatorForRRHF, tokenize_row
 from trl_won.rrhf.loss import rrhf_loss
 from trl_won.rrhf.sharing import pack_shared_prompts
@@ -24,6 +25,7 @@ parser = argparse.ArgumentParser()
 parser.add_argument("--model", required=True)
 parser.add_argument("--output", required=True)
 parser.add_argument("--share_prompt", type=int, default=1)
+parser.add_argument("--lora", type=int, default=0, help="Train a LoRA adapter (frozen LM head: its frozen-head path).")
 cli = parser.parse_args()
 
 distributed = "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
@@ -34,11 +36,15 @@ rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1
 torch.manual_seed(0)
 tokenizer = AutoTokenizer.from_pretrained(cli.model)
 model = AutoModelForCausalLM.from_pretrained(cli.model, dtype=torch.float32).eval()  # eval: no dropout
+if cli.lora:
+    from peft import LoraConfig, get_peft_model
+
+    model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
 add_logprob_forward(model, chunk_size=7)
 if distributed:
     from torch.distributed.fsdp import fully_shard
 
-    for layer in model.model.layers:
+    for layer in unwrap_peft(model).model.layers:
         fully_shard(layer)
     fully_shard(model)
 
