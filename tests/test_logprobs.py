@@ -79,7 +79,29 @@ def test_logprob_forward_on_4bit_model(tiny_paths, tokenizer):
     input_ids, attention_mask, mask = _batch(tokenizer)
     add_logprob_forward(model)
     out = model(input_ids=input_ids, attention_mask=attention_mask, logprob_mask=mask)
-    # Reference after the first call: on CPUs with AVX512-BF16, bitsandbytes repacks 4-bit weights on the first
-    # no-grad eval forward (the first call's check is one) and computes ~1e-3 differently from then on.
+    # Reference after the first call: on CPUs with AVX512-BF16, bitsandbytes repacks the 4-bit weights of a model in
+    # eval mode at its first no-grad forward (the first call's check is one) and computes ~1e-3 differently after.
     expected = _reference_token_logps(model, input_ids, attention_mask) * mask
     torch.testing.assert_close(out.token_logps, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_first_call_check_keeps_a_training_4bit_model_differentiable(tiny_paths, tokenizer):
+    """The check runs in eval mode but leaves bitsandbytes layers alone: on CPUs with AVX512-BF16 an eval-mode 4-bit
+    layer repacks its weight for inference at its first no-grad forward, and has no backward afterwards."""
+    model = AutoModelForCausalLM.from_pretrained(
+        tiny_paths.policy,
+        quantization_config=BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=torch.float32),
+    )
+    model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    model.train()
+    input_ids, attention_mask, mask = _batch(tokenizer)
+    add_logprob_forward(model)
+    model(input_ids=input_ids, attention_mask=attention_mask, logprob_mask=mask).token_logps.sum().backward()
+    expected = {n: p.grad.clone() for n, p in model.named_parameters() if "lora_" in n}
+    model.zero_grad()
+    # Again, now that the check is done: the same gradients, all non-zero, and the layers still in training mode.
+    model(input_ids=input_ids, attention_mask=attention_mask, logprob_mask=mask).token_logps.sum().backward()
+    assert all(module.training for module in model.modules())
+    for name, grad in expected.items():
+        assert grad.abs().sum() > 0, name
+        torch.testing.assert_close(dict(model.named_parameters())[name].grad, grad)

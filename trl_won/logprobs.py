@@ -293,14 +293,17 @@ def _forward_logps(model, input_ids, attention_mask, logprob_mask, packed_segmen
 def deterministic_mode(model):
     """Eval mode (no dropout, no router noise) for a check, then every module's mode restored.
 
-    bitsandbytes' 4-bit layers stay in training mode: on the CPU their first eval-mode forward repacks the weights
-    for inference, after which they cannot backpropagate any more (bitsandbytes 0.50).
+    Except bitsandbytes' own layers: on CPUs with AVX512-BF16 a 4-bit layer repacks its weight for inference at its
+    first eval-mode no-grad forward and has no backward afterwards (bitsandbytes 0.50), which would silently stop a
+    QLoRA run's gradients. Its 4-bit layers are put in training mode for the check (a model loaded with
+    `from_pretrained` starts in eval mode), the other bitsandbytes layers keep their mode.
     """
     modes = {module: module.training for module in model.modules()}
-    model.eval()
     for module in modes:
-        if type(module).__name__ == "Linear4bit":
-            module.train()
+        if not type(module).__module__.startswith("bitsandbytes"):
+            module.training = False
+        elif type(module).__name__ == "Linear4bit":
+            module.training = True
     try:
         yield model
     finally:
