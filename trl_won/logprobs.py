@@ -3,7 +3,12 @@
 A causal LM's forward normally returns `(batch, seq_len, vocab)` logits, and a log-softmax over them doubles that. With
 a 32k-150k vocabulary this dominates memory. Here the backbone runs as usual, the hidden states of only the positions
 that are scored are gathered, and the LM head is applied to them in chunks; each chunk keeps only its label's logit
-and the log-sum-exp. Under autograd each chunk is recomputed during backward, so at most one chunk of logits is alive.
+and the log-sum-exp. Under autograd each chunk is recomputed during backward, so at most one chunk of logits is alive;
+when the LM head gets no gradient (LoRA, a frozen head), the gradient with respect to the hidden states is computed
+during the forward instead and kept (one hidden-size vector per token), so the backward does not touch the head again.
+
+A batch can also be packed (see [`packed_attention_mask`]): each row holds one prompt followed by several
+completions, each completion attending to the prompt and causally to itself, so that the prompt is computed once.
 
 The computation runs inside the model's own `forward` (see [`add_logprob_forward`]) so that wrappers such as
 `DistributedDataParallel`, FSDP and DeepSpeed see every parameter used within the forward they manage.
@@ -17,6 +22,7 @@ model's log-probabilities come from its own forward from then on, with a warning
 
 import logging
 import types
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -87,6 +93,34 @@ def _chunk_logprobs(hidden: torch.Tensor, labels: torch.Tensor, head: nn.Module,
     return label_logits - torch.logsumexp(logits, dim=-1)
 
 
+class _FrozenHeadLogProbs(torch.autograd.Function):
+    """Log-probs of one chunk whose backward needs no second pass through a head that gets no gradient.
+
+    The forward computes `d logp / d hidden` (for a plain head `W^T (onehot(label) - softmax)`, through the logit
+    transform) with the head's own autograd and keeps only that `(tokens, hidden_size)` gradient.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, labels, head, transform):
+        with torch.enable_grad():
+            leaf = hidden.detach().requires_grad_()
+            logps = _chunk_logprobs(leaf, labels, head, transform)
+            # Each row's log-prob depends on its own hidden state only: the gradient of the sum is per row.
+            (grad,) = torch.autograd.grad(logps.sum(), leaf)
+        ctx.save_for_backward(grad)
+        return logps.detach()
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (grad,) = ctx.saved_tensors
+        return grad * grad_output.unsqueeze(-1).to(grad.dtype), None, None, None
+
+
+def head_gets_gradient(head: nn.Module) -> bool:
+    """Whether any parameter of the LM head (or an embedding tied to it) requires a gradient."""
+    return any(p.requires_grad for p in head.parameters())
+
+
 def chunked_token_logprobs(
     hidden: torch.Tensor,
     head: nn.Module,
@@ -113,6 +147,10 @@ def chunked_token_logprobs(
 
     Returns:
         `torch.Tensor` of shape `(num_tokens,)`, float32: the log-probabilities.
+
+    Under autograd, when the head gets a gradient each chunk is recomputed during backward (checkpointing); when it
+    gets none (a frozen head, LoRA), each chunk's gradient with respect to `hidden` is computed in the forward and
+    kept instead, which saves the recomputation. Both give the same gradients.
     """
     transform = LogitTransform(scale=scale, softcap=softcap)
     num_tokens = hidden.shape[0]
@@ -121,11 +159,15 @@ def chunked_token_logprobs(
     if chunk_size is None:
         vocab_size = getattr(head, "out_features", None) or head(hidden[:1]).shape[-1]
         chunk_size = max(1, DEFAULT_CHUNK_ELEMENTS // vocab_size)
-    recompute = torch.is_grad_enabled() and (hidden.requires_grad or any(p.requires_grad for p in head.parameters()))
+    head_grad = head_gets_gradient(head)
+    recompute = torch.is_grad_enabled() and (hidden.requires_grad or head_grad)
+    frozen_head = recompute and not head_grad
     pieces = []
     for start in range(0, num_tokens, chunk_size):
         h, y = hidden[start : start + chunk_size], labels[start : start + chunk_size]
-        if recompute:
+        if frozen_head:
+            pieces.append(_FrozenHeadLogProbs.apply(h, y, head, transform))
+        elif recompute:
             pieces.append(checkpoint(_chunk_logprobs, h, y, head, transform, use_reentrant=False))
         else:
             pieces.append(_chunk_logprobs(h, y, head, transform))
@@ -144,20 +186,89 @@ class TokenLogProbsOutput(ModelOutput):
     token_logps: torch.Tensor | None = None
 
 
+def packed_attention_mask(config, segments: torch.Tensor, position_ids: torch.Tensor, dtype: torch.dtype):
+    """Additive attention mask(s) of packed rows: `[prompt, completion_1, ..., completion_k, padding]`.
+
+    A token of completion i attends to the prompt and causally to the earlier tokens of completion i; prompt tokens
+    attend causally to the prompt; a padding token attends to itself only (so no row of the mask is empty). With a
+    sliding window (`config.sliding_window`), a token also sees only keys less than `sliding_window` positions back,
+    measured in `position_ids` (the positions each token has in its own unpacked sequence); a model mixing full and
+    sliding layers (`config.layer_types`) gets a `{layer type: mask}` mapping, which transformers' models accept.
+
+    Args:
+        config ([`~transformers.PretrainedConfig`]):
+            The model's (text) configuration.
+        segments (`torch.LongTensor` of shape `(batch, seq_len)`):
+            0 on the prompt (at the start of the row), i >= 1 on the tokens of the i-th completion, -1 on padding.
+        position_ids (`torch.LongTensor` of shape `(batch, seq_len)`):
+            Each token's position in its own unpacked sequence (a completion continues from the prompt's length).
+        dtype (`torch.dtype`):
+            The dtype of the attention scores.
+
+    Returns:
+        `torch.Tensor` of shape `(batch, 1, seq_len, seq_len)` (0 where attention is allowed, the dtype's minimum
+        elsewhere), or a dict of them keyed by layer type.
+
+    Raises:
+        NotImplementedError: for layer types other than full and sliding-window attention.
+    """
+    seq_len = segments.shape[1]
+    query, key = segments.unsqueeze(2), segments.unsqueeze(1)
+    causal = torch.ones(seq_len, seq_len, dtype=torch.bool, device=segments.device).tril()
+    visible = causal & (key >= 0) & ((key == query) | (key == 0)) & (query >= 0)
+    visible |= torch.eye(seq_len, dtype=torch.bool, device=segments.device)
+
+    def additive(allowed):
+        return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(
+            ~allowed, torch.finfo(dtype).min
+        )[:, None]
+
+    window = getattr(config, "sliding_window", None)
+    layer_types = getattr(config, "layer_types", None)
+    if layer_types is not None:
+        unknown = set(layer_types) - {"full_attention", "sliding_attention"}
+        if unknown:
+            raise NotImplementedError(f"packed sequences do not support layer types {sorted(unknown)}")
+    if window is None or (layer_types is not None and "sliding_attention" not in layer_types):
+        return additive(visible)
+    windowed = visible & (position_ids.unsqueeze(2) - position_ids.unsqueeze(1) < window)
+    windowed |= torch.eye(seq_len, dtype=torch.bool, device=segments.device)
+    if layer_types is None or set(layer_types) == {"sliding_attention"}:
+        return additive(windowed)
+    return {"full_attention": additive(visible), "sliding_attention": additive(windowed)}
+
+
+def _scored_positions(logprob_mask, packed_segments=None):
+    """`(rows, sources, cols)` of the scored tokens: token `(row, col)` is predicted from position `(row, source)`.
+
+    The source is the previous position, except in a packed row (see [`packed_attention_mask`]) for the first token
+    of completion i > 1, which follows completion i-1 in the row but is predicted from the prompt's last token.
+    """
+    rows, cols = logprob_mask[:, 1:].bool().nonzero(as_tuple=True)
+    cols = cols + 1
+    sources = cols - 1
+    if packed_segments is not None:
+        previous = packed_segments[rows, sources]
+        starts = (previous != packed_segments[rows, cols]) & (previous != 0)
+        prompt_lengths = (packed_segments == 0).sum(dim=1)
+        sources = torch.where(starts, prompt_lengths[rows] - 1, sources)
+    return rows, sources, cols
+
+
 def _scatter(logps, rows, cols, shape):
-    return logps.new_zeros(shape, dtype=torch.float32).index_put((rows, cols + 1), logps.float())
+    return logps.new_zeros(shape, dtype=torch.float32).index_put((rows, cols), logps.float())
 
 
-def _chunked_logps(model, input_ids, attention_mask, logprob_mask, transform=None, **kwargs):
+def _chunked_logps(model, input_ids, attention_mask, logprob_mask, transform=None, packed_segments=None, **kwargs):
     """The shortcut: backbone, then the LM head and the logit transform on the scored positions only."""
     backbone = getattr(model, model.base_model_prefix)
     hidden = backbone(input_ids=input_ids, attention_mask=attention_mask, **kwargs)[0]
-    rows, cols = logprob_mask[:, 1:].bool().nonzero(as_tuple=True)  # position t+1 is predicted from t
+    rows, sources, cols = _scored_positions(logprob_mask, packed_segments)
     transform = transform or logit_transform(model.config)
     logps = chunked_token_logprobs(
-        hidden[rows, cols],
+        hidden[rows, sources],
         model.get_output_embeddings(),
-        input_ids[rows, cols + 1],
+        input_ids[rows, cols],
         chunk_size=model._trl_won_chunk_size,
         softcap=transform.softcap,
         scale=transform.scale,
@@ -165,17 +276,39 @@ def _chunked_logps(model, input_ids, attention_mask, logprob_mask, transform=Non
     return _scatter(logps, rows, cols, input_ids.shape)
 
 
-def _logps_from_logits(logits, input_ids, logprob_mask):
-    rows, cols = logprob_mask[:, 1:].bool().nonzero(as_tuple=True)
-    picked = logits[rows, cols].float()
-    logps = picked.gather(-1, input_ids[rows, cols + 1].unsqueeze(-1)).squeeze(-1) - torch.logsumexp(picked, dim=-1)
+def _logps_from_logits(logits, input_ids, logprob_mask, packed_segments=None):
+    rows, sources, cols = _scored_positions(logprob_mask, packed_segments)
+    picked = logits[rows, sources].float()
+    logps = picked.gather(-1, input_ids[rows, cols].unsqueeze(-1)).squeeze(-1) - torch.logsumexp(picked, dim=-1)
     return _scatter(logps, rows, cols, input_ids.shape)
 
 
-def _forward_logps(model, input_ids, attention_mask, logprob_mask, **kwargs):
+def _forward_logps(model, input_ids, attention_mask, logprob_mask, packed_segments=None, **kwargs):
     """The model's own forward, full logits, then `log_softmax` and gather (exact for any architecture)."""
     logits = model._trl_won_original_forward(input_ids=input_ids, attention_mask=attention_mask, **kwargs).logits
-    return _logps_from_logits(logits, input_ids, logprob_mask)
+    return _logps_from_logits(logits, input_ids, logprob_mask, packed_segments)
+
+
+@contextmanager
+def deterministic_mode(model):
+    """Eval mode (no dropout, no router noise) for a check, then every module's mode restored.
+
+    Except bitsandbytes' own layers: on CPUs with AVX512-BF16 a 4-bit layer repacks its weight for inference at its
+    first eval-mode no-grad forward and has no backward afterwards (bitsandbytes 0.50), which would silently stop a
+    QLoRA run's gradients. Its 4-bit layers are put in training mode for the check (a model loaded with
+    `from_pretrained` starts in eval mode), the other bitsandbytes layers keep their mode.
+    """
+    modes = {module: module.training for module in model.modules()}
+    for module in modes:
+        if not type(module).__module__.startswith("bitsandbytes"):
+            module.training = False
+        elif type(module).__name__ == "Linear4bit":
+            module.training = True
+    try:
+        yield model
+    finally:
+        for module, mode in modes.items():
+            module.training = mode
 
 
 def _check_tolerance(dtype: torch.dtype, logits: torch.Tensor) -> float:
@@ -209,28 +342,19 @@ def _choose_logprob_path(model, input_ids, attention_mask):
         return None
     mask = torch.ones_like(ids)
     candidates = list(dict.fromkeys([logit_transform(model.config), LogitTransform()]))
-    training = {module: module.training for module in model.modules()}
-    # Eval mode (no dropout, no router noise): both paths see the same deterministic function. Except bitsandbytes'
-    # own layers: on CPUs with AVX512-BF16 a 4-bit layer repacks its weight for inference at its first eval-mode
-    # no-grad forward and has no backward afterwards, which would silently stop a QLoRA run's gradients.
-    for module in training:
-        if not type(module).__module__.startswith("bitsandbytes"):
-            module.training = False
     differences, error = [], None
-    try:
-        logits = model._trl_won_original_forward(input_ids=ids, attention_mask=mask, use_cache=False).logits
-        reference = _logps_from_logits(logits, ids, mask)
-        tolerance = _check_tolerance(logits.dtype, logits)
-        for transform in candidates:
-            ours = _chunked_logps(model, ids, mask, mask, transform=transform, use_cache=False)
-            differences.append((ours - reference).abs().max().item())
-            if differences[-1] <= tolerance:
-                return transform
-    except Exception as exc:  # a backbone the shortcut cannot drive: use the model's forward
-        error = exc
-    finally:
-        for module, mode in training.items():
-            module.training = mode
+    with deterministic_mode(model):  # both paths see the same deterministic function
+        try:
+            logits = model._trl_won_original_forward(input_ids=ids, attention_mask=mask, use_cache=False).logits
+            reference = _logps_from_logits(logits, ids, mask)
+            tolerance = _check_tolerance(logits.dtype, logits)
+            for transform in candidates:
+                ours = _chunked_logps(model, ids, mask, mask, transform=transform, use_cache=False)
+                differences.append((ours - reference).abs().max().item())
+                if differences[-1] <= tolerance:
+                    return transform
+        except Exception as exc:  # a backbone the shortcut cannot drive: use the model's forward
+            error = exc
     if error is not None:
         reason = f"failed with {type(error).__name__}: {error}"
     else:
@@ -247,19 +371,31 @@ def _choose_logprob_path(model, input_ids, attention_mask):
     return USE_FORWARD
 
 
-def _logprob_forward(self, input_ids=None, attention_mask=None, logprob_mask=None, **kwargs):
+def _logprob_forward(self, input_ids=None, attention_mask=None, logprob_mask=None, packed_segments=None, **kwargs):
     if logprob_mask is None:
+        if packed_segments is not None:
+            raise ValueError("`packed_segments` is only supported together with `logprob_mask`.")
         return self._trl_won_original_forward(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
     for unused in ("labels", "logits_to_keep", "output_attentions", "output_hidden_states", "return_dict"):
         kwargs.pop(unused, None)
     kwargs["use_cache"] = False
     if self._trl_won_logprob_path is None:
-        self._trl_won_logprob_path = _choose_logprob_path(self, input_ids, attention_mask)
+        plain_mask = attention_mask if packed_segments is None else (packed_segments >= 0).long()
+        self._trl_won_logprob_path = _choose_logprob_path(self, input_ids, plain_mask)
+    if packed_segments is not None:
+        if attention_mask is not None or kwargs.get("position_ids") is None:
+            raise ValueError("A packed batch takes `packed_segments` and `position_ids` instead of `attention_mask`.")
+        dtype = self.get_input_embeddings().weight.dtype
+        attention_mask = packed_attention_mask(
+            self.config.get_text_config(), packed_segments, kwargs["position_ids"], dtype
+        )
     path = self._trl_won_logprob_path
     if path == USE_FORWARD:
-        token_logps = _forward_logps(self, input_ids, attention_mask, logprob_mask, **kwargs)
+        token_logps = _forward_logps(self, input_ids, attention_mask, logprob_mask, packed_segments, **kwargs)
     else:
-        token_logps = _chunked_logps(self, input_ids, attention_mask, logprob_mask, transform=path, **kwargs)
+        token_logps = _chunked_logps(
+            self, input_ids, attention_mask, logprob_mask, transform=path, packed_segments=packed_segments, **kwargs
+        )
     return TokenLogProbsOutput(token_logps=token_logps)
 
 
@@ -273,9 +409,12 @@ def add_logprob_forward(model, chunk_size: int | None = None):
     The first such call compares the shortcut with the model's own forward on up to 16 tokens of the first row (eval
     mode, no gradient; the transform the config describes, then none); if neither matches (an architecture with a
     logit transform trl_won does not know), it logs a warning naming the architecture and computes every later call
-    with the model's own forward (full logits, then `log_softmax`). The verdict is kept on the model. Called without
-    `logprob_mask` the forward is unchanged (generation, saving and evaluation work as before). A PEFT wrapper passes
-    the argument through to the patched model. Calling it again only updates `chunk_size`.
+    with the model's own forward (full logits, then `log_softmax`). The verdict is kept on the model. A packed batch
+    (one prompt and several completions per row) is given as `model(input_ids=..., position_ids=...,
+    packed_segments=segments, logprob_mask=mask)` instead (see [`packed_attention_mask`]); then the first token of
+    each completion is predicted from the prompt's last token. Called without `logprob_mask` the forward is unchanged
+    (generation, saving and evaluation work as before). A PEFT wrapper passes the arguments through to the patched
+    model. Calling it again only updates `chunk_size`.
 
     Args:
         model ([`~transformers.PreTrainedModel`] or [`~peft.PeftModel`]):

@@ -17,6 +17,7 @@ parser.add_argument("--model", required=True)
 parser.add_argument("--output_dir", required=True)
 parser.add_argument("--per_device_train_batch_size", type=int, required=True)
 parser.add_argument("--gradient_accumulation_steps", type=int, default=1)
+parser.add_argument("--share_prompt", type=int, default=1)
 cli = parser.parse_args()
 
 args = RRHFConfig(
@@ -27,6 +28,7 @@ args = RRHFConfig(
         max_steps=3,
         learning_rate=1e-3,
         optim="sgd",
+        share_prompt=bool(cli.share_prompt),
     )
 )
 trainer = RRHFTrainer(cli.model, args=args, train_dataset=toy_ranking_dataset(conversational=True))
@@ -35,4 +37,12 @@ trainer.save_model()
 if trainer.accelerator.is_main_process:
     logs = [entry for entry in trainer.state.log_history if "loss" in entry]
     with open(os.path.join(cli.output_dir, "logs.json"), "w") as f:
-        json.dump({"logs": logs, "num_processes": trainer.accelerator.num_processes}, f)
+        json.dump(
+            {
+                "logs": logs,
+                "num_processes": trainer.accelerator.num_processes,
+                "share_prompt": trainer._share_prompt,
+                "distributed_type": str(trainer.accelerator.distributed_type),
+            },
+            f,
+        )

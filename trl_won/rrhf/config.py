@@ -30,6 +30,13 @@ class RRHFConfig(_BaseConfig):
             Number of completion tokens sent through the LM head at once when computing log-probabilities. Only the
             completion tokens are projected onto the vocabulary, never every position. Defaults to as many tokens as
             keep one chunk at 2**22 logits (131 tokens for a 32k vocabulary).
+        share_prompt (`bool`, *optional*, defaults to `True`):
+            Whether to compute each prompt once per step: the prompt and its k completions are packed into one
+            sequence with a block attention mask (each completion attends to the prompt and causally to itself), so
+            a prompt group costs `P + sum R_i` tokens instead of `k P + sum R_i`. Same loss and gradients as without.
+            Falls back to one sequence per completion, with a warning, for a model that cannot take the mask (an
+            attention implementation other than `eager`/`sdpa`, or an architecture whose packed log-probabilities
+            differ from the unpacked ones in a check when the trainer is built).
 
         dataset_num_proc (`int`, *optional*):
             Number of processes to use for processing the dataset.
@@ -97,6 +104,13 @@ class RRHFConfig(_BaseConfig):
         metadata={
             "help": "Completion tokens sent through the LM head at once. Defaults to as many as keep one chunk at "
             "2**22 logits (131 tokens for a 32k vocabulary)."
+        },
+    )
+    share_prompt: bool = field(
+        default=True,
+        metadata={
+            "help": "Compute each prompt once per step: pack it with its completions into one sequence with a block "
+            "attention mask. Same loss and gradients. Falls back, with a warning, for models that cannot take it."
         },
     )
 

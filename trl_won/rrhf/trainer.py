@@ -1,4 +1,5 @@
 import textwrap
+import warnings
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -19,13 +20,14 @@ from trl.trainer.base_trainer import _BaseTrainer
 from trl.trainer.utils import disable_dropout_in_model, get_config_model_id, global_then_local_main_first
 
 from ..data_utils import DatasetFormatError, is_conversational_prompt, require_columns, require_per_process_batches
-from ..logprobs import add_logprob_forward
+from ..logprobs import TokenLogProbsOutput, add_logprob_forward
 from ..models import load_model, load_tokenizer, prepare_peft_model
 from ..rewards import as_reward_funcs
 from .config import RRHFConfig
 from .data import HOW_TO_FORMAT, DataCollatorForRRHF, tokenize_row, validate_row, validate_tokenized_row
 from .loss import RRHFLossOutput, rrhf_loss
 from .scoring import add_rewards
+from .sharing import check_prompt_sharing, pack_shared_prompts
 
 
 class RRHFTrainer(_BaseTrainer):
@@ -207,6 +209,17 @@ class RRHFTrainer(_BaseTrainer):
         self._metrics = {"train": defaultdict(list), "eval": defaultdict(list)}
         self._total_train_tokens = 0
         self.model.add_model_tags(self._tag_names)
+        self._share_prompt = args.share_prompt
+        self._warned_unpackable = False
+        if self._share_prompt:
+            reason = check_prompt_sharing(self.model, processing_class.pad_token_id or 0)
+            if reason is not None:
+                warnings.warn(
+                    f"Prompt sharing is off: {reason}. Each completion goes through the model with its own copy of "
+                    "the prompt (same loss, more compute). Set `share_prompt=False` to silence this warning.",
+                    stacklevel=2,
+                )
+                self._share_prompt = False
 
     def _prepare_dataset(
         self,
@@ -279,12 +292,7 @@ class RRHFTrainer(_BaseTrainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         mode = "train" if self.model.training else "eval"
-        outputs = model(
-            input_ids=inputs["input_ids"],
-            attention_mask=inputs["attention_mask"],
-            logprob_mask=inputs["completion_mask"],
-            use_cache=False,
-        )
+        outputs = self._completion_logps(model, inputs)
         num_prompts = inputs["num_completions"].numel()
         out = rrhf_loss(
             outputs.token_logps,
@@ -305,6 +313,34 @@ class RRHFTrainer(_BaseTrainer):
             loss = out.loss.mean()
         self._record_metrics(mode, out, inputs)
         return (loss, outputs) if return_outputs else loss
+
+    def _completion_logps(self, model, inputs: dict[str, torch.Tensor]) -> TokenLogProbsOutput:
+        """Per-token log-probs of the batch's rows; each prompt computed once when prompt sharing is on."""
+        packed = None
+        if self._share_prompt:
+            packed = pack_shared_prompts(
+                inputs["input_ids"],
+                inputs["attention_mask"],
+                inputs["completion_mask"],
+                inputs["group_ids"],
+                self.processing_class.pad_token_id or 0,
+            )
+            if packed is None and not self._warned_unpackable:
+                warnings.warn(
+                    "A batch could not be packed for prompt sharing (rows not right-padded, or a prompt group "
+                    "without a shared prompt token); such batches run one sequence per completion.",
+                    stacklevel=2,
+                )
+                self._warned_unpackable = True
+        if packed is not None:
+            token_logps = model(**packed.model_inputs(), use_cache=False).token_logps
+            return TokenLogProbsOutput(token_logps=packed.unpack(token_logps))
+        return model(
+            input_ids=inputs["input_ids"],
+            attention_mask=inputs["attention_mask"],
+            logprob_mask=inputs["completion_mask"],
+            use_cache=False,
+        )
 
     def _record_metrics(self, mode: str, out: RRHFLossOutput, inputs: dict[str, torch.Tensor]) -> None:
         with torch.no_grad():
