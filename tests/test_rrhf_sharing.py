@@ -308,3 +308,54 @@ def test_a_batch_that_cannot_be_packed_runs_unpacked_with_a_warning(tiny_paths, 
         loss = trainer.compute_loss(trainer.model, left)
     assert trainer._share_prompt  # only that batch ran unpacked
     torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-5)
+
+
+# When packing pays off: fewer tokens through the linear layers against longer rows in a dense masked attention.
+
+
+def estimated_cost(hidden, intermediate, rows, length, weight):
+    per_layer_per_token = 4 * hidden**2 + 3 * hidden * intermediate
+    return rows * length * per_layer_per_token + rows * length**2 * 2 * hidden * weight
+
+
+@pytest.mark.parametrize(
+    "shape, expected",
+    [
+        # benchmarks/rrhf_step.py's default shape: P=64, R=128, k=8, 4 prompts: 32 rows of 192 vs 4 rows of 1088
+        ((256, 682, (32, 192), (4, 1088)), False),
+        # its backbone shape: P=512, R=64, k=8, 1 prompt: 8 rows of 576 vs 1 row of 1024
+        ((512, 1365, (8, 576), (1, 1024)), True),
+    ],
+)
+def test_packing_pays_off_follows_the_cost_model(shape, expected):
+    from trl_won.rrhf.sharing import ATTENTION_PAIR_WEIGHT, packing_pays_off
+
+    hidden, intermediate, unpacked, packed = shape
+    config = transformers.LlamaConfig(hidden_size=hidden, intermediate_size=intermediate)
+    costs = [estimated_cost(hidden, intermediate, *s, ATTENTION_PAIR_WEIGHT) for s in (packed, unpacked)]
+    assert (costs[0] < costs[1]) == expected
+    assert packing_pays_off(config, unpacked, packed) == expected
+
+
+def test_long_completions_after_short_prompts_run_unpacked_with_the_same_loss(tiny_paths, tmp_path):
+    from trl_won.rrhf.sharing import packing_pays_off
+
+    trainer = trainer_for(tiny_paths, tmp_path, True)
+    long_rows = [
+        {"prompt_ids": [5, 6], "completion_ids": [list(range(10, 10 + 120)) + [2] for _ in range(4)]},
+        {"prompt_ids": [7, 8], "completion_ids": [list(range(20, 20 + 120)) + [2] for _ in range(3)]},
+    ]
+    collate = trainer.data_collator
+    inputs = collate([{**row, "rewards": [float(i) for i in range(len(row["completion_ids"]))]} for row in long_rows])
+    packed = pack_shared_prompts(
+        inputs["input_ids"], inputs["attention_mask"], inputs["completion_mask"], inputs["group_ids"]
+    )
+    assert not packing_pays_off(trainer.model.config, tuple(inputs["input_ids"].shape), tuple(packed.input_ids.shape))
+    rows = []
+    hook = trainer.model.get_input_embeddings().register_forward_hook(lambda m, a, out: rows.append(out.shape[0]))
+    shared_loss = trainer.compute_loss(trainer.model, inputs)
+    hook.remove()
+    assert rows[-1] == inputs["input_ids"].shape[0]  # one row per completion: cheaper here
+    assert trainer._share_prompt  # the switch stays on for the batches where packing pays off
+    unshared = trainer_for(tiny_paths, tmp_path, False)
+    torch.testing.assert_close(shared_loss, unshared.compute_loss(unshared.model, inputs), rtol=1e-5, atol=1e-5)

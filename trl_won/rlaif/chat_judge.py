@@ -19,7 +19,14 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .causal_lm import JudgeLM
-from .openai_client import ChatResult, JudgeClient, JudgeError, parse_chat_response, parse_completion_response
+from .openai_client import (
+    ChatResult,
+    JudgeClient,
+    JudgeError,
+    parse_chat_response,
+    parse_completion_response,
+    sanitize_url,
+)
 
 
 logger = logging.getLogger(__name__)
@@ -200,11 +207,11 @@ class ChatJudgeMixin:
 
     def _no_logprobs(self) -> None:
         message = (
-            f"The judge server {self.client!r} answered without log-probabilities although the judge asked for "
-            "them (`transformers serve`, for instance, ignores `logprobs`). Labels from the answer text alone are "
-            "hard 0/1 labels, not the soft labels this judge's fingerprint stands for, so none are made. Serve the "
-            "model with a server that returns log-probabilities (vLLM, llama.cpp, TGI), or pass `logprobs=False` to "
-            "label with hard labels under a fingerprint of their own."
+            f"The judge server at {sanitize_url(self.client.base_url)} answered without log-probabilities "
+            "although the judge asked for them (`transformers serve`, for instance, ignores `logprobs`). Labels "
+            "from the answer text alone are hard 0/1 labels, not the soft labels this judge's fingerprint stands "
+            "for, so none are made. Serve the model with a server that returns log-probabilities (vLLM, llama.cpp, "
+            "TGI), or pass `logprobs=False` to label with hard labels under a fingerprint of their own."
         )
         with self.client._lock:  # once, though every worker in flight gets such an answer
             warned, self._warned_no_logprobs = getattr(self, "_warned_no_logprobs", False), True

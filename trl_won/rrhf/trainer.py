@@ -27,7 +27,7 @@ from .config import RRHFConfig
 from .data import HOW_TO_FORMAT, DataCollatorForRRHF, tokenize_row, validate_row, validate_tokenized_row
 from .loss import RRHFLossOutput, rrhf_loss
 from .scoring import add_rewards
-from .sharing import check_prompt_sharing, pack_shared_prompts
+from .sharing import check_prompt_sharing, pack_shared_prompts, packing_pays_off
 
 
 class RRHFTrainer(_BaseTrainer):
@@ -332,6 +332,10 @@ class RRHFTrainer(_BaseTrainer):
                     stacklevel=2,
                 )
                 self._warned_unpackable = True
+            elif packed is not None and not packing_pays_off(
+                self.model.config, tuple(inputs["input_ids"].shape), tuple(packed.input_ids.shape)
+            ):
+                packed = None  # short prompts, long completions: one sequence per completion is cheaper
         if packed is not None:
             token_logps = model(**packed.model_inputs(), use_cache=False).token_logps
             return TokenLogProbsOutput(token_logps=packed.unpack(token_logps))
