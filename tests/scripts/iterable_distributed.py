@@ -13,6 +13,7 @@ import torch
 from trl import RewardConfig
 
 from tests.helpers import cpu_training_kwargs
+from trl_won.cli.main import end_distributed
 from trl_won.data_utils import completion_text
 from trl_won.rlaif import RLAIFRewardConfig, RLAIFRewardTrainer
 from trl_won.rrhf import RRHFConfig, RRHFTrainer
@@ -94,6 +95,7 @@ def main():
     if report:
         with open(os.path.join(cli.output_dir, "report.json"), "w") as f:
             json.dump(report, f)
+    end_distributed()
 
 
 if __name__ == "__main__":

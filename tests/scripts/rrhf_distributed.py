@@ -8,6 +8,7 @@ import json
 import os
 
 from tests.helpers import cpu_training_kwargs
+from trl_won.cli.main import end_distributed
 from trl_won.rrhf import RRHFConfig, RRHFTrainer
 from trl_won.tiny import toy_ranking_dataset
 
@@ -46,3 +47,4 @@ if trainer.accelerator.is_main_process:
             },
             f,
         )
+end_distributed()

@@ -78,7 +78,21 @@ def run_script(parser, main_function, argv: list[str] | None = None) -> int:
         message = " ".join(str(error).split()) or type(error).__name__
         print(f"{parser.prog}: error: {message}", file=sys.stderr)
         return getattr(error, "exit_code", 1)
+    end_distributed()
     return 0
+
+
+def end_distributed() -> None:
+    """Under `accelerate launch`, wait for every process and tear the process group down before the interpreter
+    exits: left to interpreter shutdown, gloo's threads can abort a process that finished its work ("terminate called
+    without an active exception"), and the launcher then reports the whole run as failed."""
+    if "torch.distributed" not in sys.modules:
+        return
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":
