@@ -15,7 +15,7 @@ from .labeling import (
     labeler_alignment,
     score_cached,
 )
-from .losses import soft_preference_loss
+from .loss import soft_preference_loss
 from .openai_client import JudgeClient, JudgeError, JudgeRequestError, RequestStats
 from .openai_judge import OpenAIJudge
 from .reward_funcs import judge_reward_func

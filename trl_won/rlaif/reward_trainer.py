@@ -27,7 +27,7 @@ from ..data_utils import (
     row_error,
 )
 from ..models import is_quantized, unwrap_peft
-from .losses import soft_preference_loss
+from .loss import soft_preference_loss
 
 
 logger = logging.getLogger(__name__)
