@@ -131,7 +131,7 @@ def test_judge_loads_lazily_from_a_path_and_fingerprints_its_settings(tiny_paths
 def test_a_model_built_from_a_config_needs_no_name(tokenizer, tmp_path):
     from transformers import LlamaForCausalLM
 
-    from trl_won.rlaif.labeling import judge_pairs_cached
+    from trl_won.rlaif.cached import judge_pairs_cached
     from trl_won.rlaif.store import LabelStore
     from trl_won.tiny import tiny_llama_config
 

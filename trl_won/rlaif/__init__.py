@@ -3,18 +3,13 @@
 See `docs/rlaif.md`.
 """
 
+from .alignment import LabelerAlignment, alignment_metrics
 from .answer_tokens import AnswerTokens, answer_distribution, resolve_answer_tokens
 from .base import PairwiseJudge, ScoringJudge
+from .cached import judge_pairs_cached, score_cached
 from .callback import RLAIFLabelerCallback
 from .judgement import PairwiseJudgement, ScoreJudgement
-from .labeling import (
-    LabelerAlignment,
-    alignment_metrics,
-    judge_pairs_cached,
-    label_preferences,
-    labeler_alignment,
-    score_cached,
-)
+from .labeling import label_preferences, labeler_alignment
 from .loss import soft_preference_loss
 from .openai_client import JudgeClient, JudgeError, JudgeRequestError, RequestStats
 from .openai_judge import OpenAIJudge

@@ -15,7 +15,8 @@ from ..data_utils import Completion, Prompt, as_completion
 from ..generation import SamplingParams, sample_completions
 from ..models import load_model
 from .base import PairwiseJudge
-from .labeling import judge_pairs_cached, preference_columns
+from .cached import judge_pairs_cached
+from .labeling import preference_columns
 from .store import LabelStore
 
 

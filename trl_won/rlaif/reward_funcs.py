@@ -4,7 +4,7 @@ import asyncio
 from collections.abc import Callable
 
 from .base import ScoringJudge
-from .labeling import score_cached
+from .cached import score_cached
 from .store import LabelStore
 
 
