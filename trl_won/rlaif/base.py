@@ -67,8 +67,56 @@ def check_inputs(argument_values: dict[str, Sequence]) -> int:
     return next(iter(lengths.values()), 0)
 
 
-class PairwiseJudge(ABC):
+class _Judge(ABC):
+    """What both kinds of judge share: the checked sync/async calls, judging in chunks, the fingerprint."""
+
+    _kind: str  # "pairwise" or "score": part of the fingerprint
+    _items: str  # what one judgement is of, for messages
+
+    def _checked(self, compute: Callable, **arguments: Sequence) -> list:
+        """`compute(*lists)` after checking the arguments, checking that it gives one judgement per item."""
+        count = check_inputs(arguments)
+        return self._one_per_item(compute(*map(list, arguments.values())), count) if count else []
+
+    async def _achecked(self, compute: Callable, **arguments: Sequence) -> list:
+        """Async [`_checked`]."""
+        count = check_inputs(arguments)
+        return self._one_per_item(await compute(*map(list, arguments.values())), count) if count else []
+
+    def _one_per_item(self, judgements: list, count: int) -> list:
+        if len(judgements) != count:
+            raise RuntimeError(
+                f"{type(self).__name__} returned {len(judgements)} judgements for {count} {self._items}."
+            )
+        return judgements
+
+    def _in_chunks(self, judge: Callable, columns: Sequence[list], on_judged: Callable, chunk_size: int) -> None:
+        """Judge `chunk_size` items at a time with `judge(*columns)`, handing each chunk's judgements to
+        `on_judged(indices, judgements)`: the default streaming of a judge with no requests in flight (a local one)."""
+        for start in range(0, len(columns[0]), chunk_size):
+            stop = min(start + chunk_size, len(columns[0]))
+            on_judged(list(range(start, stop)), judge(*(column[start:stop] for column in columns)))
+
+    @abstractmethod
+    def fingerprint_fields(self) -> dict[str, Any]:
+        """Everything that changes this judge's answers (never a secret)."""
+
+    @property
+    def fingerprint(self) -> str:
+        """Hash of [`fingerprint_fields`]: labels from judges with the same fingerprint are interchangeable."""
+        return self.described_fingerprint()[0]
+
+    def described_fingerprint(self) -> tuple[str, dict[str, Any]]:
+        """The fingerprint and the fields it hashes, computed once (the fields may digest a model's weights)."""
+        fields = self.fingerprint_fields()
+        return fingerprint_of({"kind": self._kind, **fields}), fields
+
+
+class PairwiseJudge(_Judge):
     """Base class of pairwise judges. Subclasses implement `_judge_pairs` and `fingerprint_fields`."""
+
+    _kind = "pairwise"
+    _items = "pairs"
 
     def judge_pairs(
         self, prompts: Sequence[Prompt], completions_a: Sequence[Completion], completions_b: Sequence[Completion]
@@ -83,25 +131,17 @@ class PairwiseJudge(ABC):
         Returns:
             `list[PairwiseJudgement]`: One judgement per pair, in order.
         """
-        count = check_inputs({"prompts": prompts, "completions_a": completions_a, "completions_b": completions_b})
-        if count == 0:
-            return []
-        judgements = self._judge_pairs(list(prompts), list(completions_a), list(completions_b))
-        if len(judgements) != count:
-            raise RuntimeError(f"{type(self).__name__} returned {len(judgements)} judgements for {count} pairs.")
-        return judgements
+        return self._checked(
+            self._judge_pairs, prompts=prompts, completions_a=completions_a, completions_b=completions_b
+        )
 
     async def ajudge_pairs(
         self, prompts: Sequence[Prompt], completions_a: Sequence[Completion], completions_b: Sequence[Completion]
     ) -> list[PairwiseJudgement]:
         """Async [`judge_pairs`]."""
-        count = check_inputs({"prompts": prompts, "completions_a": completions_a, "completions_b": completions_b})
-        if count == 0:
-            return []
-        judgements = await self._ajudge_pairs(list(prompts), list(completions_a), list(completions_b))
-        if len(judgements) != count:
-            raise RuntimeError(f"{type(self).__name__} returned {len(judgements)} judgements for {count} pairs.")
-        return judgements
+        return await self._achecked(
+            self._ajudge_pairs, prompts=prompts, completions_a=completions_a, completions_b=completions_b
+        )
 
     async def _ajudge_pairs(
         self, prompts: list[Prompt], completions_a: list[Completion], completions_b: list[Completion]
@@ -120,10 +160,7 @@ class PairwiseJudge(ABC):
         """Judge many pairs, handing each judgement to `on_judged(indices, judgements)` as soon as it is known (so
         that a caller can store it). This default judges `chunk_size` pairs at a time; a judge with requests in
         flight (a served one) overrides it to keep them flowing across chunks."""
-        for start in range(0, len(prompts), chunk_size):
-            stop = min(start + chunk_size, len(prompts))
-            judgements = self.judge_pairs(prompts[start:stop], completions_a[start:stop], completions_b[start:stop])
-            on_judged(list(range(start, stop)), judgements)
+        self._in_chunks(self.judge_pairs, [prompts, completions_a, completions_b], on_judged, chunk_size)
 
     def __call__(
         self, prompts: Sequence[Prompt], completions_a: Sequence[Completion], completions_b: Sequence[Completion]
@@ -136,24 +173,13 @@ class PairwiseJudge(ABC):
         self, prompts: list[Prompt], completions_a: list[Completion], completions_b: list[Completion]
     ) -> list[PairwiseJudgement]: ...
 
-    @abstractmethod
-    def fingerprint_fields(self) -> dict[str, Any]:
-        """Everything that changes this judge's answers (never a secret)."""
 
-    @property
-    def fingerprint(self) -> str:
-        """Hash of [`fingerprint_fields`]: labels from judges with the same fingerprint are interchangeable."""
-        return self.described_fingerprint()[0]
-
-    def described_fingerprint(self) -> tuple[str, dict[str, Any]]:
-        """The fingerprint and the fields it hashes, computed once (the fields may digest a model's weights)."""
-        fields = self.fingerprint_fields()
-        return fingerprint_of({"kind": "pairwise", **fields}), fields
-
-
-class ScoringJudge(ABC):
+class ScoringJudge(_Judge):
     """Base class of scoring judges (direct RLAIF). Subclasses implement `_score_completions` and
     `fingerprint_fields`."""
+
+    _kind = "score"
+    _items = "items"
 
     def score_completions(self, prompts: Sequence[Prompt], completions: Sequence[Completion]) -> list[ScoreJudgement]:
         """Score each completion of its prompt.
@@ -161,25 +187,13 @@ class ScoringJudge(ABC):
         Returns:
             `list[ScoreJudgement]`: One judgement per completion, in order.
         """
-        count = check_inputs({"prompts": prompts, "completions": completions})
-        if count == 0:
-            return []
-        judgements = self._score_completions(list(prompts), list(completions))
-        if len(judgements) != count:
-            raise RuntimeError(f"{type(self).__name__} returned {len(judgements)} judgements for {count} items.")
-        return judgements
+        return self._checked(self._score_completions, prompts=prompts, completions=completions)
 
     async def ascore_completions(
         self, prompts: Sequence[Prompt], completions: Sequence[Completion]
     ) -> list[ScoreJudgement]:
         """Async [`score_completions`]."""
-        count = check_inputs({"prompts": prompts, "completions": completions})
-        if count == 0:
-            return []
-        judgements = await self._ascore_completions(list(prompts), list(completions))
-        if len(judgements) != count:
-            raise RuntimeError(f"{type(self).__name__} returned {len(judgements)} judgements for {count} items.")
-        return judgements
+        return await self._achecked(self._ascore_completions, prompts=prompts, completions=completions)
 
     async def _ascore_completions(self, prompts: list[Prompt], completions: list[Completion]) -> list[ScoreJudgement]:
         return await asyncio.to_thread(self._score_completions, prompts, completions)
@@ -193,9 +207,7 @@ class ScoringJudge(ABC):
     ) -> None:
         """Score many completions, handing each judgement to `on_judged` as soon as it is known (see
         [`PairwiseJudge._judge_pairs_streaming`])."""
-        for start in range(0, len(prompts), chunk_size):
-            stop = min(start + chunk_size, len(prompts))
-            on_judged(list(range(start, stop)), self.score_completions(prompts[start:stop], completions[start:stop]))
+        self._in_chunks(self.score_completions, [prompts, completions], on_judged, chunk_size)
 
     def score(self, prompts: Sequence[Prompt], completions: Sequence[Completion]) -> list[float | None]:
         """Score in [-1, 1] of each completion, or `None` where the judge cannot say."""
@@ -203,16 +215,3 @@ class ScoringJudge(ABC):
 
     @abstractmethod
     def _score_completions(self, prompts: list[Prompt], completions: list[Completion]) -> list[ScoreJudgement]: ...
-
-    @abstractmethod
-    def fingerprint_fields(self) -> dict[str, Any]:
-        """Everything that changes this judge's answers (never a secret)."""
-
-    @property
-    def fingerprint(self) -> str:
-        return self.described_fingerprint()[0]
-
-    def described_fingerprint(self) -> tuple[str, dict[str, Any]]:
-        """The fingerprint and the fields it hashes, computed once (the fields may digest a model's weights)."""
-        fields = self.fingerprint_fields()
-        return fingerprint_of({"kind": "score", **fields}), fields
