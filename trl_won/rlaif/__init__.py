@@ -15,7 +15,7 @@ from .openai_client import JudgeClient, JudgeError, JudgeRequestError, RequestSt
 from .openai_judge import OpenAIJudge
 from .reward_funcs import judge_reward_func
 from .reward_trainer import DataCollatorForSoftPreference, RLAIFRewardConfig, RLAIFRewardTrainer
-from .score_judges import OpenAIScoreJudge, TransformersScoreJudge
+from .score_judges import OpenAIScoreJudge
 from .store import LabelStore, LabelStoreError
 from .templates import (
     HARMLESSNESS,
@@ -26,7 +26,7 @@ from .templates import (
     ScoreExemplar,
     ScoreTemplate,
 )
-from .transformers_judge import TransformersJudge
+from .transformers_judge import TransformersJudge, TransformersScoreJudge
 
 
 __all__ = [

@@ -53,6 +53,11 @@ class _AnswerLayout:
             return self.rationale_prefix
         return f"{self.rationale_prefix} {rationale.strip()}\n{self.ending}"
 
+    def cut_rationale(self, text: str) -> str:
+        """A rationale as the judge wrote it, cut where it goes on to write the ending itself (so that the prompt
+        that follows it has one answer position)."""
+        return text.split(self.ending.strip())[0].strip()
+
     def answer_text(self, answer: str, chain_of_thought: bool, rationale: str | None) -> str:
         """An exemplar's answer, with its rationale when chain of thought is on."""
         if chain_of_thought and rationale:
@@ -149,6 +154,21 @@ class PairwiseTemplate(_AnswerLayout):
             parts.append(self.cot_instruction)
         return "\n\n".join(parts)
 
+    def requests_for(
+        self,
+        prompts: list[Prompt],
+        completions_a: list[Completion],
+        completions_b: list[Completion],
+        chain_of_thought: bool = False,
+    ) -> list[str]:
+        """The requests of a batch of pairs, two per pair: `a` shown first, then `b` shown first."""
+        requests = []
+        for prompt, a, b in zip(prompts, completions_a, completions_b, strict=True):
+            context, text_a, text_b = format_context(prompt), format_completion(a), format_completion(b)
+            requests.append(self.request(context, text_a, text_b, chain_of_thought))
+            requests.append(self.request(context, text_b, text_a, chain_of_thought))
+        return requests
+
 
 @dataclass(frozen=True)
 class ScoreExemplar:
@@ -221,6 +241,15 @@ class ScoreTemplate(_AnswerLayout):
         if chain_of_thought:
             parts.append(self.cot_instruction)
         return "\n\n".join(parts)
+
+    def requests_for(
+        self, prompts: list[Prompt], completions: list[Completion], chain_of_thought: bool = False
+    ) -> list[str]:
+        """The requests of a batch of completions, one per completion."""
+        return [
+            self.request(format_context(p), format_completion(c), chain_of_thought)
+            for p, c in zip(prompts, completions, strict=True)
+        ]
 
     def normalize(self, expected_score: float) -> float:
         """Map an expected score from `[min(scores), max(scores)]` to [-1, 1]."""
