@@ -479,3 +479,14 @@ def test_with_the_tokenizer_the_served_judge_sends_the_local_judges_prompt_and_a
         assert mine.probability_a_first == pytest.approx(theirs.probability_a_first, abs=1e-5)
         assert mine.probability_a_second == pytest.approx(theirs.probability_a_second, abs=1e-5)
     assert served.fingerprint != OpenAIJudge("tiny", base_url=server.base_url).fingerprint  # chat: another labeler
+
+
+@pytest.mark.parametrize("judge_class", [OpenAIJudge, OpenAIScoreJudge])
+def test_connection_settings_go_to_the_client(no_key, judge_class):
+    settings = dict(max_concurrency=3, requests_per_second=2.0, timeout=5.0, max_retries=1, api_key_env="MY_KEY")
+    judge = judge_class("judge", base_url="http://localhost:1/v1", **settings)
+    assert {name: getattr(judge.client, name) for name in settings} == settings
+    with pytest.raises(ValueError, match="max_concurrency"):
+        judge_class("judge", base_url="http://localhost:1/v1", max_concurrency=0)
+    with pytest.raises(TypeError, match=rf"{judge_class.__name__} got unexpected argument\(s\) \['temprature'\]"):
+        judge_class("judge", base_url="http://localhost:1/v1", temprature=0.0)

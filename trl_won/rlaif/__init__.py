@@ -12,10 +12,9 @@ from .judgement import PairwiseJudgement, ScoreJudgement
 from .labeling import label_preferences, labeler_alignment
 from .loss import soft_preference_loss
 from .openai_client import JudgeClient, JudgeError, JudgeRequestError, RequestStats
-from .openai_judge import OpenAIJudge
+from .openai_judge import OpenAIJudge, OpenAIScoreJudge
 from .reward_funcs import judge_reward_func
 from .reward_trainer import DataCollatorForSoftPreference, RLAIFRewardConfig, RLAIFRewardTrainer
-from .score_judges import OpenAIScoreJudge
 from .store import LabelStore, LabelStoreError
 from .templates import (
     HARMLESSNESS,

@@ -13,6 +13,7 @@ Two ways to send a judge prompt:
   the local judge then read the same tokens and agree up to the server's numerics.
 """
 
+import inspect
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -30,6 +31,13 @@ from .openai_client import (
 
 
 logger = logging.getLogger(__name__)
+
+# The connection settings a served judge passes on to its [`JudgeClient`] (documented there).
+CLIENT_SETTINGS = tuple(
+    name
+    for name, parameter in inspect.signature(JudgeClient.__init__).parameters.items()
+    if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+)
 
 
 def answer_logprobs(top_logprobs: dict[str, float] | None, answers: Sequence[str]) -> dict[str, float]:
@@ -58,39 +66,42 @@ def text_answer(content: str | None, answers: Sequence[str]) -> str | None:
 
 
 class ChatJudgeMixin:
-    """Settings, request bodies and rationales of a judge behind an OpenAI-compatible endpoint."""
+    """Settings, request bodies and rationales of a judge behind an OpenAI-compatible endpoint: the constructor and
+    fingerprint of [`OpenAIJudge`] and [`OpenAIScoreJudge`] (see [`OpenAIJudge`] for the arguments). The connection
+    settings (`api_key`, `api_key_env`, `client`, `max_concurrency`, `requests_per_second`, `timeout`, `max_retries`,
+    `show_progress`) go to [`JudgeClient`] as they are."""
 
     template: Any  # a PairwiseTemplate or ScoreTemplate
     answer_max_tokens = 1
     lm: JudgeLM | None = None
 
-    def _init_chat(
+    fingerprint_name: str
+
+    def __init__(
         self,
         model: str,
-        base_url: str | None,
+        base_url: str | None = None,
+        template: Any = None,
         *,
-        api_key: str | None,
-        api_key_env: str | None,
-        client: Any,
-        chain_of_thought: bool,
-        system_prompt: str | None,
-        logprobs: bool,
-        top_logprobs: int,
-        max_concurrency: int,
-        requests_per_second: float | None,
-        timeout: float,
-        max_retries: int,
-        rationale_max_tokens: int,
-        extra_body: dict | None,
-        show_progress: bool,
-        tokenizer: Any = None,
-        use_chat_template: bool = False,
-        chat_template_kwargs: dict | None = None,
-    ) -> None:
+        chain_of_thought: bool = False,
+        system_prompt: str | None = None,
+        logprobs: bool = True,
+        top_logprobs: int = 20,
+        rationale_max_tokens: int = 512,
+        extra_body: dict | None = None,
+        **client_settings: Any,
+    ):
         if not model:
             raise ValueError("`model` must name the model served at `base_url`.")
         if top_logprobs < 1:
             raise ValueError(f"`top_logprobs` must be >= 1, got {top_logprobs}.")
+        unknown = sorted(set(client_settings) - set(CLIENT_SETTINGS))
+        if unknown:
+            raise TypeError(
+                f"{type(self).__name__} got unexpected argument(s) {unknown}. Its settings are those of the judge "
+                f"and the connection settings of `JudgeClient`: {list(CLIENT_SETTINGS)}."
+            )
+        self.template = template
         self.model = model
         self.chain_of_thought = chain_of_thought
         self.system_prompt = system_prompt
@@ -98,38 +109,7 @@ class ChatJudgeMixin:
         self.top_logprobs = top_logprobs
         self.rationale_max_tokens = rationale_max_tokens
         self.extra_body = dict(extra_body or {})
-        if tokenizer is None and (use_chat_template or chat_template_kwargs):
-            raise ValueError(
-                "`use_chat_template`/`chat_template_kwargs` render the prompt here, which needs the model's "
-                "`tokenizer` (a path or a tokenizer object)."
-            )
-        if tokenizer is not None:
-            if system_prompt is not None:
-                raise ValueError(
-                    "`system_prompt` is for chat requests; with a `tokenizer` the prompt is rendered as the local "
-                    "judge renders it (put instructions in the template's preamble)."
-                )
-            if not logprobs:
-                raise ValueError("With a `tokenizer` the judge reads the answer tokens' log-probabilities: keep them.")
-            source = tokenizer if isinstance(tokenizer, str) else model
-            self.lm = JudgeLM(
-                source,
-                None if isinstance(tokenizer, str) else tokenizer,
-                use_chat_template=use_chat_template,
-                chat_template_kwargs=chat_template_kwargs,
-                name=model,
-            )
-        self.client = JudgeClient(
-            base_url,
-            api_key=api_key,
-            api_key_env=api_key_env,
-            client=client,
-            max_concurrency=max_concurrency,
-            requests_per_second=requests_per_second,
-            timeout=timeout,
-            max_retries=max_retries,
-            show_progress=show_progress,
-        )
+        self.client = JudgeClient(base_url, **client_settings)
 
     @property
     def endpoint(self) -> str:
@@ -195,7 +175,7 @@ class ChatJudgeMixin:
                 if result.error is not None:
                     return result, None
                 # A rationale that goes on to write the ending itself is cut there (as the local judge does).
-                rationale = (result.content or "").split(self.template.ending.strip())[0].strip()
+                rationale = self.template.cut_rationale(result.content or "")
                 if not rationale:
                     return ChatResult(error="the judge wrote no rationale"), None
             result = self._post(session, request, rationale)
@@ -225,9 +205,10 @@ class ChatJudgeMixin:
         """Ask every request, all through one pool of requests in flight; `(result, rationale)` per request."""
         return self.client.map([self._job(r) for r in requests], on_done)
 
-    def _chat_fingerprint(self) -> dict[str, Any]:
+    def fingerprint_fields(self) -> dict[str, Any]:
         # The server's address is left out: the same model served elsewhere gives the same labels.
         fields = {
+            "judge": self.fingerprint_name,
             "model": self.model,
             "endpoint": self.endpoint,
             "template": self.template.to_dict(),

@@ -1,4 +1,6 @@
-"""A pairwise judge behind any OpenAI-compatible endpoint (OpenAI, vLLM, TGI, llama.cpp, `transformers serve`)."""
+"""Judges behind any OpenAI-compatible endpoint (OpenAI, vLLM, TGI, llama.cpp, `transformers serve`):
+[`OpenAIJudge`] (pairwise) and [`OpenAIScoreJudge`] (direct RLAIF scores), on the settings, requests and answer
+reading of [`ChatJudgeMixin`]."""
 
 import math
 import threading
@@ -6,11 +8,12 @@ from collections.abc import Callable
 from typing import Any
 
 from ..data_utils import Completion, Prompt
-from .base import PairwiseJudge
+from .base import PairwiseJudge, ScoringJudge
+from .causal_lm import JudgeLM
 from .chat_judge import ChatJudgeMixin, answer_logprobs, text_answer
-from .judgement import PairwiseJudgement
+from .judgement import PairwiseJudgement, ScoreJudgement
 from .openai_client import ChatResult
-from .templates import PairwiseTemplate, format_completion, format_context, get_template
+from .templates import PairwiseTemplate, ScoreTemplate, get_template
 
 
 class OpenAIJudge(ChatJudgeMixin, PairwiseJudge):
@@ -51,14 +54,6 @@ class OpenAIJudge(ChatJudgeMixin, PairwiseJudge):
             The API root, e.g. `http://localhost:8000/v1`; defaults to `$OPENAI_BASE_URL`, else OpenAI's API.
         template ([`PairwiseTemplate`] or `str`, *optional*, defaults to `"helpfulness"`):
             A template or preset name (see [`TransformersJudge`]).
-        api_key (`str`, *optional*):
-            The API key; defaults to `$OPENAI_API_KEY` (servers of your own need none). Never logged, printed,
-            stored, or part of the fingerprint.
-        api_key_env (`str`, *optional*, defaults to `"OPENAI_API_KEY"`):
-            The environment variable read for the key when `api_key` is not given.
-        client (`openai.OpenAI` or `openai.AsyncOpenAI`, *optional*):
-            Your own `openai` client instead of `base_url`/`api_key` (its URL, key and HTTP settings are used; the
-            judge's `timeout` and `max_retries` apply per request).
         tokenizer (`str` or [`~transformers.PreTrainedTokenizerBase`], *optional*):
             The served model's tokenizer: render prompts here and use the completions endpoint (see above).
         use_chat_template (`bool`, *optional*, defaults to `False`):
@@ -66,34 +61,31 @@ class OpenAIJudge(ChatJudgeMixin, PairwiseJudge):
             `TransformersJudge(use_chat_template=True)` does (instruct models).
         chat_template_kwargs (`dict`, *optional*):
             With `tokenizer`: extra arguments for the chat template.
-        chain_of_thought (`bool`, *optional*, defaults to `False`):
-            First ask for a rationale (one per order), then for the answer with the rationale in context.
-        system_prompt (`str`, *optional*):
-            Chat endpoint: a system message sent before the request.
-        logprobs (`bool`, *optional*, defaults to `True`):
-            Ask for log-probabilities (soft labels). `False` for hard labels from the answer text.
-        top_logprobs (`int`, *optional*, defaults to `20`):
-            How many candidate first tokens to ask for (20 is the most vLLM and OpenAI return by default).
-        max_concurrency (`int`, *optional*, defaults to `32`):
-            Requests in flight at once.
-        requests_per_second (`float`, *optional*):
-            Most requests started per second.
-        timeout (`float`, *optional*, defaults to `60.0`):
-            Seconds the server may take on one request, not counting the wait behind this judge's other requests
-            (see [`JudgeClient`]).
-        max_retries (`int`, *optional*, defaults to `6`):
-            Retries for 429, 408, 409, 5xx, timeouts and connection errors (exponential backoff with jitter, or the
-            server's `Retry-After`), by the `openai` client.
-        rationale_max_tokens (`int`, *optional*, defaults to `512`):
-            Longest rationale, with chain of thought.
-        extra_body (`dict`, *optional*):
-            Extra JSON fields for every request (for instance vLLM's `{"chat_template_kwargs": {"enable_thinking":
-            False}}`). Part of the fingerprint: put no secret here.
-        show_progress (`bool`, *optional*, defaults to `False`):
-            Show a progress bar over requests.
+        **settings:
+            The judge's other settings, by keyword:
+
+            - `chain_of_thought` (`bool`, defaults to `False`): first ask for a rationale (one per order), then for
+              the answer with the rationale in context.
+            - `system_prompt` (`str`): chat endpoint only, a system message sent before the request.
+            - `logprobs` (`bool`, defaults to `True`): ask for log-probabilities (soft labels); `False` for hard
+              labels from the answer text.
+            - `top_logprobs` (`int`, defaults to `20`): how many candidate first tokens to ask for (20 is the most
+              vLLM and OpenAI return by default).
+            - `rationale_max_tokens` (`int`, defaults to `512`): longest rationale, with chain of thought.
+            - `extra_body` (`dict`): extra JSON fields for every request (for instance vLLM's
+              `{"chat_template_kwargs": {"enable_thinking": False}}`). Part of the fingerprint: put no secret here.
+            - the connection settings `api_key`, `api_key_env`, `client`, `max_concurrency`, `requests_per_second`,
+              `timeout`, `max_retries`, `show_progress`, passed to the judge's [`JudgeClient`] and documented there:
+              the API key (default `$OPENAI_API_KEY`; never logged, printed, stored, or part of the fingerprint) or
+              an `openai.OpenAI`/`openai.AsyncOpenAI` client of your own; at most `max_concurrency` (32) requests in
+              flight and `requests_per_second` started per second; `timeout` (60 s) per request on the server, not
+              counting the wait behind this judge's other requests; `max_retries` (6), by the `openai` client; a
+              progress bar over requests.
     """
 
     answers = ("1", "2")
+
+    fingerprint_name = "OpenAIJudge"
 
     def __init__(
         self,
@@ -101,49 +93,38 @@ class OpenAIJudge(ChatJudgeMixin, PairwiseJudge):
         base_url: str | None = None,
         template: PairwiseTemplate | str = "helpfulness",
         *,
-        api_key: str | None = None,
-        api_key_env: str | None = "OPENAI_API_KEY",
-        client: Any = None,
         tokenizer: Any = None,
         use_chat_template: bool = False,
         chat_template_kwargs: dict | None = None,
-        chain_of_thought: bool = False,
-        system_prompt: str | None = None,
-        logprobs: bool = True,
-        top_logprobs: int = 20,
-        max_concurrency: int = 32,
-        requests_per_second: float | None = None,
-        timeout: float = 60.0,
-        max_retries: int = 6,
-        rationale_max_tokens: int = 512,
-        extra_body: dict | None = None,
-        show_progress: bool = False,
+        **settings: Any,
     ):
-        self.template = get_template(template)
-        self._init_chat(
-            model,
-            base_url,
-            api_key=api_key,
-            api_key_env=api_key_env,
-            client=client,
-            chain_of_thought=chain_of_thought,
-            system_prompt=system_prompt,
-            logprobs=logprobs,
-            top_logprobs=top_logprobs,
-            max_concurrency=max_concurrency,
-            requests_per_second=requests_per_second,
-            timeout=timeout,
-            max_retries=max_retries,
-            rationale_max_tokens=rationale_max_tokens,
-            extra_body=extra_body,
-            show_progress=show_progress,
-            tokenizer=tokenizer,
-            use_chat_template=use_chat_template,
-            chat_template_kwargs=chat_template_kwargs,
-        )
+        template = get_template(template)
+        if tokenizer is None and (use_chat_template or chat_template_kwargs):
+            raise ValueError(
+                "`use_chat_template`/`chat_template_kwargs` render the prompt here, which needs the model's "
+                "`tokenizer` (a path or a tokenizer object)."
+            )
+        if tokenizer is not None:
+            if settings.get("system_prompt") is not None:
+                raise ValueError(
+                    "`system_prompt` is for chat requests; with a `tokenizer` the prompt is rendered as the local "
+                    "judge renders it (put instructions in the template's preamble)."
+                )
+            if not settings.get("logprobs", True):
+                raise ValueError("With a `tokenizer` the judge reads the answer tokens' log-probabilities: keep them.")
+            self.lm = JudgeLM(
+                tokenizer if isinstance(tokenizer, str) else model,
+                None if isinstance(tokenizer, str) else tokenizer,
+                use_chat_template=use_chat_template,
+                chat_template_kwargs=chat_template_kwargs,
+                name=model,
+            )
+        super().__init__(model, base_url, template, **settings)
         self.answer_strings: tuple[str, ...] | None = None
         if self.lm is not None:
-            example = self.lm.render(self.template.request("x", "y", "z", chain_of_thought), self.template.prefill())
+            example = self.lm.render(
+                self.template.request("x", "y", "z", self.chain_of_thought), self.template.prefill()
+            )
             self.answer_tokens = self.lm.resolve_answers(example, list(self.answers))
             if any(len(seq) != 1 for seq in self.answer_tokens.sequences):
                 raise ValueError(
@@ -176,12 +157,7 @@ class OpenAIJudge(ChatJudgeMixin, PairwiseJudge):
         return (1.0 - p_one if self.template.asks_for_worse else p_one), None
 
     def _requests(self, prompts, completions_a, completions_b) -> list[str]:
-        requests = []
-        for prompt, a, b in zip(prompts, completions_a, completions_b, strict=True):
-            context, text_a, text_b = format_context(prompt), format_completion(a), format_completion(b)
-            requests.append(self.template.request(context, text_a, text_b, self.chain_of_thought))
-            requests.append(self.template.request(context, text_b, text_a, self.chain_of_thought))
-        return requests
+        return self.template.requests_for(prompts, completions_a, completions_b, self.chain_of_thought)
 
     def _judgement(self, first: tuple[ChatResult, str | None], second: tuple[ChatResult, str | None]):
         p_first, first_reason = self.position_one_probability(first[0])
@@ -221,11 +197,72 @@ class OpenAIJudge(ChatJudgeMixin, PairwiseJudge):
 
         self._answers(self._requests(prompts, completions_a, completions_b), done)
 
-    def fingerprint_fields(self) -> dict[str, Any]:
-        return {"judge": "OpenAIJudge", **self._chat_fingerprint()}
-
     def __repr__(self) -> str:
         return (
             f"OpenAIJudge(model={self.model!r}, client={self.client!r}, endpoint={self.endpoint!r}, "
             f"template={self.template.name!r}, chain_of_thought={self.chain_of_thought})"
         )
+
+
+class OpenAIScoreJudge(ChatJudgeMixin, ScoringJudge):
+    """Score completions with a model behind an OpenAI-compatible chat-completions API.
+
+    With `logprobs`, the expected score is computed over the score tokens found among the first answer token's
+    `top_logprobs` (renormalized over those found); an answer without log-probabilities raises [`JudgeError`].
+    With `logprobs=False`, a reply that is exactly one of the scores is used as is; anything else gives `None` with a
+    reason. A server whose tokenizer splits "10" into "1", "0" cannot tell "1" from "10" in the first token's
+    log-probabilities; use a scale of single tokens (e.g. 0-9) with such servers. Requests go to the chat endpoint
+    only (a scoring judge's prompt is not rendered client-side).
+
+    Args:
+        model (`str`):
+            The model name the server knows.
+        base_url (`str`, *optional*):
+            The API root; defaults to `$OPENAI_BASE_URL`, else OpenAI's API.
+        template ([`ScoreTemplate`], *optional*):
+            The question; by default asks for a SCORE from 1 to 10.
+        **settings:
+            As for [`OpenAIJudge`] (the chat endpoint only: no `tokenizer`).
+    """
+
+    fingerprint_name = "OpenAIScoreJudge"
+    # Two tokens leave room for a score such as "10" that is one token for some tokenizers and two for others.
+    answer_max_tokens = 2
+
+    def __init__(
+        self, model: str, base_url: str | None = None, template: ScoreTemplate | None = None, **settings: Any
+    ):
+        super().__init__(model, base_url, template or ScoreTemplate(), **settings)
+
+    def judgement_from(self, result: ChatResult, rationale: str | None = None) -> ScoreJudgement:
+        """A score from one answer: top log-probabilities when present, else the exact answer text."""
+        if result.error is not None:
+            return ScoreJudgement.unjudged(result.error, final=result.final)
+        names = [str(s) for s in self.template.scores]
+        found = answer_logprobs(result.top_logprobs, names)
+        if found:
+            top = max(found.values())
+            weights = {int(name): math.exp(logprob - top) for name, logprob in found.items()}
+            total = sum(weights.values())
+            expected = sum(s * w for s, w in weights.items()) / total
+        elif self.logprobs:
+            return ScoreJudgement.unjudged(f"no score is among the top {self.top_logprobs} first tokens")
+        else:
+            answer = text_answer(result.content, names)
+            if answer is None:
+                return ScoreJudgement.unjudged(
+                    f"the judge answered {str(result.content)[:80]!r}, which is not one of the scores {names}"
+                )
+            expected = float(answer)
+        return ScoreJudgement(score=self.template.normalize(expected), expected_score=expected, rationale=rationale)
+
+    def _score_completions(self, prompts: list[Prompt], completions: list[Completion]) -> list[ScoreJudgement]:
+        requests = self.template.requests_for(prompts, completions, self.chain_of_thought)
+        return [self.judgement_from(result, rationale) for result, rationale in self._answers(requests)]
+
+    def _score_streaming(self, prompts, completions, on_judged, chunk_size) -> None:
+        requests = self.template.requests_for(prompts, completions, self.chain_of_thought)
+        self._answers(requests, lambda i, answer: on_judged([i], [self.judgement_from(*answer)]))
+
+    def __repr__(self) -> str:
+        return f"OpenAIScoreJudge(model={self.model!r}, client={self.client!r})"

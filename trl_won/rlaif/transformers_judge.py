@@ -238,12 +238,12 @@ class TransformersScoreJudge(_TransformersJudge, ScoringJudge):
     Multi-token scores are handled exactly (for a tokenizer that splits "10" into "1" and "0", `P(10) =
     P("1") P("0" | "1")` and `P(1) = P("1") (1 - P("0" | "1"))`).
 
+    The arguments are those of [`TransformersJudge`] (one sequence per completion instead of two per pair), but for
+    the template.
+
     Args:
         template ([`ScoreTemplate`], *optional*):
             The question; by default asks for a SCORE from 1 to 10.
-        model, tokenizer, chain_of_thought, use_chat_template, batch_size, max_length, rationale_max_new_tokens,
-        quantization_config, model_init_kwargs, chat_template_kwargs, name, show_progress, share_prefix:
-            As for [`TransformersJudge`] (one sequence per completion instead of two per pair).
     """
 
     fingerprint_name = "TransformersScoreJudge"
