@@ -222,3 +222,82 @@ def test_score_judge_handles_a_score_split_into_two_tokens(policy, tokenizer):
     expected = sum((s + 1) * m for s, m in enumerate(masses)) / sum(masses)
     assert judgement.expected_score == pytest.approx(expected, abs=1e-4)
     assert not math.isnan(judgement.score)
+
+
+def _greedy_by_hand(model, tokenizer, ids, batch_size, max_new_tokens):
+    """Greedy `generate` on JudgeLM's left-padded batches (texts sorted by length), as JudgeLM did it by hand: the new
+    token ids up to the first EOS, and the decoded texts."""
+    pad_id = tokenizer.pad_token_id
+    eos_ids = {tokenizer.eos_token_id, model.generation_config.eos_token_id} - {None}
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+    token_ids, texts = [None] * len(ids), [None] * len(ids)
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        width = max(len(ids[i]) for i in rows)
+        input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for r, i in enumerate(rows):
+            input_ids[r, width - len(ids[i]) :] = torch.tensor(ids[i])
+            attention_mask[r, width - len(ids[i]) :] = 1
+        with torch.inference_mode():
+            generated = model.generate(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                do_sample=False,
+                max_new_tokens=max_new_tokens,
+                pad_token_id=pad_id,
+            )
+        for r, i in enumerate(rows):
+            new = generated[r, width:].tolist()
+            token_ids[i] = new[: next((k + 1 for k, token in enumerate(new) if token in eos_ids), len(new))]
+            texts[i] = tokenizer.decode(generated[r, width:], skip_special_tokens=True)
+    return order, token_ids, texts
+
+
+def _check_greedy(model, tokenizer, use_chat_template):
+    from trl_won.generation import SamplingParams, sample_completions
+    from trl_won.rlaif.causal_lm import JudgeLM
+
+    lm = JudgeLM(model, tokenizer, use_chat_template=use_chat_template, batch_size=2)
+    requests = ["Once upon a time", "The judge says", "A much longer text to continue, with commas, and more", "x"]
+    texts = [lm.render(r, "Rationale:") for r in requests]
+    order, expected_ids, expected_texts = _greedy_by_hand(model, tokenizer, lm.tokenize(texts), 2, 9)
+    samples = sample_completions(
+        model,
+        tokenizer,
+        [texts[i] for i in order],
+        1,
+        SamplingParams(temperature=0.0, max_new_tokens=9),
+        batch_size=2,
+        add_special_tokens=lm.add_special_tokens,
+    )
+    assert [s.token_ids for (s,) in samples] == [expected_ids[i] for i in order]
+    assert lm.greedy(texts, 9) == expected_texts
+
+
+@pytest.mark.parametrize("use_chat_template", [False, True])
+def test_greedy_rationales_are_sample_completions_at_temperature_0(policy, tokenizer, use_chat_template):
+    # JudgeLM.greedy writes rationales with the package's `sample_completions`; its tokens must be those of greedy
+    # `generate` on the judge's own left-padded batches (what JudgeLM did by hand before), token for token.
+    _check_greedy(policy, tokenizer, use_chat_template)
+
+
+@pytest.mark.parametrize("use_chat_template", [False, True])
+def test_greedy_rationales_with_a_tokenizer_that_adds_bos(tmp_path, use_chat_template):
+    # Llama-2's tokenizer adds <s> to plain text; a chat template writes it itself, so the rendered prompt must not get
+    # a second one.
+    from pathlib import Path
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from trl_won.tiny import build_tiny_causal_lm
+
+    tokenizer = AutoTokenizer.from_pretrained(Path(__file__).parent / "fixtures" / "tokenizers" / "llama-spm")
+    tokenizer.chat_template = (
+        "{{ bos_token }}{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}"
+    )
+    assert tokenizer("x")["input_ids"][0] == tokenizer.bos_token_id
+    model = AutoModelForCausalLM.from_pretrained(
+        build_tiny_causal_lm(tmp_path, tokenizer, hidden_size=16, num_layers=1)
+    )
+    _check_greedy(model, tokenizer, use_chat_template)

@@ -163,6 +163,7 @@ def sample_completions(
     return_logprobs: bool = False,
     generate_kwargs: dict | None = None,
     share_prompt: bool = False,
+    add_special_tokens: bool | None = None,
 ) -> list[list[Sample]]:
     """Sample `num_samples` completions for every prompt.
 
@@ -199,6 +200,10 @@ def sample_completions(
             [`prefill_shared_prompts`]). The samples for a seed are those of `share_prompt=False` up to floating-point
             rounding (the random draws are the same, in the same order). Models whose cache cannot be repeated fall
             back to the unshared path with a warning.
+        add_special_tokens (`bool`, *optional*):
+            Whether the tokenizer adds its special tokens (BOS) to each prompt; by default it does for standard
+            prompts and not for conversational ones (their chat template writes them). Pass `False` for text prompts
+            already rendered through a chat template.
 
     Returns:
         `list[list[Sample]]`: For each prompt, its `num_samples` samples.
@@ -227,7 +232,7 @@ def sample_completions(
         for start in range(0, len(prompts), prompts_per_call):
             chunk = list(prompts[start : start + prompts_per_call])
             texts = [prompt_for_generation(tokenizer, p, **chat_template_kwargs) for p in chunk]
-            add_special = not is_conversational_prompt(chunk[0])
+            add_special = not is_conversational_prompt(chunk[0]) if add_special_tokens is None else add_special_tokens
             encoded = tokenizer(
                 texts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=add_special
             ).to(device)

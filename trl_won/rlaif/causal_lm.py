@@ -1,5 +1,5 @@
 """A local causal LM used as a judge: loading, prompt rendering, batched next-token log-probabilities, and greedy
-rationales. Shared by [`TransformersJudge`] and [`TransformersScoreJudge`].
+rationales (by the package's [`sample_completions`]). Shared by [`TransformersJudge`] and [`TransformersScoreJudge`].
 
 Next-token log-probabilities are read at the last position of left-padded batches, with position ids computed from
 the attention mask (so a padded row gives the same answer as the row alone) and `logits_to_keep=1` (so the LM head
@@ -16,8 +16,9 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM
 from transformers.cache_utils import DynamicLayer
+from trl.trainer.utils import pad
 
-from ..generation import eval_mode
+from ..generation import SamplingParams, eval_mode, sample_completions
 from ..models import is_quantized, load_model, load_tokenizer, unwrap_peft, weights_digest
 from .answer_tokens import AnswerTokens, encode, resolve_answer_tokens
 
@@ -240,13 +241,9 @@ class JudgeLM:
     def _last_logits(self, model, rows, prefix, pad_id, device, accepted) -> torch.Tensor:
         """Logits after the last token of each row, in one left-padded forward pass (after the shared prefix)."""
         start, cache = (0, None) if prefix is None else prefix
-        width = max(len(row) for row in rows) - start
-        input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for r, row in enumerate(rows):
-            tail = row[start:]
-            input_ids[r, width - len(tail) :] = torch.as_tensor(tail, dtype=torch.long)
-            attention_mask[r, width - len(tail) :] = 1
+        tails = [torch.as_tensor(row[start:], dtype=torch.long) for row in rows]
+        input_ids = pad(tails, padding_value=pad_id, padding_side="left")
+        attention_mask = pad([torch.ones_like(tail) for tail in tails], padding_value=0, padding_side="left")
         position_ids = (start + attention_mask.cumsum(-1) - 1).clamp(min=0)
         kwargs: dict[str, Any] = {"input_ids": input_ids.to(device)}
         if cache is not None:
@@ -265,32 +262,22 @@ class JudgeLM:
         return model(**kwargs).logits[:, -1, :]
 
     def greedy(self, texts: Sequence[str], max_new_tokens: int) -> list[str]:
-        """Greedy continuation of each text (batched, left-padded), special tokens removed."""
-        model = self.model
-        device = next(model.parameters()).device
-        tokenizer = self.tokenizer
-        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        ids = self.tokenize(texts)
-        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-        outputs = [""] * len(ids)
-        with eval_mode(model), torch.inference_mode():
-            for start in range(0, len(order), self.batch_size):
-                rows = order[start : start + self.batch_size]
-                width = max(len(ids[i]) for i in rows)
-                input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-                attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-                for r, i in enumerate(rows):
-                    input_ids[r, width - len(ids[i]) :] = torch.as_tensor(ids[i], dtype=torch.long)
-                    attention_mask[r, width - len(ids[i]) :] = 1
-                generated = model.generate(
-                    input_ids=input_ids.to(device),
-                    attention_mask=attention_mask.to(device),
-                    do_sample=False,
-                    max_new_tokens=max_new_tokens,
-                    pad_token_id=pad_id,
-                )
-                for r, i in enumerate(rows):
-                    outputs[i] = tokenizer.decode(generated[r, width:], skip_special_tokens=True)
+        """Greedy continuation of each text, special tokens removed: [`sample_completions`] at temperature 0, with
+        texts of similar length batched together."""
+        lengths = [len(ids) for ids in self.tokenize(texts)]
+        order = sorted(range(len(texts)), key=lambda i: lengths[i])
+        samples = sample_completions(
+            self.model,
+            self.tokenizer,
+            [texts[i] for i in order],
+            num_samples=1,
+            params=SamplingParams(temperature=0.0, max_new_tokens=max_new_tokens),
+            batch_size=self.batch_size,
+            add_special_tokens=self.add_special_tokens,
+        )
+        outputs = [""] * len(texts)
+        for i, (sample,) in zip(order, samples, strict=True):
+            outputs[i] = sample.text
         return outputs
 
     def fingerprint_fields(self) -> dict[str, Any]:
