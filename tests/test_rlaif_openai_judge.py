@@ -490,3 +490,14 @@ def test_connection_settings_go_to_the_client(no_key, judge_class):
         judge_class("judge", base_url="http://localhost:1/v1", max_concurrency=0)
     with pytest.raises(TypeError, match=rf"{judge_class.__name__} got unexpected argument\(s\) \['temprature'\]"):
         judge_class("judge", base_url="http://localhost:1/v1", temprature=0.0)
+
+
+def test_settings_that_contradict_a_client_side_prompt_are_refused(no_key, tokenizer):
+    url = "http://localhost:1/v1"
+    with pytest.raises(ValueError, match="`system_prompt` is for chat requests"):
+        OpenAIJudge("judge", base_url=url, tokenizer=tokenizer, system_prompt="Be fair.")
+    with pytest.raises(ValueError, match="reads the answer tokens' log-probabilities"):
+        OpenAIJudge("judge", base_url=url, tokenizer=tokenizer, logprobs=False)
+    with pytest.raises(ValueError, match="needs the model's `tokenizer`"):
+        OpenAIJudge("judge", base_url=url, use_chat_template=True)
+    assert OpenAIJudge("judge", base_url=url, tokenizer=tokenizer).endpoint == "completions"

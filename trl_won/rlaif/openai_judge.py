@@ -105,13 +105,6 @@ class OpenAIJudge(ChatJudgeMixin, PairwiseJudge):
                 "`tokenizer` (a path or a tokenizer object)."
             )
         if tokenizer is not None:
-            if settings.get("system_prompt") is not None:
-                raise ValueError(
-                    "`system_prompt` is for chat requests; with a `tokenizer` the prompt is rendered as the local "
-                    "judge renders it (put instructions in the template's preamble)."
-                )
-            if not settings.get("logprobs", True):
-                raise ValueError("With a `tokenizer` the judge reads the answer tokens' log-probabilities: keep them.")
             self.lm = JudgeLM(
                 tokenizer if isinstance(tokenizer, str) else model,
                 None if isinstance(tokenizer, str) else tokenizer,
@@ -122,6 +115,13 @@ class OpenAIJudge(ChatJudgeMixin, PairwiseJudge):
         super().__init__(model, base_url, template, **settings)
         self.answer_strings: tuple[str, ...] | None = None
         if self.lm is not None:
+            if self.system_prompt is not None:
+                raise ValueError(
+                    "`system_prompt` is for chat requests; with a `tokenizer` the prompt is rendered as the local "
+                    "judge renders it (put instructions in the template's preamble)."
+                )
+            if not self.logprobs:
+                raise ValueError("With a `tokenizer` the judge reads the answer tokens' log-probabilities: keep them.")
             example = self.lm.render(
                 self.template.request("x", "y", "z", self.chain_of_thought), self.template.prefill()
             )
