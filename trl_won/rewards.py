@@ -6,7 +6,6 @@ Async functions are awaited. A sequence-classification reward model (object or p
 [`RewardModelScorer`], which is itself such a function.
 """
 
-import asyncio
 import copy
 import inspect
 import json
@@ -19,10 +18,15 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 from transformers import DynamicCache
+from trl.trainer.utils import get_callable_name
 
 from .data_utils import Completion, Prompt, as_real, tokenize_for_reward_model
 from .generation import eval_mode, prompt_sharing_unsupported
 from .models import load_reward_model, load_tokenizer, weights_digest
+from .utils import run_coroutine
+
+
+_run_coroutine = run_coroutine  # the old name, still imported by west_of_n/preference_model.py
 
 
 logger = logging.getLogger(__name__)
@@ -207,10 +211,12 @@ def _shared_prefix_length(sequences: Sequence[Sequence[int]], pad_id: int) -> in
 
 
 def reward_func_name(func: Any) -> str:
-    """A readable name for a reward function or model, for logs and error messages."""
-    if isinstance(func, RewardModelScorer):
-        return func.name
-    return getattr(func, "__name__", None) or type(func).__name__
+    """A readable name for a reward function or model, for logs and error messages: TRL's (`GRPOTrainer`'s) name.
+
+    A function's `__name__` (a `functools.partial` is named after the function it wraps), a callable object's class
+    name, a [`RewardModelScorer`]'s model name (the last part of its path, as TRL names reward models).
+    """
+    return get_callable_name(func)
 
 
 def as_reward_funcs(
@@ -286,7 +292,7 @@ def call_reward_func(
     arguments = _accepted_kwargs(func, {"prompts": list(prompts), "completions": list(completions), **kwargs})
     result = func(**arguments)
     if inspect.isawaitable(result):
-        result = _run_coroutine(result)
+        result = run_coroutine(result)
     name = reward_func_name(func)
     result = list(result)
     if len(result) != len(completions):
@@ -307,16 +313,6 @@ def call_reward_func(
             )
         scores.append(number)
     return scores
-
-
-def _run_coroutine(coroutine):
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coroutine)
-    raise RuntimeError(
-        "An async reward function was called from inside a running event loop; call it from synchronous code."
-    )
 
 
 def weighted_rewards(
