@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 from transformers import DynamicCache
-from trl.trainer.utils import get_callable_name
+from trl.trainer.utils import get_callable_name, pad
 
 from .data_utils import Completion, Prompt, as_real, tokenize_for_reward_model
 from .generation import eval_mode, prompt_sharing_unsupported
@@ -123,12 +123,9 @@ class RewardModelScorer:
         with eval_mode(self.model), torch.inference_mode():
             for start in range(0, len(order), self.batch_size):
                 batch = order[start : start + self.batch_size]
-                width = max(len(sequences[i]) for i in batch)
-                input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-                attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
-                for row, i in enumerate(batch):
-                    input_ids[row, : len(sequences[i])] = torch.tensor(sequences[i])
-                    attention_mask[row, : len(sequences[i])] = 1
+                rows = [torch.tensor(sequences[i], dtype=torch.long) for i in batch]
+                input_ids = pad(rows, pad_id)
+                attention_mask = pad([torch.ones_like(r) for r in rows], 0)
                 logits = self.model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)).logits
                 for row, i in enumerate(batch):
                     scores[i] = float(logits[row, 0])
@@ -173,14 +170,10 @@ class RewardModelScorer:
                 self.model(input_ids=prefix, attention_mask=torch.ones_like(prefix), cache=cache, use_cache=True)
                 for start in range(0, len(group), self.batch_size):
                     batch = group[start : start + self.batch_size]
-                    width = max(len(sequences[i]) for i in batch) - split
-                    input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-                    attention_mask = torch.zeros((len(batch), split + width), dtype=torch.long)
-                    attention_mask[:, :split] = 1
-                    for row, i in enumerate(batch):
-                        suffix = sequences[i][split:]
-                        input_ids[row, : len(suffix)] = torch.tensor(suffix)
-                        attention_mask[row, split : split + len(suffix)] = 1
+                    suffixes = [torch.tensor(sequences[i][split:], dtype=torch.long) for i in batch]
+                    input_ids = pad(suffixes, pad_id)
+                    width = input_ids.shape[1]
+                    attention_mask = pad([torch.ones(split + len(s), dtype=torch.long) for s in suffixes], 0)
                     position_ids = torch.arange(split, split + width).expand(len(batch), -1)
                     batch_cache = copy.deepcopy(cache)
                     batch_cache.batch_repeat_interleave(len(batch))
