@@ -1,12 +1,12 @@
 """West-of-N synthetic preference generation (Pace et al., arXiv 2401.12086), offline and online."""
 
-from .collator import WestOfNDataCollator
 from .config import WestOfNConfig
 from .generator import WestOfNGenerator
 from .iterative import iterative_west_of_n
 from .mixing import mix_preference_datasets, mix_preferences_and_prompts
+from .online import WestOfNDataCollator
 from .pairs_dataset import read_west_of_n_pairs
-from .preference_model import PairwisePreferenceModel, PointwisePreferenceModel, build_preference_model
+from .preference import PairwisePreferenceModel, PointwisePreferenceModel, build_preference_model
 from .storage import DamagedPairsDirError, ResumeMismatchError
 from .trainer import WestOfNRewardTrainer
 

@@ -12,7 +12,7 @@ from ..data_utils import is_conversational_prompt, require_columns, row_error
 from .config import WestOfNConfig
 from .pairs_dataset import filter_results, results_to_dataset
 from .pipeline import WestOfNPipeline, build_sampler, describe_policy, process_state
-from .preference_model import build_preference_model
+from .preference import build_preference_model
 from .storage import (
     DATASET,
     FORMAT_VERSION,

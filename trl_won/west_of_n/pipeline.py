@@ -20,7 +20,7 @@ from transformers import AutoModelForCausalLM
 from ..data_utils import Prompt, as_completion
 from ..models import load_model, load_tokenizer, weights_digest
 from .config import WestOfNConfig
-from .preference_model import PairwisePreferenceModel, PointwisePreferenceModel
+from .preference import PairwisePreferenceModel, PointwisePreferenceModel
 from .selection import Selection, select_from_scores
 from .tournament import select_with_judge
 

@@ -23,7 +23,7 @@ from trl import RewardTrainer
 from trl.data_utils import get_dataset_column_names
 
 from ..data_utils import as_completion, require_per_process_batches, row_error
-from .collator import PROMPT_ONLY, SKIP, WestOfNDataCollator
+from .online import PROMPT_ONLY, SKIP, WestOfNDataCollator
 
 
 def _mark_prompt_only(example: dict, index: int, allow: bool, dataset_name: str) -> dict:

@@ -12,7 +12,7 @@ from ..models import is_quantized
 from .config import WestOfNConfig
 from .filters import RunningQuantile, confidence_mask, likelihood_mask
 from .pipeline import PromptResult, WestOfNPipeline, build_sampler, process_state
-from .preference_model import build_preference_model
+from .preference import build_preference_model
 
 
 PROMPT_ONLY = "west_of_n_prompt_only"  # dataset column set by WestOfNRewardTrainer: the row has no chosen/rejected
