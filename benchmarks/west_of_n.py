@@ -43,7 +43,7 @@ from trl_won.generation import SamplingParams, sample_completions  # noqa: E402
 from trl_won.rewards import RewardModelScorer  # noqa: E402
 from trl_won.tiny import TOY_PROMPTS, build_tiny_causal_lm, build_tiny_reward_model, build_tiny_tokenizer  # noqa: E402
 from trl_won.west_of_n import WestOfNConfig, WestOfNGenerator  # noqa: E402
-from trl_won.west_of_n.selection import select_from_scores  # noqa: E402
+from trl_won.west_of_n.preference import select_from_scores  # noqa: E402
 
 
 def parse_args():

@@ -13,7 +13,7 @@ from trl_won.rewards import RewardModelScorer
 from trl_won.tiny import toy_prompt_dataset
 from trl_won.west_of_n import ResumeMismatchError, WestOfNConfig, WestOfNGenerator, read_west_of_n_pairs
 from trl_won.west_of_n.generator import chunk_seed
-from trl_won.west_of_n.likelihood import completion_mean_logprobs
+from trl_won.west_of_n.sampling import completion_mean_logprobs
 from trl_won.west_of_n.storage import read_results, shard_path
 
 

@@ -10,18 +10,18 @@ from tqdm.auto import tqdm
 
 from ..data_utils import is_conversational_prompt, require_columns, row_error
 from .config import WestOfNConfig
-from .pairs_dataset import filter_results, results_to_dataset
-from .pipeline import WestOfNPipeline, build_sampler, describe_policy, process_state
-from .preference_model import build_preference_model
+from .pipeline import build_pipeline, describe_policy, process_state
 from .storage import (
     DATASET,
     FORMAT_VERSION,
     append_results,
     check_or_write_manifest,
     done_chunks,
+    filter_results,
     prompts_fingerprint,
     read_results,
     repair_shard,
+    results_to_dataset,
     shard_path,
     write_summary,
 )
@@ -161,7 +161,7 @@ class WestOfNGenerator:
         judge (`Callable`, *optional*):
             Base preference model: a pairwise judge `judge(prompts, completions_a, completions_b) -> list[float |
             None]` returning P(a preferred over b), or `None` to abstain. Best and worst are then found by knockout
-            tournaments (see [`~trl_won.west_of_n.tournament`] for the cost).
+            tournaments (see [`~trl_won.west_of_n.preference`] for the cost).
         processing_class ([`~transformers.PreTrainedTokenizerBase`], *optional*):
             The policy's tokenizer; loaded from the policy's path when omitted.
         reward_processing_class ([`~transformers.PreTrainedTokenizerBase`], *optional*):
@@ -202,20 +202,20 @@ class WestOfNGenerator:
         init_kwargs = dict(args.reward_model_init_kwargs or {})
         if isinstance(reward_model, str) and self.state.num_processes > 1 and self.state.device.type != "cpu":
             init_kwargs.setdefault("device_map", {"": self.state.device})
-        self.preference = build_preference_model(
-            reward_model,
-            reward_funcs,
-            judge,
+        self.pipeline = build_pipeline(
+            policy,
+            args,
+            reward_model=reward_model,
+            reward_funcs=reward_funcs,
+            judge=judge,
+            processing_class=processing_class,
             reward_processing_class=reward_processing_class,
-            reward_weights=args.reward_weights,
-            scoring_batch_size=args.scoring_batch_size,
-            quantization_config=reward_quantization_config,
-            model_init_kwargs=init_kwargs,
-            chat_template_kwargs=args.chat_template_kwargs,
+            quantization_config=quantization_config,
+            reward_quantization_config=reward_quantization_config,
+            reward_init_kwargs=init_kwargs,
             share_prompt=args.share_prompt_prefill,
         )
-        self.sampler = build_sampler(policy, args, processing_class, quantization_config)
-        self.pipeline = WestOfNPipeline(self.sampler, self.preference, args)
+        self.preference, self.sampler = self.pipeline.preference, self.pipeline.sampler
         self._policy_name = describe_policy(policy)
         self.summary: dict | None = None
 
