@@ -25,10 +25,6 @@ from trl_won.rlaif.base import FINGERPRINT_VERSION, fingerprint_of
 from trl_won.rlaif.store import content_key
 from trl_won.rrhf.scoring import _fingerprint as rrhf_rewards_key
 from trl_won.utils import atomic_write_text, derived_seed, run_coroutine
-from trl_won.west_of_n.generator import chunk_seed
-from trl_won.west_of_n.pipeline import prompt_rng
-from trl_won.west_of_n.storage import prompts_fingerprint
-from trl_won.west_of_n.vllm_sampler import prompt_seed
 
 
 PROMPTS = [
@@ -55,6 +51,14 @@ def _old_prompts_fingerprint(prompts):
         digest.update(json.dumps(prompt, sort_keys=True, ensure_ascii=False).encode())
         digest.update(b"\n")
     return digest.hexdigest()
+
+
+def _old_west_of_n_seed(seed, index):  # west_of_n's prompt_seed (vLLM) and chunk_seed (generator) before
+    return (seed * 1_000_003 + index) % (2**63 - 1)
+
+
+def _old_prompt_rng(seed, index):  # west_of_n's random source of one prompt before
+    return random.Random(seed * 1_000_003 + index)
 
 
 def _old_rrhf_key(dataset, identities, reward_weights):
@@ -89,7 +93,6 @@ def test_label_content_keys_keep_their_bytes():
 def test_west_of_n_prompts_fingerprint_is_json_sha256_with_line_ends():
     for prompts in [PROMPTS, PROMPTS[::-1], [], ["a"], ["a\n", ""]]:
         expected = _old_prompts_fingerprint(prompts)
-        assert prompts_fingerprint(prompts) == expected
         assert json_sha256(*prompts, terminator="\n") == expected
     # the line end keeps ["ab"] and ["a", "b"] ... apart from the compact concatenation
     assert json_sha256("a", "b", terminator="\n") != json_sha256("a", "b")
@@ -140,7 +143,7 @@ INDICES = [0, 1, 2, 999, 1_000_003, 2**20]
 def test_derived_seed_reproduces_west_of_n_seeds():
     for seed in SEEDS:
         for index in INDICES:
-            assert derived_seed(seed, index) == prompt_seed(seed, index) == chunk_seed(seed, index)
+            assert derived_seed(seed, index) == _old_west_of_n_seed(seed, index)
             assert 0 <= derived_seed(seed, index) < 2**63 - 1
             # West-of-N's collator (written out as in west_of_n/collator.py): process index and batch count
             for process_index in (0, 1, 7):
@@ -150,7 +153,7 @@ def test_derived_seed_reproduces_west_of_n_seeds():
     for seed in SEEDS:
         for index in INDICES:
             if 0 <= seed * 1_000_003 + index < 2**63 - 1:
-                expected = prompt_rng(seed, index)
+                expected = _old_prompt_rng(seed, index)
                 ours = random.Random(derived_seed(seed, index))
                 assert [expected.random() for _ in range(3)] == [ours.random() for _ in range(3)]
     assert len({derived_seed(42, i, p) for i in range(100) for p in range(8)}) == 800

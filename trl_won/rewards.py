@@ -26,9 +26,6 @@ from .models import load_reward_model, load_tokenizer, weights_digest
 from .utils import run_coroutine
 
 
-_run_coroutine = run_coroutine  # the old name, still imported by west_of_n/preference_model.py
-
-
 logger = logging.getLogger(__name__)
 
 

@@ -9,6 +9,9 @@ from datasets import Dataset, DatasetDict, IterableDataset, IterableDatasetDict
 from tqdm.auto import tqdm
 
 from ..data_utils import is_conversational_prompt, require_columns, row_error
+from ..identity import json_sha256
+from ..models import with_device_map
+from ..utils import derived_seed
 from .config import WestOfNConfig
 from .pipeline import build_pipeline, describe_policy, process_state
 from .storage import (
@@ -18,7 +21,6 @@ from .storage import (
     check_or_write_manifest,
     done_chunks,
     filter_results,
-    prompts_fingerprint,
     read_results,
     repair_shard,
     results_to_dataset,
@@ -28,11 +30,6 @@ from .storage import (
 
 
 logger = logging.getLogger(__name__)
-
-
-def chunk_seed(seed: int, chunk: int) -> int:
-    """The sampling seed of a group of prompts: a function of the run's seed and the group's position only."""
-    return (seed * 1_000_003 + chunk) % (2**63 - 1)
 
 
 def validate_prompts(prompts: Sequence) -> None:
@@ -200,8 +197,8 @@ class WestOfNGenerator:
             )
         self.state = process_state()
         init_kwargs = dict(args.reward_model_init_kwargs or {})
-        if isinstance(reward_model, str) and self.state.num_processes > 1 and self.state.device.type != "cpu":
-            init_kwargs.setdefault("device_map", {"": self.state.device})
+        if isinstance(reward_model, str):
+            init_kwargs = with_device_map(init_kwargs, state=self.state)
         self.pipeline = build_pipeline(
             policy,
             args,
@@ -237,7 +234,7 @@ class WestOfNGenerator:
             "chat_template_kwargs": a.chat_template_kwargs,
             "backend": "vllm" if a.use_vllm else "transformers",
             "num_prompts": len(prompts),
-            "prompts_sha256": prompts_fingerprint(prompts),
+            "prompts_sha256": json_sha256(*prompts, terminator="\n"),
         }
 
     def generate(self, dataset: Dataset | IterableDataset | Sequence) -> Dataset:
@@ -276,7 +273,7 @@ class WestOfNGenerator:
         with tqdm(total=todo, desc=desc, unit="prompt", disable=not show) as progress:  # closed on errors too
             for chunk in mine:
                 indices = list(range(chunk * per_chunk, min((chunk + 1) * per_chunk, len(prompts))))
-                seed = chunk_seed(args.sampling_seed, chunk)
+                seed = derived_seed(args.sampling_seed, chunk)
                 results = self.pipeline([prompts[i] for i in indices], indices, seed)
                 for result in results:
                     result.chunk = chunk

@@ -34,7 +34,8 @@ from trl.data_utils import get_dataset_column_names
 from trl.trainer.reward_trainer import DataCollatorForPreference
 
 from ..data_utils import as_completion, require_per_process_batches, row_error, tokenize_for_reward_model
-from ..models import is_quantized
+from ..models import is_quantized, with_device_map
+from ..utils import derived_seed
 from .config import WestOfNConfig
 from .pipeline import build_pipeline, process_state
 from .preference import RunningQuantile, confidence_mask, likelihood_mask
@@ -104,8 +105,8 @@ class WestOfNDataCollator:
         self.args = args = args if args is not None else WestOfNConfig()
         state = process_state()
         init_kwargs = dict(args.reward_model_init_kwargs or {})
-        if isinstance(reward_model, str) and state.num_processes > 1 and state.device.type != "cpu":
-            init_kwargs.setdefault("device_map", {"": state.device})
+        if isinstance(reward_model, str):
+            init_kwargs = with_device_map(init_kwargs, state=state)
         self.pipeline = build_pipeline(
             policy,
             args,
@@ -182,9 +183,7 @@ class WestOfNDataCollator:
         start = time.perf_counter()
         prompts = [e["prompt"] for e in examples]
         indices = list(range(self.num_prompts, self.num_prompts + len(prompts)))
-        seed = (self.args.sampling_seed * 1_000_003 + self.process_index * 1_000_000_007 + self.num_batches) % (
-            2**63 - 1
-        )
+        seed = derived_seed(self.args.sampling_seed, self.num_batches, self.process_index)
         self.num_prompts += len(prompts)
         self.num_batches += 1
         results = self.pipeline(prompts, indices, seed)

@@ -21,7 +21,9 @@ from accelerate.utils import parse_flag_from_env
 from transformers import AutoModelForCausalLM
 
 from ..data_utils import Prompt, as_completion
-from ..models import load_model, load_tokenizer, weights_digest
+from ..identity import weights_digest
+from ..models import load_model, load_tokenizer, with_device_map
+from ..utils import derived_seed
 from .config import WestOfNConfig
 from .preference import (
     PairwisePreferenceModel,
@@ -58,11 +60,6 @@ def process_state() -> PartialState:
     return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
 
 
-def prompt_rng(seed: int, index: int) -> random.Random:
-    """The random source of one prompt (for `strategy="best_random"`), a function of the seed and its index only."""
-    return random.Random(seed * 1_000_003 + index)
-
-
 class WestOfNPipeline:
     """Sample, score, select and measure the likelihood of the pair, for a group of prompts.
 
@@ -92,7 +89,7 @@ class WestOfNPipeline:
             PromptResult(index=i, prompt=p, completions=[s.text for s in row], finished=[s.finished for s in row])
             for i, p, row in zip(indices, prompts, samples, strict=True)
         ]
-        rngs = [prompt_rng(self.args.sampling_seed, i) for i in indices]
+        rngs = [random.Random(derived_seed(self.args.sampling_seed, i)) for i in indices]
         if self.preference.pairwise:
             selections = self._judge(prompts, completions, results, rngs)
             start = self.timings.add("scoring", start)
@@ -193,8 +190,8 @@ def build_sampler(policy, args: WestOfNConfig, processing_class=None, quantizati
         return VLLMSampler(policy, load_tokenizer(policy, processing_class), args)
     init_kwargs = dict(args.policy_init_kwargs or {})
     state = process_state()
-    if isinstance(policy, str) and state.num_processes > 1 and state.device.type != "cpu":
-        init_kwargs.setdefault("device_map", {"": state.device})  # one copy per process, not split across GPUs
+    if isinstance(policy, str):
+        init_kwargs = with_device_map(init_kwargs, state=state)  # one copy per process, not split across GPUs
     model = load_model(
         policy,
         AutoModelForCausalLM,

@@ -59,12 +59,12 @@ import torch
 from ..data_utils import Completion, Prompt, as_real
 from ..rewards import (
     RewardModelScorer,
-    _run_coroutine,
     as_reward_funcs,
     reward_func_identity,
     reward_func_name,
     weighted_rewards,
 )
+from ..utils import run_coroutine
 from .results import ABSTAINED, INCONSISTENT, TIE, Selection
 
 
@@ -135,7 +135,7 @@ class PairwisePreferenceModel:
         """P(a preferred over b) for each pair, `None` where the judge abstained."""
         result = self.judge(list(prompts), list(completions_a), list(completions_b))
         if inspect.isawaitable(result):
-            result = _run_coroutine(result)
+            result = run_coroutine(result)
         result = list(result)
         if len(result) != len(prompts):
             raise ValueError(

@@ -32,6 +32,7 @@ from trl.trainer.utils import pad
 from ..data_utils import Prompt, is_conversational_prompt, prompt_for_generation
 from ..generation import Sample, SamplingParams, eval_mode, prompt_sharing_unsupported, sample_completions
 from ..logprobs import sequence_logprobs
+from ..utils import derived_seed
 from .config import WestOfNConfig
 
 
@@ -232,11 +233,6 @@ def _import_vllm():
     return vllm
 
 
-def prompt_seed(seed: int, index: int) -> int:
-    """The seed of one prompt's samples: a function of the group's seed and the prompt's index only (fits 63 bits)."""
-    return (seed * 1_000_003 + index) % (2**63 - 1)
-
-
 def vllm_sampling_kwargs(params: SamplingParams, num_samples: int, seed: int) -> dict[str, Any]:
     """Keyword arguments for `vllm.SamplingParams` equivalent to `params` (and the sampled tokens' log-probs)."""
     return {
@@ -302,7 +298,7 @@ class VLLMSampler:
         indices = list(indices) if indices is not None else list(range(len(prompts)))
         requests = [{"prompt_token_ids": self._prompts.prompt_ids(p)} for p in prompts]
         sampling_params = [
-            self._vllm.SamplingParams(**vllm_sampling_kwargs(self.params, num_samples, prompt_seed(seed, i)))
+            self._vllm.SamplingParams(**vllm_sampling_kwargs(self.params, num_samples, derived_seed(seed, i)))
             for i in indices
         ]
         outputs = self.llm.generate(requests, sampling_params, use_tqdm=False)

@@ -19,7 +19,6 @@ The second half turns saved results into the filtered TRL preference dataset ([`
 base-model score: RRHF's format).
 """
 
-import hashlib
 import json
 import logging
 import math
@@ -32,6 +31,7 @@ from datasets import Dataset
 
 from ..data_utils import as_completion
 from ..errors import TrlWonError
+from ..utils import atomic_write_text
 from .config import WestOfNConfig
 from .preference import confidence_mask, likelihood_mask, quantile_confidence_mask
 from .results import PromptResult
@@ -44,15 +44,6 @@ SUMMARY = "summary.json"
 SHARDS = "shards"
 DATASET = "dataset"
 FORMAT_VERSION = 1
-
-
-def prompts_fingerprint(prompts: Sequence) -> str:
-    """SHA-256 of the prompts, in order."""
-    digest = hashlib.sha256()
-    for prompt in prompts:
-        digest.update(json.dumps(prompt, sort_keys=True, ensure_ascii=False).encode())
-        digest.update(b"\n")
-    return digest.hexdigest()
 
 
 class ResumeMismatchError(TrlWonError, ValueError):
@@ -109,9 +100,7 @@ def check_or_write_manifest(pairs_dir: Path, manifest: dict, write: bool) -> boo
         )
     if write:
         pairs_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True))
-        os.replace(tmp, path)
+        atomic_write_text(path, json.dumps(manifest, indent=2, sort_keys=True))
     return False
 
 
