@@ -9,15 +9,15 @@ Both are measured in the same run, on the same randomly initialized Llama models
 
 It prints pairs/second for both and their ratio (target >= 5x), and the share of the batched pipeline's time spent
 outside generation: scoring + selection + log-likelihoods (target <= 15%), plus the same share of the whole
-`generate()` call including disk writes. The reward model has the policy's architecture unless `--rm-layers` /
-`--rm-hidden` say otherwise.
+`generate()` call including disk writes. The reward model has the policy's architecture unless `--rm_layers` /
+`--rm_hidden` say otherwise.
 
     python benchmarks/west_of_n.py                      # about 2 minutes on 2 CPU cores
-    python benchmarks/west_of_n.py --device cuda --prompts 64 --n 16 --max-new-tokens 256 --hidden 1024 --layers 8
+    python benchmarks/west_of_n.py --device cuda --prompts 64 --n 16 --max_new_tokens 256 --hidden 1024 --layers 8
 
 `--prefill` instead compares `WestOfNGenerator` with and without `share_prompt_prefill` (each prompt pushed through
 the policy and the reward model once for its N responses, or N times) in the same run, on prompts of exactly
-`--prompt-tokens` tokens: pairs/s and the seconds spent in generation and in reward-model scoring, medians of
+`--prompt_tokens` tokens: pairs/s and the seconds spent in generation and in reward-model scoring, medians of
 `--repeats` alternating runs, and their ratios (target >= 2x pairs/s at P=256, N=16, R=64, the defaults of this mode):
 
     python benchmarks/west_of_n.py --prefill            # about 5 minutes on 2 CPU cores
@@ -43,27 +43,27 @@ from trl_won.generation import SamplingParams, sample_completions  # noqa: E402
 from trl_won.rewards import RewardModelScorer  # noqa: E402
 from trl_won.tiny import TOY_PROMPTS, build_tiny_causal_lm, build_tiny_reward_model, build_tiny_tokenizer  # noqa: E402
 from trl_won.west_of_n import WestOfNConfig, WestOfNGenerator  # noqa: E402
-from trl_won.west_of_n.selection import select_from_scores  # noqa: E402
+from trl_won.west_of_n.preference import select_from_scores  # noqa: E402
 
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--prompts", type=int, default=16, help="Prompts for the batched pipeline.")
-    parser.add_argument("--naive-prompts", type=int, default=4, help="Prompts for the (slow) naive loop.")
+    parser.add_argument("--naive_prompts", type=int, default=4, help="Prompts for the (slow) naive loop.")
     parser.add_argument("--n", type=int, default=8, help="Samples per prompt.")
-    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--max_new_tokens", type=int, default=64)
     parser.add_argument("--hidden", type=int, default=256, help="Hidden size of the policy.")
     parser.add_argument("--layers", type=int, default=4, help="Layers of the policy.")
-    parser.add_argument("--rm-hidden", type=int, default=None, help="Hidden size of the reward model (policy's).")
-    parser.add_argument("--rm-layers", type=int, default=None, help="Layers of the reward model (policy's).")
-    parser.add_argument("--generation-batch-size", type=int, default=64)
-    parser.add_argument("--scoring-batch-size", type=int, default=32)
+    parser.add_argument("--rm_hidden", type=int, default=None, help="Hidden size of the reward model (policy's).")
+    parser.add_argument("--rm_layers", type=int, default=None, help="Layers of the reward model (policy's).")
+    parser.add_argument("--generation_batch_size", type=int, default=64)
+    parser.add_argument("--scoring_batch_size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads.")
     parser.add_argument("--device", default="cpu")
     parser.add_argument(
         "--prefill", action="store_true", help="Compare share_prompt_prefill off/on instead of batched vs naive."
     )
-    parser.add_argument("--prompt-tokens", type=int, default=256, help="--prefill: tokens per prompt (P).")
+    parser.add_argument("--prompt_tokens", type=int, default=256, help="--prefill: tokens per prompt (P).")
     parser.add_argument("--repeats", type=int, default=3, help="--prefill: runs of each path (medians reported).")
     args = parser.parse_args()
     if args.prefill:  # this mode's defaults: P=256, N=16, R=64, 8 prompts

@@ -22,8 +22,8 @@ from trl_won.west_of_n import (
     WestOfNRewardTrainer,
     mix_preferences_and_prompts,
 )
-from trl_won.west_of_n.collator import PROMPT_ONLY
-from trl_won.west_of_n.pipeline import PromptResult
+from trl_won.west_of_n.online import PROMPT_ONLY
+from trl_won.west_of_n.results import PromptResult
 
 
 def text_length(prompts, completions):

@@ -5,15 +5,15 @@ import math
 import pytest
 
 from trl_won.west_of_n.config import WestOfNConfig
-from trl_won.west_of_n.filters import (
+from trl_won.west_of_n.preference import (
     RunningQuantile,
     confidence_mask,
     likelihood_mask,
     quantile,
     quantile_confidence_mask,
 )
-from trl_won.west_of_n.pairs_dataset import filter_results, results_to_dataset
-from trl_won.west_of_n.pipeline import PromptResult
+from trl_won.west_of_n.results import PromptResult
+from trl_won.west_of_n.storage import filter_results, results_to_dataset
 
 
 def test_quantile_interpolates_linearly():

@@ -11,9 +11,9 @@ from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 from trl_won.data_utils import DatasetFormatError, completion_text
 from trl_won.rewards import RewardModelScorer
 from trl_won.tiny import toy_prompt_dataset
+from trl_won.utils import derived_seed
 from trl_won.west_of_n import ResumeMismatchError, WestOfNConfig, WestOfNGenerator, read_west_of_n_pairs
-from trl_won.west_of_n.generator import chunk_seed
-from trl_won.west_of_n.likelihood import completion_mean_logprobs
+from trl_won.west_of_n.sampling import completion_mean_logprobs
 from trl_won.west_of_n.storage import read_results, shard_path
 
 
@@ -63,7 +63,7 @@ def test_logps_are_the_policy_mean_loglikelihood_of_the_sampled_tokens(
     pairs = generator.generate(prompts)
     result = read_results(tmp_path / "pairs")[0]
     # sampling is a function of the group's seed: sample again to get the token ids behind the saved texts
-    samples = generator.sampler.sample(prompts["prompt"], 4, chunk_seed(generator.args.sampling_seed, 0))[0]
+    samples = generator.sampler.sample(prompts["prompt"], 4, derived_seed(generator.args.sampling_seed, 0))[0]
     assert [s.text for s in samples] == result.completions
     prompt_ids = tokenizer(result.prompt)["input_ids"]
     for column, index in (("chosen_logp", result.chosen), ("rejected_logp", result.rejected)):

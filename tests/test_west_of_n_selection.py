@@ -5,16 +5,16 @@ import random
 
 import pytest
 
-from trl_won.west_of_n.selection import (
-    ABSTAINED,
-    INCONSISTENT,
-    TIE,
+from trl_won.west_of_n.preference import (
+    Knockout,
     random_other,
+    run_knockouts,
     select_from_scores,
+    select_with_judge,
     selection_from_judgement,
     sigmoid,
 )
-from trl_won.west_of_n.tournament import Knockout, run_knockouts, select_with_judge
+from trl_won.west_of_n.results import ABSTAINED, INCONSISTENT, TIE
 
 
 def test_west_of_n_picks_first_best_and_first_worst_with_sigmoid_confidence():

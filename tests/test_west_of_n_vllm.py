@@ -6,8 +6,9 @@ from types import SimpleNamespace
 import pytest
 
 from trl_won.generation import SamplingParams
+from trl_won.utils import derived_seed as prompt_seed
 from trl_won.west_of_n import WestOfNConfig, WestOfNGenerator
-from trl_won.west_of_n.vllm_sampler import prompt_seed, sample_from_vllm_output, vllm_sampling_kwargs
+from trl_won.west_of_n.sampling import sample_from_vllm_output, vllm_sampling_kwargs
 
 
 def test_sampling_params_conversion():

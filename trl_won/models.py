@@ -12,6 +12,8 @@ from accelerate.utils import is_peft_model
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
 from trl.trainer.utils import create_model_from_path, get_config_model_id
 
+from .identity import weights_digest  # noqa: F401 (re-exported: its home was here)
+
 
 logger = logging.getLogger(__name__)
 
@@ -19,6 +21,52 @@ logger = logging.getLogger(__name__)
 def is_quantized(model) -> bool:
     """Whether `model` was loaded in 4-bit or 8-bit with bitsandbytes."""
     return bool(getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False))
+
+
+def with_device_map(
+    model_init_kwargs: dict[str, Any] | None = None, *, training: bool = False, quantized: bool = False, state=None
+) -> dict[str, Any]:
+    """`model_init_kwargs` with the `device_map` that gives this process one whole copy of the model.
+
+    `from_pretrained` with TRL's default (`device_map="auto"` on a GPU machine) splits a model over every visible GPU,
+    which is wrong wherever each process holds its own copy. This sets:
+
+    - for a model this process only runs (a judge, a reward model, a policy that samples, a reference model):
+      `{"": device}`, this process's device, when that is an accelerator; on CPU nothing (TRL loads on CPU). A
+      `device_map` the caller set is kept.
+    - for a model that is trained (`training=True`) under distributed training (DDP or DeepSpeed): `None`, since the
+      trainer places the model itself; except a 4/8-bit model (`quantized=True`) under DDP, which cannot be moved
+      after loading: `{"": local_process_index}`, this process's GPU. These override a `device_map` the caller set.
+      Without distributed training nothing is set (TRL's default).
+
+    Args:
+        model_init_kwargs (`dict`, *optional*):
+            Keyword arguments for `from_pretrained`; not modified.
+        training (`bool`, *optional*, defaults to `False`):
+            Whether the model will be trained by a `Trainer`.
+        quantized (`bool`, *optional*, defaults to `False`):
+            Whether the model is loaded in 4 or 8 bits.
+        state ([`~accelerate.PartialState`], *optional*):
+            This process's place in the run (default: `PartialState()`, CPU-only if `ACCELERATE_USE_CPU` is set).
+
+    Returns:
+        `dict`: A copy of `model_init_kwargs`, with `device_map` set as above.
+    """
+    kwargs = dict(model_init_kwargs or {})
+    if state is None:
+        from accelerate import PartialState
+        from accelerate.utils import parse_flag_from_env
+
+        state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+    if training:
+        distributed = state.distributed_type
+        if distributed == "MULTI_GPU" and quantized:
+            kwargs["device_map"] = {"": state.local_process_index}
+        elif distributed in ("MULTI_GPU", "DEEPSPEED"):
+            kwargs["device_map"] = None
+    elif state.device.type not in ("cpu", "mps"):
+        kwargs.setdefault("device_map", {"": state.device})
+    return kwargs
 
 
 def load_model(
@@ -158,22 +206,3 @@ def prepare_peft_model(model: PreTrainedModel, peft_config, args=None) -> PreTra
 def unwrap_peft(model):
     """The transformers model under a PEFT wrapper (the same object when there is no wrapper)."""
     return model.get_base_model() if is_peft_model(model) else model
-
-
-@torch.no_grad()
-def weights_digest(model, samples_per_tensor: int = 64) -> str:
-    """A short hash that changes when the model's weights change, cheap enough for any model size.
-
-    Hashes every tensor's name and shape and `samples_per_tensor` evenly strided values of it (any training step
-    changes nearly every weight, so sampled values tell checkpoints apart without reading all of them).
-    """
-    import hashlib
-
-    digest = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        flat = tensor.detach().reshape(-1)
-        step = max(1, flat.numel() // samples_per_tensor)
-        sample = flat[::step][:samples_per_tensor].to(device="cpu", dtype=torch.float32)
-        digest.update(f"{name}{tuple(tensor.shape)}".encode())
-        digest.update(sample.numpy().tobytes())
-    return digest.hexdigest()[:16]

@@ -6,7 +6,6 @@ Async functions are awaited. A sequence-classification reward model (object or p
 [`RewardModelScorer`], which is itself such a function.
 """
 
-import asyncio
 import copy
 import inspect
 import json
@@ -19,10 +18,12 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 from transformers import DynamicCache
+from trl.trainer.utils import get_callable_name, pad
 
 from .data_utils import Completion, Prompt, as_real, tokenize_for_reward_model
 from .generation import eval_mode, prompt_sharing_unsupported
 from .models import load_reward_model, load_tokenizer, weights_digest
+from .utils import run_coroutine
 
 
 logger = logging.getLogger(__name__)
@@ -119,12 +120,9 @@ class RewardModelScorer:
         with eval_mode(self.model), torch.inference_mode():
             for start in range(0, len(order), self.batch_size):
                 batch = order[start : start + self.batch_size]
-                width = max(len(sequences[i]) for i in batch)
-                input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-                attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
-                for row, i in enumerate(batch):
-                    input_ids[row, : len(sequences[i])] = torch.tensor(sequences[i])
-                    attention_mask[row, : len(sequences[i])] = 1
+                rows = [torch.tensor(sequences[i], dtype=torch.long) for i in batch]
+                input_ids = pad(rows, pad_id)
+                attention_mask = pad([torch.ones_like(r) for r in rows], 0)
                 logits = self.model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)).logits
                 for row, i in enumerate(batch):
                     scores[i] = float(logits[row, 0])
@@ -169,14 +167,10 @@ class RewardModelScorer:
                 self.model(input_ids=prefix, attention_mask=torch.ones_like(prefix), cache=cache, use_cache=True)
                 for start in range(0, len(group), self.batch_size):
                     batch = group[start : start + self.batch_size]
-                    width = max(len(sequences[i]) for i in batch) - split
-                    input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-                    attention_mask = torch.zeros((len(batch), split + width), dtype=torch.long)
-                    attention_mask[:, :split] = 1
-                    for row, i in enumerate(batch):
-                        suffix = sequences[i][split:]
-                        input_ids[row, : len(suffix)] = torch.tensor(suffix)
-                        attention_mask[row, split : split + len(suffix)] = 1
+                    suffixes = [torch.tensor(sequences[i][split:], dtype=torch.long) for i in batch]
+                    input_ids = pad(suffixes, pad_id)
+                    width = input_ids.shape[1]
+                    attention_mask = pad([torch.ones(split + len(s), dtype=torch.long) for s in suffixes], 0)
                     position_ids = torch.arange(split, split + width).expand(len(batch), -1)
                     batch_cache = copy.deepcopy(cache)
                     batch_cache.batch_repeat_interleave(len(batch))
@@ -207,10 +201,12 @@ def _shared_prefix_length(sequences: Sequence[Sequence[int]], pad_id: int) -> in
 
 
 def reward_func_name(func: Any) -> str:
-    """A readable name for a reward function or model, for logs and error messages."""
-    if isinstance(func, RewardModelScorer):
-        return func.name
-    return getattr(func, "__name__", None) or type(func).__name__
+    """A readable name for a reward function or model, for logs and error messages: TRL's (`GRPOTrainer`'s) name.
+
+    A function's `__name__` (a `functools.partial` is named after the function it wraps), a callable object's class
+    name, a [`RewardModelScorer`]'s model name (the last part of its path, as TRL names reward models).
+    """
+    return get_callable_name(func)
 
 
 def as_reward_funcs(
@@ -286,7 +282,7 @@ def call_reward_func(
     arguments = _accepted_kwargs(func, {"prompts": list(prompts), "completions": list(completions), **kwargs})
     result = func(**arguments)
     if inspect.isawaitable(result):
-        result = _run_coroutine(result)
+        result = run_coroutine(result)
     name = reward_func_name(func)
     result = list(result)
     if len(result) != len(completions):
@@ -307,16 +303,6 @@ def call_reward_func(
             )
         scores.append(number)
     return scores
-
-
-def _run_coroutine(coroutine):
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coroutine)
-    raise RuntimeError(
-        "An async reward function was called from inside a running event loop; call it from synchronous code."
-    )
 
 
 def weighted_rewards(

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import torch
 from datasets import Dataset
+from trl.trainer.utils import pad
 
 
 @dataclass(frozen=True)
@@ -169,12 +170,9 @@ def train_judge_lm(
             if step >= total_steps:
                 break
             batch = order[begin : begin + settings.batch_size]
-            width = max(len(encoded[i]) for i in batch)
-            input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-            attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, i in enumerate(batch):
-                input_ids[row, width - len(encoded[i]) :] = torch.tensor(encoded[i])
-                attention_mask[row, width - len(encoded[i]) :] = 1
+            rows = [torch.tensor(encoded[i], dtype=torch.long) for i in batch]
+            input_ids = pad(rows, pad_id, "left")
+            attention_mask = pad([torch.ones_like(r) for r in rows], 0, "left")
             position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
             out = model(
                 input_ids=input_ids.to(device),

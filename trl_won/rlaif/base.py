@@ -12,13 +12,12 @@ its labels in a [`LabelStore`]. It never includes secrets.
 """
 
 import asyncio
-import hashlib
-import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..data_utils import Completion, Prompt
+from ..identity import json_sha256
 from .judgement import PairwiseJudgement, ScoreJudgement
 
 
@@ -28,8 +27,7 @@ FINGERPRINT_VERSION = 1
 
 def fingerprint_of(fields: dict[str, Any]) -> str:
     """A stable hash of a judge's identifying fields (JSON with sorted keys, SHA-256)."""
-    payload = json.dumps({"version": FINGERPRINT_VERSION, **fields}, sort_keys=True, default=str, ensure_ascii=False)
-    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+    return json_sha256({"version": FINGERPRINT_VERSION, **fields}, default=str)
 
 
 def _is_message(message: Any) -> bool:

@@ -13,7 +13,8 @@ from transformers import AutoModelForCausalLM, TrainerCallback
 
 from ..data_utils import Completion, Prompt, as_completion
 from ..generation import SamplingParams, sample_completions
-from ..models import load_model
+from ..models import load_model, with_device_map
+from ..utils import atomic_write_text, derived_seed
 from .base import PairwiseJudge
 from .cached import judge_pairs_cached
 from .labeling import preference_columns
@@ -217,7 +218,7 @@ class RLAIFLabelerCallback(TrainerCallback):
 
         accelerator = self.trainer.accelerator
         prompts = [self.prompts[i] for i in indices]
-        seed = self.seed + 1_000_003 * step + accelerator.process_index
+        seed = derived_seed(self.seed, step, accelerator.process_index)
         num_samples = 2 if self.mode == "samples" else 1
         share: dict[str, Any] = {"indices": indices, "policy": [], "reference": None}
         if not prompts:
@@ -245,11 +246,10 @@ class RLAIFLabelerCallback(TrainerCallback):
             if missing:
                 reference = self.reference_model
                 if isinstance(reference, str):  # loaded for this once only, then freed
-                    # On this process's device only (not spread over every GPU with device_map="auto").
                     reference = load_model(
                         reference,
                         AutoModelForCausalLM,
-                        model_init_kwargs={"device_map": None, "dtype": "auto"},
+                        model_init_kwargs=with_device_map({"dtype": "auto"}),
                         argument_name="reference_model",
                     ).to(accelerator.device)
                 samples = sample_completions(
@@ -341,12 +341,12 @@ class RLAIFLabelerCallback(TrainerCallback):
         folder = Path(args.output_dir) / self.output_subdir
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / ROUND_FILE.format(step=step)
-        temporary = path.with_suffix(".jsonl.tmp")
         names = list(columns)
-        with open(temporary, "w", encoding="utf-8") as f:
-            for values in zip(*(columns[n] for n in names), strict=True):
-                f.write(json.dumps(dict(zip(names, values, strict=True)), ensure_ascii=False) + "\n")
-        temporary.replace(path)  # atomic: a reader never sees half a round
+        lines = (
+            json.dumps(dict(zip(names, values, strict=True)), ensure_ascii=False) + "\n"
+            for values in zip(*(columns[n] for n in names), strict=True)
+        )
+        atomic_write_text(path, "".join(lines))  # a reader never sees half a round
 
     def _log(self, args, state, control, metrics: dict[str, float]) -> None:
         metrics = {k: v for k, v in metrics.items() if v is not None and not math.isnan(v)}

@@ -19,7 +19,7 @@ from transformers.cache_utils import DynamicLayer
 from trl.trainer.utils import pad
 
 from ..generation import SamplingParams, eval_mode, sample_completions
-from ..models import is_quantized, load_model, load_tokenizer, unwrap_peft, weights_digest
+from ..models import is_quantized, load_model, load_tokenizer, unwrap_peft, weights_digest, with_device_map
 from .answer_tokens import AnswerTokens, encode, resolve_answer_tokens
 
 
@@ -115,10 +115,8 @@ class JudgeLM:
     def model(self):
         """The judge model, loaded on first access."""
         if self._model is None:
-            kwargs = dict(self.model_init_kwargs)
+            kwargs = with_device_map(self.model_init_kwargs)
             kwargs.setdefault("dtype", "auto")
-            if "device_map" not in kwargs and torch.cuda.is_available():
-                kwargs["device_map"] = {"": torch.cuda.current_device()}
             self._model = load_model(
                 self._source,
                 AutoModelForCausalLM,

@@ -16,7 +16,6 @@ crash or a disk damaged raises a [`LabelStoreError`] that names it and says how 
 """
 
 import functools
-import hashlib
 import json
 import os
 import shlex
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ..data_utils import Completion, Prompt
+from ..identity import json_sha256
 from .judgement import PairwiseJudgement, ScoreJudgement
 
 
@@ -69,8 +69,7 @@ CREATE TABLE IF NOT EXISTS score_labels (
 
 def content_key(*items: Any) -> str:
     """SHA-256 of the JSON of `items` (prompts and completions, in either dataset format)."""
-    payload = json.dumps(items, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+    return json_sha256(items, compact=True)
 
 
 def pair_key(prompt: Prompt, completion_a: Completion, completion_b: Completion) -> tuple[str, bool]:

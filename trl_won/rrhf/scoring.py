@@ -1,6 +1,5 @@
 """Scoring the completions of an RRHF dataset with reward functions before training."""
 
-import hashlib
 import json
 import logging
 import os
@@ -12,7 +11,9 @@ from datasets import Dataset
 from tqdm.auto import tqdm
 
 from ..data_utils import DatasetFormatError, require_columns
+from ..identity import json_sha256
 from ..rewards import as_reward_funcs, reward_func_identity, weighted_rewards
+from ..utils import atomic_write_text
 from .data import HOW_TO_FORMAT, validate_row
 
 
@@ -90,9 +91,7 @@ def add_rewards(
 
     if cache_path is not None and state.is_main_process:
         os.makedirs(cache_dir, exist_ok=True)
-        with open(cache_path + ".tmp", "w") as f:
-            json.dump(rewards, f)
-        os.replace(cache_path + ".tmp", cache_path)
+        atomic_write_text(cache_path, json.dumps(rewards))
     return dataset.add_column("rewards", rewards)
 
 
@@ -100,9 +99,6 @@ def _fingerprint(dataset: Dataset, reward_funcs, reward_weights) -> str | None:
     identities = [reward_func_identity(f) for f in reward_funcs]
     if any(identity is None for identity in identities):
         return None
-    digest = hashlib.sha256()
-    digest.update(json.dumps(identities).encode())
-    digest.update(json.dumps(list(reward_weights) if reward_weights is not None else None).encode())
-    for example in dataset.select_columns(["prompt", "completions"]):
-        digest.update(json.dumps(example, sort_keys=True).encode())
-    return digest.hexdigest()[:16]
+    weights = list(reward_weights) if reward_weights is not None else None
+    examples = dataset.select_columns(["prompt", "completions"])
+    return json_sha256(identities, weights, *examples, ensure_ascii=True)[:16]

@@ -12,6 +12,7 @@ every completion would see, and gradients flow back through them from every comp
 from dataclasses import dataclass
 
 import torch
+from trl.trainer.utils import pad
 
 from ..logprobs import add_logprob_forward, deterministic_mode
 from ..models import unwrap_peft
@@ -106,15 +107,9 @@ def pack_shared_prompts(
         positions_.append(torch.cat(row_positions))
         segments.append(torch.cat(row_segments))
 
-    width = max(len(row) for row in sources)
-    source = torch.full((len(sources), width), -1, dtype=torch.long)
-    position_ids = torch.zeros((len(sources), width), dtype=torch.long)
-    packed_segments = torch.full((len(sources), width), -1, dtype=torch.long)
-    for i, (row_sources, row_positions, row_segments) in enumerate(zip(sources, positions_, segments, strict=True)):
-        source[i, : len(row_sources)] = row_sources
-        position_ids[i, : len(row_positions)] = row_positions
-        packed_segments[i, : len(row_segments)] = row_segments
-    source, position_ids, packed_segments = source.to(device), position_ids.to(device), packed_segments.to(device)
+    source = pad(sources, padding_value=-1).to(device)
+    position_ids = pad(positions_, padding_value=0).to(device)
+    packed_segments = pad(segments, padding_value=-1).to(device)
     valid = source >= 0
     gather = source.clamp(min=0)
     packed_ids = torch.where(valid, input_ids.reshape(-1)[gather], pad_token_id)
@@ -197,11 +192,10 @@ def check_prompt_sharing(model, pad_token_id: int = 0) -> str | None:
             sequences.append(prompt + completion)
             masks.append([0] * len(prompt) + [1] * len(completion))
             group_ids.append(group)
-    width = max(len(s) for s in sequences)
     device = inner.get_input_embeddings().weight.device
-    input_ids = torch.tensor([s + [pad_token_id] * (width - len(s)) for s in sequences], device=device)
-    attention_mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in sequences], device=device)
-    completion_mask = torch.tensor([m + [0] * (width - len(m)) for m in masks], device=device)
+    input_ids = pad([torch.tensor(s) for s in sequences], pad_token_id).to(device)
+    attention_mask = pad([torch.ones(len(s), dtype=torch.long) for s in sequences], 0).to(device)
+    completion_mask = pad([torch.tensor(m) for m in masks], 0).to(device)
     packed = pack_shared_prompts(
         input_ids, attention_mask, completion_mask, torch.tensor(group_ids, device=device), pad_token_id
     )

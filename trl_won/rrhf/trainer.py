@@ -21,7 +21,7 @@ from trl.trainer.utils import disable_dropout_in_model, get_config_model_id, glo
 
 from ..data_utils import DatasetFormatError, is_conversational_prompt, require_columns, require_per_process_batches
 from ..logprobs import TokenLogProbsOutput, add_logprob_forward
-from ..models import load_model, load_tokenizer, prepare_peft_model
+from ..models import load_model, load_tokenizer, prepare_peft_model, with_device_map
 from ..rewards import as_reward_funcs
 from .config import RRHFConfig
 from .data import HOW_TO_FORMAT, DataCollatorForRRHF, tokenize_row, validate_row, validate_tokenized_row
@@ -143,13 +143,12 @@ class RRHFTrainer(_BaseTrainer):
 
         # Model. PEFT initializes adapter weights randomly, so seed first.
         set_seed(args.seed)
-        model_init_kwargs = dict(args.model_init_kwargs or {})
-        distributed = args.distributed_state.distributed_type
-        if isinstance(model, str) and distributed == "MULTI_GPU" and quantization_config is not None:
-            # A 4/8-bit model cannot be moved after loading: load each process's copy on its own GPU.
-            model_init_kwargs["device_map"] = {"": args.distributed_state.local_process_index}
-        elif isinstance(model, str) and distributed in ("MULTI_GPU", "DEEPSPEED"):
-            model_init_kwargs["device_map"] = None  # distributed training places the model itself
+        model_init_kwargs = with_device_map(
+            args.model_init_kwargs,
+            training=True,
+            quantized=quantization_config is not None,
+            state=args.distributed_state,
+        )
         model_id = model
         model = load_model(
             model,

@@ -1,14 +1,32 @@
-"""West-of-N synthetic preference generation (Pace et al., arXiv 2401.12086), offline and online."""
+"""West-of-N synthetic preference generation (Pace et al., arXiv 2401.12086), offline and online.
 
-from .collator import WestOfNDataCollator
+The modules, in the order of the flow (each one imports only those above it):
+
+- `config`: [`WestOfNConfig`], the settings shared by the offline generator and the online collator.
+- `results`: the data types of one prompt's step: [`~results.Selection`] (the pair picked, or why there is none) and
+  [`~results.PromptResult`] (everything computed for the prompt; one JSON line of a `pairs_dir` shard).
+- `sampling`: the generation backends, `transformers` and vLLM: `n` samples per prompt and the per-token mean
+  log-likelihood of the picked ones.
+- `preference`: the base preference model (reward model, reward functions or pairwise judge), selection of the pair
+  from pointwise scores, knockout tournaments for a judge, and the confidence and likelihood filters.
+- `pipeline`: the step shared by both modes (sample -> score -> select -> measure the likelihood) and how it is built
+  from the user's arguments.
+- `storage`: the resumable `pairs_dir` (manifest, JSONL shards, summary) and the filtered preference dataset it holds
+  ([`read_west_of_n_pairs`]).
+- `generator`: offline West-of-N, [`WestOfNGenerator`]: a prompt dataset in, a preference dataset out, resumable and
+  across processes.
+- `online`: online West-of-N, [`WestOfNDataCollator`] (labels prompt-only rows during reward training) and
+  [`WestOfNRewardTrainer`] (lets them reach it).
+- `mixing`: training sets from West-of-N pairs: [`mix_preference_datasets`], [`mix_preferences_and_prompts`] and
+  [`iterative_west_of_n`] (each round's student labels the next round's pairs).
+"""
+
 from .config import WestOfNConfig
 from .generator import WestOfNGenerator
-from .iterative import iterative_west_of_n
-from .mixing import mix_preference_datasets, mix_preferences_and_prompts
-from .pairs_dataset import read_west_of_n_pairs
-from .preference_model import PairwisePreferenceModel, PointwisePreferenceModel, build_preference_model
-from .storage import DamagedPairsDirError, ResumeMismatchError
-from .trainer import WestOfNRewardTrainer
+from .mixing import iterative_west_of_n, mix_preference_datasets, mix_preferences_and_prompts
+from .online import WestOfNDataCollator, WestOfNRewardTrainer
+from .preference import PairwisePreferenceModel, PointwisePreferenceModel, build_preference_model
+from .storage import DamagedPairsDirError, ResumeMismatchError, read_west_of_n_pairs
 
 
 __all__ = [

@@ -9,30 +9,27 @@ from datasets import Dataset, DatasetDict, IterableDataset, IterableDatasetDict
 from tqdm.auto import tqdm
 
 from ..data_utils import is_conversational_prompt, require_columns, row_error
+from ..identity import json_sha256
+from ..models import with_device_map
+from ..utils import derived_seed
 from .config import WestOfNConfig
-from .pairs_dataset import filter_results, results_to_dataset
-from .pipeline import WestOfNPipeline, build_sampler, describe_policy, process_state
-from .preference_model import build_preference_model
+from .pipeline import build_pipeline, describe_policy, process_state
 from .storage import (
     DATASET,
     FORMAT_VERSION,
     append_results,
     check_or_write_manifest,
     done_chunks,
-    prompts_fingerprint,
+    filter_results,
     read_results,
     repair_shard,
+    results_to_dataset,
     shard_path,
     write_summary,
 )
 
 
 logger = logging.getLogger(__name__)
-
-
-def chunk_seed(seed: int, chunk: int) -> int:
-    """The sampling seed of a group of prompts: a function of the run's seed and the group's position only."""
-    return (seed * 1_000_003 + chunk) % (2**63 - 1)
 
 
 def validate_prompts(prompts: Sequence) -> None:
@@ -161,7 +158,7 @@ class WestOfNGenerator:
         judge (`Callable`, *optional*):
             Base preference model: a pairwise judge `judge(prompts, completions_a, completions_b) -> list[float |
             None]` returning P(a preferred over b), or `None` to abstain. Best and worst are then found by knockout
-            tournaments (see [`~trl_won.west_of_n.tournament`] for the cost).
+            tournaments (see [`~trl_won.west_of_n.preference`] for the cost).
         processing_class ([`~transformers.PreTrainedTokenizerBase`], *optional*):
             The policy's tokenizer; loaded from the policy's path when omitted.
         reward_processing_class ([`~transformers.PreTrainedTokenizerBase`], *optional*):
@@ -200,22 +197,22 @@ class WestOfNGenerator:
             )
         self.state = process_state()
         init_kwargs = dict(args.reward_model_init_kwargs or {})
-        if isinstance(reward_model, str) and self.state.num_processes > 1 and self.state.device.type != "cpu":
-            init_kwargs.setdefault("device_map", {"": self.state.device})
-        self.preference = build_preference_model(
-            reward_model,
-            reward_funcs,
-            judge,
+        if isinstance(reward_model, str):
+            init_kwargs = with_device_map(init_kwargs, state=self.state)
+        self.pipeline = build_pipeline(
+            policy,
+            args,
+            reward_model=reward_model,
+            reward_funcs=reward_funcs,
+            judge=judge,
+            processing_class=processing_class,
             reward_processing_class=reward_processing_class,
-            reward_weights=args.reward_weights,
-            scoring_batch_size=args.scoring_batch_size,
-            quantization_config=reward_quantization_config,
-            model_init_kwargs=init_kwargs,
-            chat_template_kwargs=args.chat_template_kwargs,
+            quantization_config=quantization_config,
+            reward_quantization_config=reward_quantization_config,
+            reward_init_kwargs=init_kwargs,
             share_prompt=args.share_prompt_prefill,
         )
-        self.sampler = build_sampler(policy, args, processing_class, quantization_config)
-        self.pipeline = WestOfNPipeline(self.sampler, self.preference, args)
+        self.preference, self.sampler = self.pipeline.preference, self.pipeline.sampler
         self._policy_name = describe_policy(policy)
         self.summary: dict | None = None
 
@@ -237,7 +234,7 @@ class WestOfNGenerator:
             "chat_template_kwargs": a.chat_template_kwargs,
             "backend": "vllm" if a.use_vllm else "transformers",
             "num_prompts": len(prompts),
-            "prompts_sha256": prompts_fingerprint(prompts),
+            "prompts_sha256": json_sha256(*prompts, terminator="\n"),
         }
 
     def generate(self, dataset: Dataset | IterableDataset | Sequence) -> Dataset:
@@ -276,7 +273,7 @@ class WestOfNGenerator:
         with tqdm(total=todo, desc=desc, unit="prompt", disable=not show) as progress:  # closed on errors too
             for chunk in mine:
                 indices = list(range(chunk * per_chunk, min((chunk + 1) * per_chunk, len(prompts))))
-                seed = chunk_seed(args.sampling_seed, chunk)
+                seed = derived_seed(args.sampling_seed, chunk)
                 results = self.pipeline([prompts[i] for i in indices], indices, seed)
                 for result in results:
                     result.chunk = chunk

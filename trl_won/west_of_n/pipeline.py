@@ -4,75 +4,36 @@ For a group of prompts: sample `n` responses per prompt (one batched generation 
 base preference model (one length-bucketed scoring pass for the whole group, or a knockout tournament batched across
 the group's prompts for a judge), pick each prompt's pair, and compute the per-token mean log-likelihood of the two
 picked responses under the policy. Filtering is left to the caller (offline it needs all pairs, online a window).
+
+[`build_pipeline`] builds the step from the arguments the generator and the collator take: the sampler with
+[`build_sampler`], the base model with [`~trl_won.west_of_n.preference.build_preference_model`].
+[`describe_policy`] names the policy in an offline run's manifest.
 """
 
 import random
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass, field
 
 from accelerate import PartialState
 from accelerate.utils import parse_flag_from_env
 from transformers import AutoModelForCausalLM
 
 from ..data_utils import Prompt, as_completion
-from ..models import load_model, load_tokenizer, weights_digest
+from ..identity import weights_digest
+from ..models import load_model, load_tokenizer, with_device_map
+from ..utils import derived_seed
 from .config import WestOfNConfig
-from .preference_model import PairwisePreferenceModel, PointwisePreferenceModel
-from .selection import Selection, select_from_scores
-from .tournament import select_with_judge
-
-
-@dataclass
-class PromptResult:
-    """Everything West-of-N computed for one prompt. Saved as one JSON line offline.
-
-    Args:
-        index (`int`): Position of the prompt in its dataset (offline) or in the stream of prompts (online).
-        prompt (`str` or `list[dict]`): The prompt.
-        completions (`list[str]`): The sampled responses' texts.
-        finished (`list[bool]`): Whether each response ended with EOS (rather than `max_new_tokens`).
-        scores (`list[float]`, *optional*): Pointwise base-model scores of the responses.
-        comparisons (`list[list]`, *optional*): With a judge: every `[a, b, P(a > b) or None]` it was asked.
-        chosen (`int`, *optional*): Index of the chosen response.
-        rejected (`int`, *optional*): Index of the rejected response.
-        chosen_score (`float`, *optional*): Base-model score of the chosen response (judge: the confidence).
-        rejected_score (`float`, *optional*): Base-model score of the rejected response (judge: 1 - confidence).
-        confidence (`float`, *optional*): The base model's P(chosen > rejected).
-        chosen_logp (`float`, *optional*): Per-token mean log-likelihood of the chosen response under the policy.
-        rejected_logp (`float`, *optional*): Same for the rejected response.
-        reason (`str`, *optional*): Why there is no pair (`"tie"`, `"abstained"`, `"inconsistent"`), else `None`.
-        chunk (`int`, *optional*): The group of prompts it was generated with (offline).
-    """
-
-    index: int
-    prompt: Prompt
-    completions: list[str]
-    finished: list[bool]
-    scores: list[float] | None = None
-    comparisons: list[list[Any]] | None = None
-    chosen: int | None = None
-    rejected: int | None = None
-    chosen_score: float | None = None
-    rejected_score: float | None = None
-    confidence: float | None = None
-    chosen_logp: float | None = None
-    rejected_logp: float | None = None
-    reason: str | None = None
-    chunk: int | None = None
-
-    @property
-    def is_pair(self) -> bool:
-        return self.reason is None and self.chosen is not None
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "PromptResult":
-        return cls(**data)
+from .preference import (
+    PairwisePreferenceModel,
+    PointwisePreferenceModel,
+    build_preference_model,
+    select_from_scores,
+    select_with_judge,
+)
+from .results import PromptResult, Selection
+from .sampling import TransformersSampler, VLLMSampler
 
 
 @dataclass
@@ -97,11 +58,6 @@ class Timings:
 def process_state() -> PartialState:
     """This process's place in a distributed run (`accelerate launch`), CPU-only runs included."""
     return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
-
-
-def prompt_rng(seed: int, index: int) -> random.Random:
-    """The random source of one prompt (for `strategy="best_random"`), a function of the seed and its index only."""
-    return random.Random(seed * 1_000_003 + index)
 
 
 class WestOfNPipeline:
@@ -133,7 +89,7 @@ class WestOfNPipeline:
             PromptResult(index=i, prompt=p, completions=[s.text for s in row], finished=[s.finished for s in row])
             for i, p, row in zip(indices, prompts, samples, strict=True)
         ]
-        rngs = [prompt_rng(self.args.sampling_seed, i) for i in indices]
+        rngs = [random.Random(derived_seed(self.args.sampling_seed, i)) for i in indices]
         if self.preference.pairwise:
             selections = self._judge(prompts, completions, results, rngs)
             start = self.timings.add("scoring", start)
@@ -182,11 +138,48 @@ def _apply_selection(result: PromptResult, selection: Selection) -> None:
         result.chosen_score, result.rejected_score = selection.confidence, 1.0 - selection.confidence
 
 
+def build_pipeline(
+    policy,
+    args: WestOfNConfig,
+    *,
+    reward_model=None,
+    reward_funcs=None,
+    judge=None,
+    processing_class=None,
+    reward_processing_class=None,
+    quantization_config=None,
+    reward_quantization_config=None,
+    reward_init_kwargs: dict | None = None,
+    share_prompt: bool = False,
+) -> WestOfNPipeline:
+    """The step for `policy` and exactly one base preference model, from the arguments [`WestOfNGenerator`] and
+    [`WestOfNDataCollator`] take. The base model is built first, so its argument errors come before loading the policy.
+
+    Args:
+        reward_init_kwargs (`dict`, *optional*):
+            `from_pretrained` arguments for a `reward_model` given as a path.
+        share_prompt (`bool`, *optional*, defaults to `False`):
+            Reward models score the responses of one prompt with their shared first tokens run once.
+    """
+    preference = build_preference_model(
+        reward_model,
+        reward_funcs,
+        judge,
+        reward_processing_class=reward_processing_class,
+        reward_weights=args.reward_weights,
+        scoring_batch_size=args.scoring_batch_size,
+        quantization_config=reward_quantization_config,
+        model_init_kwargs=reward_init_kwargs,
+        chat_template_kwargs=args.chat_template_kwargs,
+        share_prompt=share_prompt,
+    )
+    sampler = build_sampler(policy, args, processing_class, quantization_config)
+    return WestOfNPipeline(sampler, preference, args)
+
+
 def build_sampler(policy, args: WestOfNConfig, processing_class=None, quantization_config=None):
     """The generation backend for `policy` (a path/hub id or a causal LM object), as `args` asks."""
     if args.use_vllm:
-        from .vllm_sampler import VLLMSampler
-
         if not isinstance(policy, str):
             raise ValueError(
                 "With `use_vllm=True` the policy must be a path or hub id that vLLM can load, not a model object. "
@@ -197,8 +190,8 @@ def build_sampler(policy, args: WestOfNConfig, processing_class=None, quantizati
         return VLLMSampler(policy, load_tokenizer(policy, processing_class), args)
     init_kwargs = dict(args.policy_init_kwargs or {})
     state = process_state()
-    if isinstance(policy, str) and state.num_processes > 1 and state.device.type != "cpu":
-        init_kwargs.setdefault("device_map", {"": state.device})  # one copy per process, not split across GPUs
+    if isinstance(policy, str):
+        init_kwargs = with_device_map(init_kwargs, state=state)  # one copy per process, not split across GPUs
     model = load_model(
         policy,
         AutoModelForCausalLM,
@@ -207,12 +200,6 @@ def build_sampler(policy, args: WestOfNConfig, processing_class=None, quantizati
         argument_name="policy",
     )
     tokenizer = load_tokenizer(policy if isinstance(policy, str) else model, processing_class)
-    return _transformers_sampler(model, tokenizer, args)
-
-
-def _transformers_sampler(model, tokenizer, args: WestOfNConfig):
-    from .sampling import TransformersSampler
-
     return TransformersSampler(
         model,
         tokenizer,

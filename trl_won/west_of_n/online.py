@@ -1,18 +1,45 @@
-"""Online West-of-N: a data collator that turns prompt-only rows into preference pairs during reward training."""
+"""Online West-of-N: a data collator that turns prompt-only rows into preference pairs during reward training, and
+the thin `RewardTrainer` subclass that lets prompt-only rows reach it.
+
+[`WestOfNDataCollator`] runs the West-of-N step on the prompt-only rows of each batch and filters the pairs (with a
+running confidence quantile rather than the offline one over all pairs).
+
+TRL's `RewardTrainer` stands in the way of online West-of-N in three places, each fixed by [`WestOfNRewardTrainer`]
+with the least change:
+
+1. `_prepare_dataset` tokenizes every row's `chosen`/`rejected`, which prompt-only rows do not have. Here such rows
+   (a `chosen` or `rejected` of `None`, or no such columns at all) get an empty placeholder answer and the flag column
+   `west_of_n_prompt_only`, then go through TRL's own preprocessing unchanged, so labeled rows are tokenized exactly as
+   before.
+2. `_set_signature_columns_if_needed` drops every column but `chosen_ids`, `rejected_ids` and `margin`; the collator
+   also needs `prompt` and the flag.
+3. When the filters remove every pair of a batch that has no labeled row, there is nothing to compare. The collator
+   then returns a placeholder batch marked `west_of_n_skip`, and `compute_loss` returns a zero loss that still runs
+   the model (so distributed and gradient-accumulation steps stay in step). Such a step adds no gradient; the
+   optimizer still steps (momentum carries on, as for any zero-gradient step). `west_of_n/skipped_batch_rate` counts
+   them.
+
+The trainer also attaches the collator to itself (student tokenizer, `max_length`, device, metrics) and checks
+`dataloader_num_workers == 0`, since generation must run in the main process.
+"""
 
 import time
 from collections.abc import Sequence
 from typing import Any
 
 import torch
+from datasets import Dataset, IterableDataset
+from trl import RewardTrainer
+from trl.data_utils import get_dataset_column_names
 from trl.trainer.reward_trainer import DataCollatorForPreference
 
-from ..data_utils import as_completion, tokenize_for_reward_model
-from ..models import is_quantized
+from ..data_utils import as_completion, require_per_process_batches, row_error, tokenize_for_reward_model
+from ..models import is_quantized, with_device_map
+from ..utils import derived_seed
 from .config import WestOfNConfig
-from .filters import RunningQuantile, confidence_mask, likelihood_mask
-from .pipeline import PromptResult, WestOfNPipeline, build_sampler, process_state
-from .preference_model import build_preference_model
+from .pipeline import build_pipeline, process_state
+from .preference import RunningQuantile, confidence_mask, likelihood_mask
+from .results import PromptResult
 
 
 PROMPT_ONLY = "west_of_n_prompt_only"  # dataset column set by WestOfNRewardTrainer: the row has no chosen/rejected
@@ -78,21 +105,21 @@ class WestOfNDataCollator:
         self.args = args = args if args is not None else WestOfNConfig()
         state = process_state()
         init_kwargs = dict(args.reward_model_init_kwargs or {})
-        if isinstance(reward_model, str) and state.num_processes > 1 and state.device.type != "cpu":
-            init_kwargs.setdefault("device_map", {"": state.device})
-        self.preference = build_preference_model(
-            reward_model,
-            reward_funcs,
-            judge,
+        if isinstance(reward_model, str):
+            init_kwargs = with_device_map(init_kwargs, state=state)
+        self.pipeline = build_pipeline(
+            policy,
+            args,
+            reward_model=reward_model,
+            reward_funcs=reward_funcs,
+            judge=judge,
+            processing_class=processing_class,
             reward_processing_class=reward_processing_class,
-            reward_weights=args.reward_weights,
-            scoring_batch_size=args.scoring_batch_size,
-            quantization_config=reward_quantization_config,
-            model_init_kwargs=init_kwargs,
-            chat_template_kwargs=args.chat_template_kwargs,
+            quantization_config=quantization_config,
+            reward_quantization_config=reward_quantization_config,
+            reward_init_kwargs=init_kwargs,
         )
-        self.sampler = build_sampler(policy, args, processing_class, quantization_config)
-        self.pipeline = WestOfNPipeline(self.sampler, self.preference, args)
+        self.preference, self.sampler = self.pipeline.preference, self.pipeline.sampler
         self.running_quantile = (
             RunningQuantile(args.confidence_quantile, args.confidence_window)
             if args.confidence_quantile is not None
@@ -156,9 +183,7 @@ class WestOfNDataCollator:
         start = time.perf_counter()
         prompts = [e["prompt"] for e in examples]
         indices = list(range(self.num_prompts, self.num_prompts + len(prompts)))
-        seed = (self.args.sampling_seed * 1_000_003 + self.process_index * 1_000_000_007 + self.num_batches) % (
-            2**63 - 1
-        )
+        seed = derived_seed(self.args.sampling_seed, self.num_batches, self.process_index)
         self.num_prompts += len(prompts)
         self.num_batches += 1
         results = self.pipeline(prompts, indices, seed)
@@ -222,3 +247,108 @@ class WestOfNDataCollator:
             if not key.startswith("_"):
                 self.metrics[f"west_of_n/{key}"].append(float(value))
         self.metrics["west_of_n/total_pairs"] = [float(self.total_pairs)]
+
+
+def _mark_prompt_only(example: dict, index: int, allow: bool, dataset_name: str) -> dict:
+    prompt_only = example.get("chosen") is None or example.get("rejected") is None
+    if prompt_only:
+        if example.get("prompt") is None:
+            raise row_error(
+                index,
+                "prompt",
+                f"the {dataset_name} row has neither a prompt nor both `chosen` and `rejected`.",
+                "Give every row a prompt (West-of-N labels it) or a full preference pair.",
+            )
+        if not allow:
+            raise row_error(
+                index,
+                "chosen",
+                f"the {dataset_name} row has no `chosen`/`rejected`, but evaluation needs labeled pairs.",
+                "Evaluate on human-labeled pairs only; prompt-only rows belong in `train_dataset`.",
+            )
+        empty = as_completion(example["prompt"], "")
+        example["chosen"], example["rejected"] = empty, empty
+    example[PROMPT_ONLY] = prompt_only
+    return example
+
+
+class WestOfNRewardTrainer(RewardTrainer):
+    r"""
+    TRL's [`~trl.RewardTrainer`] that also trains on prompt-only rows, labeled on the fly by a [`WestOfNDataCollator`].
+
+    The training dataset mixes labeled pairs (`prompt`, `chosen`, `rejected`) with prompt-only rows (`chosen` and
+    `rejected` set to `None`); [`mix_preferences_and_prompts`] builds such a mix. Every other argument is
+    `RewardTrainer`'s. Without prompt-only rows and with the default collator it behaves exactly like
+    `RewardTrainer`.
+
+    Example:
+
+    ```python
+    >>> from trl import RewardConfig
+    >>> from trl_won import WestOfNConfig, WestOfNDataCollator, WestOfNRewardTrainer, mix_preferences_and_prompts
+
+    >>> collator = WestOfNDataCollator("Qwen/Qwen2.5-0.5B-Instruct", WestOfNConfig(n=8), reward_model="my-base-rm")
+    >>> trainer = WestOfNRewardTrainer(
+    ...     model="Qwen/Qwen2.5-0.5B-Instruct",
+    ...     args=RewardConfig(output_dir="student"),
+    ...     train_dataset=mix_preferences_and_prompts(human_pairs, unlabeled_prompts),
+    ...     data_collator=collator,
+    ... )
+    >>> trainer.train()
+    ```
+    """
+
+    _tag_names = ["trl", "reward-trainer", "trl-won", "west-of-n"]
+
+    def __init__(self, *args, **kwargs):
+        training_args = kwargs.get("args", args[1] if len(args) > 1 else None)
+        collator = kwargs.get("data_collator", args[2] if len(args) > 2 else None)
+        if (
+            isinstance(collator, WestOfNDataCollator)
+            and training_args is not None
+            and training_args.dataloader_num_workers
+        ):
+            raise ValueError(
+                f"`dataloader_num_workers={training_args.dataloader_num_workers}`: WestOfNDataCollator generates with "
+                "the policy in the main process, so DataLoader workers cannot run it. Set `dataloader_num_workers=0`."
+            )
+        if training_args is not None:
+            # The collator turns a batch of rows into a variable number of pairs (2 sequences each).
+            require_per_process_batches(training_args, "WestOfNRewardTrainer", "its batches hold 2 sequences per pair")
+        super().__init__(*args, **kwargs)
+        if isinstance(self.data_collator, WestOfNDataCollator):
+            self.data_collator.attach(self)
+        elif (
+            isinstance(self.train_dataset, Dataset)
+            and PROMPT_ONLY in self.train_dataset.column_names
+            and any(self.train_dataset[PROMPT_ONLY])
+        ):
+            raise ValueError(
+                "The training dataset has prompt-only rows (no `chosen`/`rejected`), which need "
+                "`data_collator=WestOfNDataCollator(...)` to be labeled."
+            )
+
+    def _prepare_dataset(self, dataset: Dataset | IterableDataset, processing_class, args, dataset_name: str):
+        column_names = get_dataset_column_names(dataset)
+        if PROMPT_ONLY not in column_names and not ("chosen_ids" in column_names and "rejected_ids" in column_names):
+            map_kwargs = {}
+            if isinstance(dataset, Dataset):
+                map_kwargs = {"num_proc": args.dataset_num_proc, "desc": f"Finding prompt-only rows of {dataset_name}"}
+            dataset = dataset.map(
+                _mark_prompt_only,
+                with_indices=True,
+                fn_kwargs={"allow": dataset_name == "train", "dataset_name": dataset_name},
+                **map_kwargs,
+            )
+        return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+
+    def _set_signature_columns_if_needed(self):
+        if self._signature_columns is None:
+            self._signature_columns = ["chosen_ids", "rejected_ids", "margin", "prompt", PROMPT_ONLY]
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if inputs.pop(SKIP, None) is not None:
+            outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False)
+            loss = outputs.logits.sum() * 0.0
+            return (loss, outputs) if return_outputs else loss
+        return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
