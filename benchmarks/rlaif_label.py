@@ -5,7 +5,10 @@
    the model and reads the last position of the full logits. Same model, same prompts; the two give the same
    probabilities (checked).
 2. HTTP judge: `OpenAIJudge` with 32 requests in flight against the same judge sending one request at a time, both
-   to a local OpenAI-compatible server (another process) that answers every request after a fixed latency.
+   to a local OpenAI-compatible server (another process) that answers every request after a fixed latency. Each
+   repeat times the two back to back; the speedup is the median of the repeats' ratios. The sequential judge labels
+   fewer pairs (`--sequential_pairs`): its rate is steady from the first requests, while the concurrent judge needs
+   many rounds of 32 requests for a steady rate.
 
 The local judge is a randomly initialized Llama with a real-size vocabulary; the default (hidden 512, 4 layers,
 vocabulary 32000) runs on a laptop CPU in about a minute. On a GPU, pass a larger model (e.g. `--hidden_size 2048
@@ -22,6 +25,7 @@ import json
 import math
 import multiprocessing
 import os
+import statistics
 import tempfile
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -36,10 +40,15 @@ def parse_args(argv=None):
     parser.add_argument("--vocab_size", type=int, default=32000)
     parser.add_argument("--pairs", type=int, default=24, help="Pairs labeled by the local judges.")
     parser.add_argument("--batch_size", type=int, default=32, help="Sequences per forward pass (batched judge).")
-    parser.add_argument("--http_pairs", type=int, default=64, help="Pairs labeled by the HTTP judges.")
+    parser.add_argument("--http_pairs", type=int, default=128, help="Pairs labeled by the concurrent HTTP judge.")
+    parser.add_argument(
+        "--sequential_pairs", type=int, default=16, help="Pairs labeled by the sequential HTTP judge (the baseline)."
+    )
     parser.add_argument("--latency", type=float, default=0.05, help="Seconds the server takes per request.")
     parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=3, help="Timed runs of each HTTP judge (median reported).")
+    parser.add_argument(
+        "--repeats", type=int, default=5, help="Timed runs of each HTTP judge, paired (medians reported)."
+    )
     parser.add_argument("--skip_local", action="store_true")
     parser.add_argument("--skip_http", action="store_true")
     return parser.parse_args(argv)
@@ -200,30 +209,41 @@ def bench_http(args) -> dict:
         prompts = [f"Question {i}?" for i in range(args.http_pairs)]
         a = [f"Answer A{i}." for i in range(args.http_pairs)]
         b = [f"Answer B{i}." for i in range(args.http_pairs)]
-        results, cpu = {}, {}
-        for name, concurrency in (("sequential", 1), ("concurrent", args.concurrency)):
-            judge = OpenAIJudge("bench", base_url=base_url, max_concurrency=concurrency, api_key_env=None)
-            judge.judge_pairs(prompts[:1], a[:1], b[:1])  # warm-up (connection, imports)
-            runs, cpus = [], []
-            for _ in range(args.repeats):
+        pairs = {"sequential": args.sequential_pairs, "concurrent": args.http_pairs}
+        judges = {
+            "sequential": OpenAIJudge("bench", base_url=base_url, max_concurrency=1, api_key_env=None),
+            "concurrent": OpenAIJudge("bench", base_url=base_url, max_concurrency=args.concurrency, api_key_env=None),
+        }
+        for name, judge in judges.items():  # warm-up: connections (all of them), imports
+            n = min(pairs[name], args.concurrency)
+            judge.judge_pairs(prompts[:n], a[:n], b[:n])
+        seconds = {name: [] for name in judges}
+        cpu = {name: [] for name in judges}
+        # Each repeat times both judges back to back: the ratio of a repeat compares the two under the same load.
+        for _ in range(args.repeats):
+            for name, judge in judges.items():
+                n = pairs[name]
                 start, start_cpu = time.perf_counter(), time.process_time()
-                judgements = judge.judge_pairs(prompts, a, b)
-                runs.append(time.perf_counter() - start)
-                cpus.append(time.process_time() - start_cpu)
+                judgements = judge.judge_pairs(prompts[:n], a[:n], b[:n])
+                seconds[name].append((time.perf_counter() - start) / n)
+                cpu[name].append((time.process_time() - start_cpu) / (2 * n))
                 assert all(j.probability is not None for j in judgements)
-            results[name] = sorted(runs)[len(runs) // 2]
-            cpu[name] = sorted(cpus)[len(cpus) // 2] / (2 * args.http_pairs)
     finally:
         server.terminate()
         server.join()
+    median = statistics.median
+    ratios = [s / c for s, c in zip(seconds["sequential"], seconds["concurrent"], strict=True)]
     return {
         "pairs": args.http_pairs,
+        "sequential_pairs": args.sequential_pairs,
         "requests": 2 * args.http_pairs,
         "latency_s": args.latency,
-        "sequential_labels_per_s": args.http_pairs / results["sequential"],
-        f"{args.concurrency}_in_flight_labels_per_s": args.http_pairs / results["concurrent"],
-        "speedup": results["sequential"] / results["concurrent"],
-        "client_cpu_ms_per_request": 1000 * cpu["concurrent"],
+        "sequential_labels_per_s": 1 / median(seconds["sequential"]),
+        "sequential_ms_per_request": 1000 * median(seconds["sequential"]) / 2,
+        f"{args.concurrency}_in_flight_labels_per_s": 1 / median(seconds["concurrent"]),
+        "speedup": median(ratios),
+        "speedups": ratios,
+        "client_cpu_ms_per_request": 1000 * median(cpu["concurrent"]),
     }
 
 
@@ -244,11 +264,12 @@ def main(argv=None):
         report["http_judge"] = http = bench_http(args)
         concurrent = http[f"{args.concurrency}_in_flight_labels_per_s"]
         print(
-            f"HTTP judge, {http['requests']} requests, server latency {http['latency_s'] * 1000:.0f} ms:"
-            f"\n  sequential requests: {http['sequential_labels_per_s']:.1f} labels/s"
-            f"\n  {args.concurrency} in flight:        {concurrent:.1f} labels/s"
-            f"\n  speedup {http['speedup']:.1f}x (target >= 20x); client CPU per request "
-            f"{http['client_cpu_ms_per_request']:.2f} ms"
+            f"HTTP judge, server latency {http['latency_s'] * 1000:.0f} ms, 2 requests per label:"
+            f"\n  sequential requests: {http['sequential_labels_per_s']:.1f} labels/s "
+            f"({http['sequential_ms_per_request']:.1f} ms per request, {2 * http['sequential_pairs']} requests)"
+            f"\n  {args.concurrency} in flight:        {concurrent:.1f} labels/s ({http['requests']} requests)"
+            f"\n  speedup {http['speedup']:.1f}x (median of {args.repeats} paired runs; target >= 20x); "
+            f"client CPU per request {http['client_cpu_ms_per_request']:.2f} ms"
         )
     print(json.dumps(report, indent=2))
     return report

@@ -83,7 +83,7 @@ class JudgeServer:
             def handle(self):
                 try:
                     super().handle()
-                except TimeoutError:
+                except (TimeoutError, ConnectionResetError):  # idle too long; a client that cancelled its requests
                     pass
 
             def log_message(self, *args):  # keep test output clean

@@ -193,10 +193,12 @@ class ChatJudgeMixin:
             "for, so none are made. Serve the model with a server that returns log-probabilities (vLLM, llama.cpp, "
             "TGI), or pass `logprobs=False` to label with hard labels under a fingerprint of their own."
         )
-        with self.client._lock:  # once, though every worker in flight gets such an answer
+        # Once, though every worker in flight gets such an answer; logged under the lock, so that no worker's error
+        # (which stops the run) can overtake the warning.
+        with self.client._lock:
             warned, self._warned_no_logprobs = getattr(self, "_warned_no_logprobs", False), True
-        if not warned:
-            logger.warning(message)
+            if not warned:
+                logger.warning(message)
         raise JudgeError(message)
 
     def _answers(

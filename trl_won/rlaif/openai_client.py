@@ -510,7 +510,9 @@ class _Resources:
         return client
 
     def close(self) -> None:
-        self.pool.shutdown(wait=False, cancel_futures=True)
+        # Wait for the workers to exit (they finish the request in hand), unless one of them is closing its own pool.
+        in_a_worker = threading.current_thread().name.startswith("judge-http")
+        self.pool.shutdown(wait=not in_a_worker, cancel_futures=True)
         with self.lock:
             for client in self.clients:
                 client.close()
