@@ -10,7 +10,6 @@ from tqdm.auto import tqdm
 
 from ..data_utils import is_conversational_prompt, require_columns, row_error
 from ..identity import json_sha256
-from ..models import with_device_map
 from ..utils import derived_seed
 from .config import WestOfNConfig
 from .pipeline import build_pipeline, describe_policy, process_state
@@ -196,9 +195,6 @@ class WestOfNGenerator:
                 "no per-response reward. Use `reward_model=` or `reward_funcs=`, or set `keep_candidates=False`."
             )
         self.state = process_state()
-        init_kwargs = dict(args.reward_model_init_kwargs or {})
-        if isinstance(reward_model, str):
-            init_kwargs = with_device_map(init_kwargs, state=self.state)
         self.pipeline = build_pipeline(
             policy,
             args,
@@ -209,7 +205,6 @@ class WestOfNGenerator:
             reward_processing_class=reward_processing_class,
             quantization_config=quantization_config,
             reward_quantization_config=reward_quantization_config,
-            reward_init_kwargs=init_kwargs,
             share_prompt=args.share_prompt_prefill,
         )
         self.preference, self.sampler = self.pipeline.preference, self.pipeline.sampler

@@ -34,10 +34,10 @@ from trl.data_utils import get_dataset_column_names
 from trl.trainer.reward_trainer import DataCollatorForPreference
 
 from ..data_utils import as_completion, require_per_process_batches, row_error, tokenize_for_reward_model
-from ..models import is_quantized, with_device_map
+from ..models import is_quantized
 from ..utils import derived_seed
 from .config import WestOfNConfig
-from .pipeline import build_pipeline, process_state
+from .pipeline import build_pipeline
 from .preference import RunningQuantile, confidence_mask, likelihood_mask
 from .results import PromptResult
 
@@ -103,10 +103,6 @@ class WestOfNDataCollator:
         reward_quantization_config=None,
     ):
         self.args = args = args if args is not None else WestOfNConfig()
-        state = process_state()
-        init_kwargs = dict(args.reward_model_init_kwargs or {})
-        if isinstance(reward_model, str):
-            init_kwargs = with_device_map(init_kwargs, state=state)
         self.pipeline = build_pipeline(
             policy,
             args,
@@ -117,7 +113,6 @@ class WestOfNDataCollator:
             reward_processing_class=reward_processing_class,
             quantization_config=quantization_config,
             reward_quantization_config=reward_quantization_config,
-            reward_init_kwargs=init_kwargs,
         )
         self.preference, self.sampler = self.pipeline.preference, self.pipeline.sampler
         self.running_quantile = (

@@ -149,18 +149,18 @@ def build_pipeline(
     reward_processing_class=None,
     quantization_config=None,
     reward_quantization_config=None,
-    reward_init_kwargs: dict | None = None,
     share_prompt: bool = False,
 ) -> WestOfNPipeline:
     """The step for `policy` and exactly one base preference model, from the arguments [`WestOfNGenerator`] and
     [`WestOfNDataCollator`] take. The base model is built first, so its argument errors come before loading the policy.
 
     Args:
-        reward_init_kwargs (`dict`, *optional*):
-            `from_pretrained` arguments for a `reward_model` given as a path.
         share_prompt (`bool`, *optional*, defaults to `False`):
             Reward models score the responses of one prompt with their shared first tokens run once.
     """
+    reward_init_kwargs = dict(args.reward_model_init_kwargs or {})
+    if isinstance(reward_model, str):  # one copy per process, not split across GPUs
+        reward_init_kwargs = with_device_map(reward_init_kwargs, state=process_state())
     preference = build_preference_model(
         reward_model,
         reward_funcs,
