@@ -479,8 +479,10 @@ class _Resources:
 
     def __init__(self, max_concurrency: int, workers: int):
         self.pid = os.getpid()
-        self.pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="judge-http")
         self.local = threading.local()
+        self.pool = concurrent.futures.ThreadPoolExecutor(
+            workers, thread_name_prefix="judge-http", initializer=setattr, initargs=(self.local, "is_worker", True)
+        )
         self.lock = threading.Lock()
         self.clients: list = []
         self.ssl_context = None
@@ -511,8 +513,7 @@ class _Resources:
 
     def close(self) -> None:
         # Wait for the workers to exit (they finish the request in hand), unless one of them is closing its own pool.
-        in_a_worker = threading.current_thread().name.startswith("judge-http")
-        self.pool.shutdown(wait=not in_a_worker, cancel_futures=True)
+        self.pool.shutdown(wait=not getattr(self.local, "is_worker", False), cancel_futures=True)
         with self.lock:
             for client in self.clients:
                 client.close()
