@@ -262,6 +262,28 @@ def test_bugs_keep_their_traceback():
         run_script(make_parser(prog="trl-won rrhf"), buggy, ["--model_name_or_path", "x"])
 
 
+def test_a_finished_command_tears_the_process_group_down_and_a_failed_one_leaves_it(tmp_path):
+    # Under `accelerate launch`, a process group left to interpreter shutdown can abort a rank that finished its work.
+    import torch.distributed as dist
+
+    from trl_won.cli.rrhf import make_parser
+    from trl_won.errors import TrlWonError
+
+    def failing(*args):
+        raise TrlWonError("no pairs")
+
+    argv = ["--model_name_or_path", "x"]
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        assert run_script(make_parser(prog="trl-won rrhf"), failing, argv) == 1
+        assert dist.is_initialized()  # no barrier after a failure: the other ranks may never reach it
+        assert run_script(make_parser(prog="trl-won rrhf"), lambda *args: None, argv) == 0
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
 def test_rrhf_command_trains_and_saves(tiny_paths, data, tmp_path):
     output_dir = tmp_path / "rrhf"
     argv = ["rrhf", "--model_name_or_path", tiny_paths.policy, "--dataset_name", data["ranked"], "--max_steps", "1"]
