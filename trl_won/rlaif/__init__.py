@@ -6,6 +6,7 @@ See `docs/rlaif.md`.
 from .alignment import LabelerAlignment, alignment_metrics
 from .answer_tokens import AnswerTokens, answer_distribution, resolve_answer_tokens
 from .base import PairwiseJudge, ScoringJudge
+from .batch import BatchFileError, BatchSettings, cancel_batches
 from .cached import judge_pairs_cached, score_cached
 from .callback import RLAIFLabelerCallback
 from .judgement import PairwiseJudgement, ScoreJudgement
@@ -33,6 +34,8 @@ __all__ = [
     "HELPFULNESS",
     "SUMMARIZATION",
     "AnswerTokens",
+    "BatchFileError",
+    "BatchSettings",
     "DataCollatorForSoftPreference",
     "JudgeClient",
     "JudgeError",
@@ -58,6 +61,7 @@ __all__ = [
     "TransformersScoreJudge",
     "alignment_metrics",
     "answer_distribution",
+    "cancel_batches",
     "judge_pairs_cached",
     "judge_reward_func",
     "label_preferences",
