@@ -10,7 +10,7 @@ from .batch import BatchFileError, BatchSettings, cancel_batches
 from .cached import judge_pairs_cached, score_cached
 from .callback import RLAIFLabelerCallback
 from .judgement import PairwiseJudgement, ScoreJudgement
-from .labeling import label_preferences, labeler_alignment
+from .labeling import label_preferences, labeler_alignment, write_batch_requests
 from .loss import soft_preference_loss
 from .openai_client import JudgeClient, JudgeError, JudgeRequestError, RequestStats
 from .openai_judge import OpenAIJudge, OpenAIScoreJudge
@@ -69,4 +69,5 @@ __all__ = [
     "resolve_answer_tokens",
     "score_cached",
     "soft_preference_loss",
+    "write_batch_requests",
 ]
