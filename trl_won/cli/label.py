@@ -36,16 +36,12 @@ EXAMPLES = """examples:
   trl-won label --judge_model_name_or_path Qwen/Qwen2.5-7B-Instruct --judge_base_url http://localhost:8000/v1 \\
       --dataset_name pairs.jsonl --judge_max_concurrency 64 --output_dir labels-served
 
-  # OpenAI's Batch API (half price, results within 24 h; rerun the same command after a crash to resume)
-  trl-won label --judge_model_name_or_path gpt-4o-mini --judge_batch_api --dataset_name pairs.jsonl \\
-      --output_dir labels-batch
-
-  # vLLM's offline runner: write the requests, run them, read the results back
+  # vLLM's offline runner (no server): write the request file of the pairs not labeled yet, then run
+  #   vllm run-batch -i requests.jsonl -o results.jsonl --model Qwen/Qwen2.5-7B-Instruct --max-logprobs 20
+  # and read the results back with the same command, --judge_batch_results results.jsonl instead of
+  # --judge_batch_file. OpenAI's Batch API (half price, within 24 h): --judge_batch_api. See docs/rlaif.md.
   trl-won label --judge_model_name_or_path Qwen/Qwen2.5-7B-Instruct --dataset_name pairs.jsonl \\
       --output_dir labels-vllm --judge_batch_file requests.jsonl
-  vllm run-batch -i requests.jsonl -o results.jsonl --model Qwen/Qwen2.5-7B-Instruct --max-logprobs 20
-  trl-won label --judge_model_name_or_path Qwen/Qwen2.5-7B-Instruct --dataset_name pairs.jsonl \\
-      --output_dir labels-vllm --judge_batch_results results.jsonl
 """
 
 
