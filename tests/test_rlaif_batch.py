@@ -6,7 +6,6 @@ import json
 import logging
 import math
 import secrets
-import shutil
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,7 @@ from trl_won.rlaif import (
     judge_pairs_cached,
     score_cached,
 )
-from trl_won.rlaif.batch import BatchFileError, BatchLabeler, cancel_batches
+from trl_won.rlaif.batch import BatchFileError, BatchLabeler, _Requests, cancel_batches
 
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -100,6 +99,21 @@ def test_batch_labels_equal_live_labels_bit_for_bit(tmp_path, endpoint, request)
     usage = store.batch_usage(judge.fingerprint)
     expected_prompt = sum(40 if endpoint == "completions" else 50 + len(request_text(x["body"])) % 7 for x in lines)
     assert usage == {"prompt_tokens": expected_prompt, "completion_tokens": 12, "lines": 12}
+
+
+def test_files_are_split_under_the_byte_limit(tmp_path):
+    with BatchServer(graded) as server:
+        judge = OpenAIJudge("judge", base_url=server.base_url, **QUICK)
+        live = label(judge, None)
+        lengths = sorted(len(json.dumps({"body": body})) for body in server.live_requests)
+        limit = 3 * (lengths[-1] + 200)  # about three lines per file
+        store = LabelStore(tmp_path / "labels.sqlite")
+        assert label(judge, store, BatchSettings(max_bytes_per_file=limit, **FAST)) == live
+        contents = [server.files[b.input_file_id]["content"] for b in server.batches.values()]
+    assert len(contents) >= 4 and all(len(content) <= limit for content in contents)
+    assert sum(len(content.splitlines()) for content in contents) == 12
+    with pytest.raises(BatchFileError, match="more than a batch file may hold"):
+        label(judge, LabelStore(tmp_path / "other.sqlite"), BatchSettings(max_bytes_per_file=100, **FAST))
 
 
 def test_score_batch_equals_live(tmp_path):
@@ -218,9 +232,6 @@ def test_a_batch_the_server_does_not_know_is_a_clear_error(tmp_path):
     with BatchServer(graded) as server:
         judge = OpenAIJudge("judge", base_url=server.base_url, **QUICK)
         other = LabelStore(tmp_path / "other.sqlite")
-        labeler = BatchLabeler(judge, other, BatchSettings(**FAST), "pairs")
-        from trl_won.rlaif.batch import _Requests
-
         requests = _Requests(judge, "pairs", list(zip(PROMPTS[:2], A[:2], B[:2])))
         ids = [cid for ids in requests.ids for cid in ids]
         other.record_batch_job(
@@ -233,7 +244,6 @@ def test_a_batch_the_server_does_not_know_is_a_clear_error(tmp_path):
         assert other.forget_batch("batch_gone") == 1
         judgements = judge_pairs_cached(judge, PROMPTS[:2], A[:2], B[:2], store=other, batch=BatchSettings(**FAST))
         assert all(j.probability is not None for j in judgements) and len(server.created) == 1
-        del labeler
 
 
 def test_the_api_key_never_reaches_the_store_files_logs_or_errors(tmp_path, monkeypatch, caplog):
@@ -380,4 +390,3 @@ def test_run_batch_files_refuse_the_exact_prompt_mode_and_chain_of_thought(tmp_p
         judge_pairs_cached(cot, ["Q"], ["a"], ["b"], store=store, batch=True)
     with pytest.raises(ValueError, match="needs a `store`"):
         judge_pairs_cached(fixture_judge(), ["Q"], ["a"], ["b"], batch=True)
-    shutil.rmtree(tmp_path / "unused", ignore_errors=True)

@@ -176,6 +176,22 @@ def test_a_version_1_store_is_upgraded_and_keeps_its_labels(tmp_path):
         assert connection.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("3",)
 
 
+def test_a_version_2_store_is_upgraded_to_version_3_in_place(tmp_path):
+    path = tmp_path / "labels.sqlite"
+    judged = PairwiseJudgement.from_orders(0.25, 0.625)
+    LabelStore(path).put_pairs("fp", ["p"], ["a"], ["b"], [judged])
+    with sqlite3.connect(path) as connection:  # back to what version 2 wrote: no batch tables
+        connection.execute("DROP TABLE batch_lines")
+        connection.execute("DROP TABLE batch_jobs")
+        connection.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+    store = LabelStore(path)
+    assert store.get_pairs("fp", ["p"], ["a"], ["b"]) == [judged]
+    store.record_batch_job("job", "fp", "file", "requests.jsonl", [("fp:key:s", "key")])
+    assert store.batch_lines(["fp:key:s"]) == {"fp:key:s": ("job", None, None)}
+    with sqlite3.connect(path) as connection:
+        assert connection.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("3",)
+
+
 def _damage_header(path):
     with open(path, "r+b") as f:
         f.write(b"\xde\xad" * 50)

@@ -156,7 +156,9 @@ class _Requests:
             self.keys = [key for key, _ in keys]
             self.requests = {cid: requests[2 * i + o] for i, ids in enumerate(self.ids) for o, cid in enumerate(ids)}
         else:
-            requests = judge.template.requests_for([p for p, _ in items], [c for _, c in items], False)
+            requests = judge.template.requests_for(
+                [p for p, _ in items], [c for _, c in items], judge.chain_of_thought
+            )
             self.keys = [content_key(*item) for item in items]
             self.ids = [[custom_id(self.fingerprint, key, "s")] for key in self.keys]
             self.requests = {ids[0]: requests[i] for i, ids in enumerate(self.ids)}
@@ -239,7 +241,6 @@ class BatchLabeler:
             return
         requests = _Requests(self.judge, self.kind, items)
         pending = set(range(len(items)))
-        _, parse = self.judge.route
 
         def deliver(final: bool) -> list[tuple[int, str]]:
             """Hand over the items whose lines all have answers; with `final`, also return `(item, reason)` of those
@@ -264,7 +265,7 @@ class BatchLabeler:
             return failed
 
         if self.settings.results_file is not None:
-            self.read_results_file(self.settings.results_file, requests)
+            self.read_results_file(self.settings.results_file)
             failed = deliver(final=True)
             failed = [(i, f"{reason} (from {self.settings.results_file})") for i, reason in failed]
         else:
@@ -562,7 +563,7 @@ class BatchLabeler:
             )
         return cid, _answer_of_line(data, parse, self.secret)
 
-    def read_results_file(self, path: str | os.PathLike, requests: _Requests | None = None) -> int:
+    def read_results_file(self, path: str | os.PathLike) -> int:
         """Check every line of a results file, then store its answers; return how many lines were stored.
 
         Refused, naming the file and line: a line that is not JSON (damaged or truncated file), a `custom_id` of
