@@ -89,7 +89,9 @@ def test_batch_labels_equal_live_labels_bit_for_bit(tmp_path, endpoint, request)
         json.dumps(body, sort_keys=True) for body in server.live_requests
     )
     assert {line["url"] for line in lines} == {"/v1/chat/completions" if endpoint == "chat" else "/v1/completions"}
-    assert all(line["custom_id"].startswith(judge.fingerprint + ":") for line in lines)
+    assert all(
+        line["custom_id"].startswith(judge.fingerprint[:12] + ":") and len(line["custom_id"]) <= 64 for line in lines
+    )
     # Stored labels read back equal (the order each pair was judged in is kept), and a rerun sends nothing.
     assert store.get_pairs(judge.fingerprint, PROMPTS, A, B) == live
     with BatchServer(graded) as server:
@@ -368,9 +370,12 @@ def test_results_files_that_cannot_be_read_are_refused_by_name(tmp_path):
     other = fixture_judge()
     other.top_logprobs = 5
     refused(
-        line(ids[0].replace(judge.fingerprint, other.fingerprint)), "line 1", "another fingerprint", judge.fingerprint
+        line(ids[0].replace(judge.fingerprint[:12], other.fingerprint[:12])),
+        "line 1",
+        "another fingerprint",
+        judge.fingerprint,
     )
-    unknown = ids[0].rsplit(":", 2)[0] + ":" + "0" * 64 + ":00"
+    unknown = ids[0].rsplit(":", 2)[0] + ":" + "0" * 40 + ":00"
     refused(line(unknown), "line 1", "is in no request file written into the label store")
     refused(line("request-1"), "from no trl_won request file")
     assert store.count() == 0 and all(v[1] is None for v in store.batch_lines(ids).values())  # nothing half-read

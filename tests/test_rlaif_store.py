@@ -187,7 +187,7 @@ def test_a_version_2_store_is_upgraded_to_version_3_in_place(tmp_path):
     store = LabelStore(path)
     assert store.get_pairs("fp", ["p"], ["a"], ["b"]) == [judged]
     store.record_batch_job("job", "fp", "file", "requests.jsonl", [("fp:key:s", "key")])
-    assert store.batch_lines(["fp:key:s"]) == {"fp:key:s": ("job", None, None)}
+    assert store.batch_lines(["fp:key:s"]) == {"fp:key:s": ("job", None, None, "fp")}
     with sqlite3.connect(path) as connection:
         assert connection.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("3",)
 

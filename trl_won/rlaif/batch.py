@@ -4,9 +4,11 @@
 A served judge ([`OpenAIJudge`], [`OpenAIScoreJudge`]) writes exactly the requests it sends live (both orders of each
 pair, the local judge's exact prompt with a `tokenizer`, log-probabilities): the bodies come from the judge's own
 `answer_request`, and each answer is read by the live path's `read_answer` and the judge's own parser, so batch
-labels equal live labels bit for bit. Each request line's `custom_id` is `{fingerprint}:{content key}:{part}`: the
-judge's fingerprint, the label store's key of the pair (or completion), and for a pair whether it was judged in the
-key's order or reversed and which order the line shows (`"00"`, `"01"`, `"10"`, `"11"`); `"s"` for a score.
+labels equal live labels bit for bit. Each request line's `custom_id` is `{fingerprint}:{key}:{part}`, 56
+characters (short enough for any provider's limit): the first 12 hex digits of the judge's fingerprint, the first 40
+of the label store's key of the pair (or completion), and for a pair whether it was judged in the key's order or
+reversed and which order the line shows (`"00"`, `"01"`, `"10"`, `"11"`); `"s"` for a score. The store keeps each
+line's full fingerprint and key.
 
 Crash safety rests on the [`LabelStore`]: a batch job and its `custom_id`s are recorded before the file is uploaded,
 the file id right after the upload, the batch id right after the batch is created (and a batch created by a process
@@ -108,7 +110,7 @@ class BatchSettings:
 
 def custom_id(fingerprint: str, key: str, part: str) -> str:
     """A request line's `custom_id`: judge fingerprint, label key and part (see the module's docstring)."""
-    return f"{fingerprint}:{key}:{part}"
+    return f"{fingerprint[:12]}:{key[:40]}:{part}"
 
 
 def split_custom_id(value: Any) -> tuple[str, str, str] | None:
@@ -584,7 +586,7 @@ class BatchLabeler:
                     continue
                 cid, row = self._result_row(f"The batch results file {path}", number, text, parse)
                 parts = split_custom_id(cid)
-                if parts is None or parts[0] != fingerprint:
+                if parts is None or parts[0] != fingerprint[:12]:
                     owner = "a judge of another fingerprint" if parts else "no trl_won request file"
                     raise BatchFileError(
                         f"The batch results file {path}, line {number}: custom_id {cid[:160]!r} is from {owner} "
@@ -599,7 +601,7 @@ class BatchLabeler:
                 seen[cid] = number
                 rows.append((cid, *row))
         known = self.store.batch_lines(list(seen))
-        unknown = [cid for cid in seen if cid not in known]
+        unknown = [cid for cid in seen if cid not in known or known[cid][3] != fingerprint]
         if unknown:
             raise BatchFileError(
                 f"The batch results file {path}, line {seen[unknown[0]]}: custom_id {unknown[0]} is in no request "

@@ -444,15 +444,17 @@ class LabelStore:
         return [dict(zip(BATCH_JOB_COLUMNS, row, strict=True)) for row in rows]
 
     @_reports_damage
-    def batch_lines(self, custom_ids: Sequence[str]) -> dict[str, tuple[str, str | None, str | None]]:
-        """`custom_id -> (job_key, answer, error)` of the recorded lines among `custom_ids`."""
+    def batch_lines(self, custom_ids: Sequence[str]) -> dict[str, tuple[str, str | None, str | None, str]]:
+        """`custom_id -> (job_key, answer, error, fingerprint)` of the recorded lines among `custom_ids`."""
         found: dict[str, tuple] = {}
         unique = list(dict.fromkeys(custom_ids))
         connection = self._connection()
         for start in range(0, len(unique), 500):
             chunk = unique[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            query = f"SELECT custom_id, job_key, answer, error FROM batch_lines WHERE custom_id IN ({marks})"
+            query = (
+                f"SELECT custom_id, job_key, answer, error, fingerprint FROM batch_lines WHERE custom_id IN ({marks})"
+            )
             for row in connection.execute(query, chunk):
                 found[row[0]] = tuple(row[1:])
         return found
