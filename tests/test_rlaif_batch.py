@@ -225,6 +225,30 @@ def test_cancelled_batches_keep_what_ran(tmp_path):
     assert any("was cancelled before this request ran" in (j.reason or "") for j in judgements)
 
 
+def test_a_damaged_output_file_is_a_clear_error_and_a_rerun_downloads_it_again(tmp_path):
+    store = LabelStore(tmp_path / "labels.sqlite")
+    plans = [Plan(cut_output=True)]
+    with BatchServer(graded, plan=lambda i, lines: plans[i] if i < len(plans) else Plan()) as server:
+        judge = OpenAIJudge("judge", base_url=server.base_url, **QUICK)
+        with pytest.raises(BatchFileError) as error:
+            label(judge, store, BatchSettings(**FAST))
+        message = str(error.value)
+        assert message.startswith("The results file file-1 of batch batch_0, line 12: not JSON")
+        assert "run again to download it again" in message
+        kept = sum(state[1] is not None for state in store.batch_lines(_all_ids(judge)).values())
+        assert kept == 11  # the lines before the damaged one are stored
+        # The server serves a complete file (as after a cut-off download): the rerun resumes the same batch.
+        server.batches["batch_0"].plan = Plan()
+        server._run(server.batches["batch_0"], None)
+        labels = label(judge, store, BatchSettings(**FAST))
+        assert len(server.created) == 1 and all(j.probability is not None for j in labels)
+
+
+def _all_ids(judge):
+    requests = _Requests(judge, "pairs", list(zip(PROMPTS[:6], A[:6], B[:6])))
+    return [cid for ids in requests.ids for cid in ids]
+
+
 def test_a_batch_the_server_does_not_know_is_a_clear_error(tmp_path):
     store = LabelStore(tmp_path / "labels.sqlite")
     with BatchServer(graded) as server:

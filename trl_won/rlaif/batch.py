@@ -496,7 +496,14 @@ class BatchLabeler:
                     for number, text in enumerate(response.iter_lines(), start=1):
                         if not text.strip():
                             continue
-                        cid, row = self._result_row(f"file {file_id} of batch {batch.id}", number, text, parse)
+                        cid, row = self._result_row(
+                            f"The results file {file_id} of batch {batch.id}",
+                            number,
+                            text,
+                            parse,
+                            "The download was cut off or the server's file is damaged: run again to download it "
+                            "again (the lines stored so far are kept).",
+                        )
                         if cid not in expected:
                             raise BatchFileError(
                                 f"Line {number} of file {file_id} of batch {batch.id} answers custom_id {cid}, which "
@@ -548,15 +555,15 @@ class BatchLabeler:
 
     # ----------------------------------------------------------------------------------------------- files
 
-    def _result_row(self, where: str, number: int, text: str, parse: Callable) -> tuple[str, tuple]:
+    def _result_row(self, where: str, number: int, text: str, parse: Callable, fix: str = "") -> tuple[str, tuple]:
         try:
             data = json.loads(text)
         except ValueError:
-            raise BatchFileError(
-                f"{where}, line {number}: not JSON ({text[:80]!r}...). The file is damaged or truncated (a run-batch "
-                "that was stopped?): run it again to rewrite the file, or delete that line (its requests are sent "
-                "again by the next run)."
-            ) from None
+            fix = fix or (
+                "The file is damaged or truncated (a run-batch that was stopped?): run it again to rewrite the file, "
+                "or delete that line (its request is sent again by the next request file)."
+            )
+            raise BatchFileError(f"{where}, line {number}: not JSON ({text[:80]!r}...). {fix}") from None
         cid = data.get("custom_id") if isinstance(data, dict) else None
         if not isinstance(cid, str):
             raise BatchFileError(
