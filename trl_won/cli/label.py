@@ -149,7 +149,10 @@ def main(args: LabelArguments, judge_args: JudgeArguments, dataset_args: Dataset
         judge_args = dataclasses.replace(judge_args, judge_base_url=OFFLINE_URL)
     if args.judge_batch_api and judge_args.judge_base_url is None:  # the Batch API is a served judge's: OpenAI's
         judge_args = dataclasses.replace(judge_args, judge_base_url=os.environ.get("OPENAI_BASE_URL") or OPENAI_API)
-    judge = make_judge(judge_args)
+    try:
+        judge = make_judge(judge_args)
+    except ValueError as error:  # a setting the judge refuses (e.g. OpenAI's API without a key)
+        raise UsageError(str(error)) from None
     batch = _batch_settings(args, judge, offline)
     os.makedirs(args.output_dir, exist_ok=True)
     store = LabelStore(os.path.join(args.output_dir, "labels.sqlite"))
