@@ -64,6 +64,7 @@ class BatchServer:
         self.batches: dict[str, _Batch] = {}
         self.created: list[str] = []  # batch ids in creation order
         self.live_requests: list[dict] = []
+        self.create_error: tuple[int, str] | None = None  # (status, message) answered to every batch create
         self.headers: list[dict] = []
         self.lock = threading.RLock()
         server = self
@@ -155,6 +156,8 @@ class BatchServer:
                     return self._upload(raw)
                 if path == "/v1/batches":
                     body = json.loads(raw)
+                    if server.create_error is not None:
+                        return self._send(server.create_error[0], {"error": {"message": server.create_error[1]}})
                     if body["input_file_id"] not in server.files:
                         return self._send(400, {"error": {"message": "No such file"}})
                     batch = server.create(body)

@@ -14,6 +14,7 @@ from rlaif_server import Reply, chat_body, completion_body, request_text, sectio
 
 from trl_won.rlaif import (
     BatchSettings,
+    JudgeError,
     LabelStore,
     OpenAIJudge,
     OpenAIScoreJudge,
@@ -292,6 +293,12 @@ def test_the_api_key_never_reaches_the_store_files_logs_or_errors(tmp_path, monk
         judgements = label(judge, store, BatchSettings(**FAST))
         assert all(h.get("authorization") == f"Bearer {key}" for h in server.headers)  # the key was used
         uploaded = b"".join(f["content"] for f in server.files.values() if f["purpose"] == "batch")
+        # A refusal of the Batch API itself that quotes the key: the error shows the server's message, scrubbed.
+        server.create_error = (400, f"Invalid request from key {key}")
+        with pytest.raises(JudgeError) as error:
+            judge_pairs_cached(judge, ["new?"], ["x"], ["y"], store=store, batch=BatchSettings(**FAST))
+    assert "refused to create the batch (HTTP 400)" in str(error.value) and "key ***" in str(error.value)
+    assert key not in str(error.value)
     assert "HTTP 401: bad key ***" in judgements[1].reason
     assert key.encode() not in uploaded
     assert key not in caplog.text and key not in repr(judgements)
