@@ -119,6 +119,19 @@ def test_files_are_split_under_the_byte_limit(tmp_path):
         label(judge, LabelStore(tmp_path / "other.sqlite"), BatchSettings(max_bytes_per_file=100, **FAST))
 
 
+def test_polling_backs_off_up_to_its_limit(tmp_path, monkeypatch):
+    import trl_won.rlaif.batch as batch_module
+
+    slept = []
+    monkeypatch.setattr(batch_module.time, "sleep", slept.append)  # records the intervals instead of waiting
+    with BatchServer(graded) as server:
+        judge = OpenAIJudge("judge", base_url=server.base_url, **QUICK)
+        settings = BatchSettings(poll_interval=1.0, poll_backoff=2.0, max_poll_interval=1.5, show_progress=False)
+        label(judge, LabelStore(tmp_path / "labels.sqlite"), settings)
+    # Created "validating"; looked at: in_progress, finalizing (a wait after each), completed. 2.0 is capped at 1.5.
+    assert slept == [1.0, 1.5]
+
+
 def test_score_batch_equals_live(tmp_path):
     prompts, completions = PROMPTS[:5], A[:5]
     with BatchServer(graded) as server:
