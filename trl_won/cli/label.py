@@ -36,12 +36,10 @@ EXAMPLES = """examples:
   trl-won label --judge_model_name_or_path Qwen/Qwen2.5-7B-Instruct --judge_base_url http://localhost:8000/v1 \\
       --dataset_name pairs.jsonl --judge_max_concurrency 64 --output_dir labels-served
 
-  # vLLM's offline runner (no server): write the request file of the pairs not labeled yet, then run
-  #   vllm run-batch -i requests.jsonl -o results.jsonl --model Qwen/Qwen2.5-7B-Instruct --max-logprobs 20
-  # and read the results back with the same command, --judge_batch_results results.jsonl instead of
-  # --judge_batch_file. OpenAI's Batch API (half price, within 24 h): --judge_batch_api. See docs/rlaif.md.
-  trl-won label --judge_model_name_or_path Qwen/Qwen2.5-7B-Instruct --dataset_name pairs.jsonl \\
-      --output_dir labels-vllm --judge_batch_file requests.jsonl
+  # labels through batch files (see docs/rlaif.md): OpenAI's Batch API (half price, within 24 h) with
+  #   --judge_batch_api; vLLM's offline runner with --judge_batch_file requests.jsonl (writes it and exits), then
+  #   vllm run-batch -i requests.jsonl -o results.jsonl --model Qwen/Qwen2.5-7B-Instruct
+  # and the same command with --judge_batch_results results.jsonl instead of --judge_batch_file.
 """
 
 
