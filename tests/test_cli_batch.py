@@ -52,6 +52,8 @@ def test_label_through_the_batch_api_equals_the_live_run(tmp_path, capsys):
     summary = json.loads(output[: output.rindex("}") + 1])
     assert summary["batch"]["batches"] == 3 and summary["batch"]["tokens"]["lines"] == 8
     assert summary["batch"]["tokens"]["completion_tokens"] == 8
+    assert summary["label_tokens"]["labels"] == 4 and summary["label_tokens"]["completion_tokens"] == 8
+    assert summary["label_tokens"]["prompt_tokens"] == summary["batch"]["tokens"]["prompt_tokens"]
     assert rows(tmp_path / "batch" / "preferences.jsonl") == rows(tmp_path / "live" / "preferences.jsonl")
 
 

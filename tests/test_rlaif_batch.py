@@ -84,6 +84,9 @@ def test_batch_labels_equal_live_labels_bit_for_bit(tmp_path, endpoint, request)
             for x in server.files[b.input_file_id]["content"].splitlines()
         ]
     assert batched == live  # dataclass equality: every float equal
+    # Each label's cost: both orders' usage, the same live and batched (not part of equality, so checked here).
+    costs = [(j.prompt_tokens, j.completion_tokens) for j in batched]
+    assert costs == [(j.prompt_tokens, j.completion_tokens) for j in live] and all(c[1] == 2 for c in costs)
     assert len({j.probability for j in batched[:6]}) == 6 and batched[6] == batched[0].swapped()
     # The bodies are the live requests', sent to the same endpoint.
     assert sorted(json.dumps(line["body"], sort_keys=True) for line in lines) == sorted(
@@ -102,6 +105,10 @@ def test_batch_labels_equal_live_labels_bit_for_bit(tmp_path, endpoint, request)
     usage = store.batch_usage(judge.fingerprint)
     expected_prompt = sum(40 if endpoint == "completions" else 50 + len(request_text(x["body"])) % 7 for x in lines)
     assert usage == {"prompt_tokens": expected_prompt, "completion_tokens": 12, "lines": 12}
+    assert store.usage(judge.fingerprint) == {"prompt_tokens": expected_prompt, "completion_tokens": 12, "labels": 6}
+    assert LabelStore(tmp_path / "live.sqlite").usage(judge.fingerprint) == store.usage(judge.fingerprint)
+    stored = store.get_pairs(judge.fingerprint, PROMPTS, A, B)
+    assert [(j.prompt_tokens, j.completion_tokens) for j in stored] == costs
 
 
 def test_files_are_split_under_the_byte_limit(tmp_path):

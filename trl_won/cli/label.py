@@ -180,6 +180,7 @@ def main(args: LabelArguments, judge_args: JudgeArguments, dataset_args: Dataset
         "mean_soft_label": sum(labeled["soft_label"]) / max(1, len(labeled)),
         "position_consistency": sum(bool(c) for c in labeled["position_consistent"]) / max(1, len(labeled)),
         "stored_labels": store.count(judge.fingerprint),
+        "label_tokens": store.usage(judge.fingerprint),
     }
     if hasattr(judge, "stats"):
         summary["requests"] = judge.stats.as_dict()

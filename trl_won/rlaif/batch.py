@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from ..errors import TrlWonError
 from .cached import _LabelWriter
 from .judgement import PairwiseJudgement, ScoreJudgement
-from .openai_client import ChatResult, JudgeError, read_answer, sanitize_url, scrub, usage_of
+from .openai_client import ChatResult, JudgeError, read_answer, sanitize_url, scrub
 from .store import LabelStore, content_key, pair_key
 
 
@@ -195,7 +195,8 @@ def _answer_of_line(data: dict, parse: Callable, secret: str | None) -> tuple[st
         except ValueError as error:
             return None, str(error), 0, 0
         stored = {"content": result.content, "top_logprobs": result.top_logprobs}
-        return json.dumps(stored), None, *usage_of(answer)
+        stored.update(prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens)
+        return json.dumps(stored), None, result.prompt_tokens, result.completion_tokens
     message = _error_message(data.get("error")) or _error_message(body) or "no answer"
     prefix = f"HTTP {status}: " if status is not None else ""
     return None, scrub(f"{prefix}{message}", secret)[:500], 0, 0

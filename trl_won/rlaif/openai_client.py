@@ -93,12 +93,16 @@ class ChatResult:
             server returned none.
         error (`str` or `None`): Why there is no answer.
         final (`bool`): `False` when a later attempt might succeed (such results are never stored).
+        prompt_tokens (`int`): Prompt tokens of the answer's `usage` (0 when absent).
+        completion_tokens (`int`): Completion tokens of the answer's `usage` (0 when absent).
     """
 
     content: str | None = None
     top_logprobs: dict[str, float] | None = None
     error: str | None = None
     final: bool = True
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
 
 
 def sanitize_url(url: str) -> str:
@@ -196,6 +200,7 @@ def read_answer(text: str, parse: Callable[[Any], ChatResult], secret: str | Non
         raise ValueError(scrub(f"the server's answer is not a completion ({error}): {text[:200]!r}", secret)) from None
     if result.content is not None:
         result.content = scrub(result.content, secret)
+    result.prompt_tokens, result.completion_tokens = usage_of(data)
     return result, data
 
 

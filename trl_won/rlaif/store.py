@@ -32,7 +32,8 @@ from .judgement import PairwiseJudgement, ScoreJudgement
 
 
 # 2: `judged_reversed` keeps the order a pair was judged in (version 1 stored every pair swapped to its key's order).
-# 3: `batch_jobs` and `batch_lines`, the judge's batch files (OpenAI's Batch API, vLLM's run-batch).
+# 3: `batch_jobs` and `batch_lines`, the judge's batch files (OpenAI's Batch API, vLLM's run-batch), and the tokens
+#    each label cost (`prompt_tokens`, `completion_tokens`).
 SCHEMA_VERSION = 3
 
 _SCHEMA = """
@@ -53,6 +54,8 @@ CREATE TABLE IF NOT EXISTS pairwise_labels (
     rationale_second TEXT,
     created_at REAL NOT NULL,
     judged_reversed INTEGER NOT NULL DEFAULT 0,
+    prompt_tokens INTEGER,
+    completion_tokens INTEGER,
     PRIMARY KEY (fingerprint, content_key)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS score_labels (
@@ -63,6 +66,8 @@ CREATE TABLE IF NOT EXISTS score_labels (
     reason TEXT,
     rationale TEXT,
     created_at REAL NOT NULL,
+    prompt_tokens INTEGER,
+    completion_tokens INTEGER,
     PRIMARY KEY (fingerprint, content_key)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS batch_jobs (
@@ -209,7 +214,12 @@ class LabelStore:
                     connection.execute(
                         "ALTER TABLE pairwise_labels ADD COLUMN judged_reversed INTEGER NOT NULL DEFAULT 0"
                     )
-                # Version 3 only adds the batch tables, created above.
+                # Version 3 adds the batch tables, created above, and the tokens of each label.
+                for table in ("pairwise_labels", "score_labels"):
+                    present = {row[1] for row in connection.execute(f"PRAGMA table_info({table})")}
+                    for column in ("prompt_tokens", "completion_tokens"):
+                        if column not in present:  # a table created above already has it
+                            connection.execute(f"ALTER TABLE {table} ADD COLUMN {column} INTEGER")
                 connection.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
             elif row[0] != str(SCHEMA_VERSION):
                 raise ValueError(
@@ -281,6 +291,8 @@ class LabelStore:
                 reason=row[3],
                 rationale_a_first=row[4],
                 rationale_a_second=row[5],
+                prompt_tokens=row[7],
+                completion_tokens=row[8],
             )
             # Swapped only when asked in the other order than it was judged in: the judged order reads back exactly.
             results.append(judgement.swapped() if flipped != bool(row[6]) else judgement)
@@ -317,13 +329,15 @@ class LabelStore:
                     judgement.rationale_a_second,
                     now,
                     int(flipped),
+                    judgement.prompt_tokens,
+                    judgement.completion_tokens,
                 )
             )
         with self._write() as connection:
             connection.executemany(
                 "INSERT INTO pairwise_labels (fingerprint, content_key, probability, probability_first, "
-                "probability_second, reason, rationale_first, rationale_second, created_at, judged_reversed) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                "probability_second, reason, rationale_first, rationale_second, created_at, judged_reversed, "
+                "prompt_tokens, completion_tokens) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 rows,
             )
         return len(rows)
@@ -339,7 +353,12 @@ class LabelStore:
             None
             if key not in rows
             else ScoreJudgement(
-                score=rows[key][0], expected_score=rows[key][1], reason=rows[key][2], rationale=rows[key][3]
+                score=rows[key][0],
+                expected_score=rows[key][1],
+                reason=rows[key][2],
+                rationale=rows[key][3],
+                prompt_tokens=rows[key][4],
+                completion_tokens=rows[key][5],
             )
             for key in keys
         ]
@@ -358,13 +377,26 @@ class LabelStore:
             if j.final:
                 _check_range([j.score], -1.0, "score")
         rows = [
-            (fingerprint, content_key(p, c), j.score, j.expected_score, j.reason, j.rationale, now)
+            (
+                fingerprint,
+                content_key(p, c),
+                j.score,
+                j.expected_score,
+                j.reason,
+                j.rationale,
+                now,
+                j.prompt_tokens,
+                j.completion_tokens,
+            )
             for p, c, j in zip(prompts, completions, judgements, strict=True)
             if j.final
         ]
         with self._write() as connection:
             connection.executemany(
-                "INSERT INTO score_labels VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", rows
+                "INSERT INTO score_labels (fingerprint, content_key, score, expected_score, reason, rationale, "
+                "created_at, prompt_tokens, completion_tokens) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT DO NOTHING",
+                rows,
             )
         return len(rows)
 
@@ -478,6 +510,23 @@ class LabelStore:
             )
 
     @_reports_damage
+    def usage(self, fingerprint: str, kind: str = "pairwise") -> dict[str, int]:
+        """Tokens the stored labels of a judge cost, live or batch (`usage` of its answers):
+        `{"prompt_tokens": ..., "completion_tokens": ..., "labels": ...}`, `labels` counting those whose cost is
+        known."""
+        table = {"pairwise": "pairwise_labels", "score": "score_labels"}[kind]
+        row = (
+            self._connection()
+            .execute(
+                f"SELECT COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0), COUNT(prompt_tokens) "
+                f"FROM {table} WHERE fingerprint = ?",
+                (fingerprint,),
+            )
+            .fetchone()
+        )
+        return {"prompt_tokens": int(row[0]), "completion_tokens": int(row[1]), "labels": int(row[2])}
+
+    @_reports_damage
     def batch_usage(self, fingerprint: str, content_keys: Sequence[str] | None = None) -> dict[str, int]:
         """Tokens the answered batch lines cost (of these labels' `content_keys`, else of every label of the
         judge): `{"prompt_tokens": ..., "completion_tokens": ..., "lines": ...}`."""
@@ -501,8 +550,8 @@ class LabelStore:
     def _fetch(self, table: str, fingerprint: str, keys: Sequence[str]) -> dict[str, tuple]:
         columns = {
             "pairwise_labels": "probability, probability_first, probability_second, reason, rationale_first, "
-            "rationale_second, judged_reversed",
-            "score_labels": "score, expected_score, reason, rationale",
+            "rationale_second, judged_reversed, prompt_tokens, completion_tokens",
+            "score_labels": "score, expected_score, reason, rationale, prompt_tokens, completion_tokens",
         }[table]
         found: dict[str, tuple] = {}
         unique = list(dict.fromkeys(keys))
