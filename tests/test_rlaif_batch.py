@@ -367,19 +367,15 @@ def test_a_hand_written_vllm_results_file_reads_back(tmp_path):
     store = LabelStore(tmp_path / "labels.sqlite")
     labeler = BatchLabeler(judge, store, BatchSettings(), "pairs")
     requests_file = tmp_path / "requests.jsonl"
-    pairs = [("What is 2+2?", " 4", " 5"), ("Name a color.", " Blue.", " Seven.")]
-    assert labeler.write_request_file(pairs, requests_file) == 4
+    pairs = [("What is 2+2?", " 4", " 5"), ("Name a color.", " Blue.", " Seven."), ("Say hi.", " Hi!", " No.")]
+    assert labeler.write_request_file(pairs, requests_file) == 6
     ids = [json.loads(line)["custom_id"] for line in requests_file.read_text().splitlines()]
     template = (FIXTURES / "vllm_run_batch_results.jsonl").read_text()
     # The fixture's custom_ids stand for this judge's first four lines (the fingerprint changes with the package).
     results = tmp_path / "results.jsonl"
-    results.write_text(
-        template.replace("{fingerprint}", judge.fingerprint)
-        .replace("{id0}", ids[0])
-        .replace("{id1}", ids[1])
-        .replace("{id2}", ids[2])
-        .replace("{id3}", ids[3])
-    )
+    for i, cid in enumerate(ids):
+        template = template.replace(f"{{id{i}}}", cid)
+    results.write_text(template)
     judgements = judge_pairs_cached(judge, *zip(*pairs), store=store, batch=BatchSettings(results_file=results))
     first = judgements[0]
     # Line 1: "1" at logprob -0.105 and "2" at -2.303; line 2 (pair shown swapped): "2" at -0.223, "1" at -1.609.
@@ -389,7 +385,13 @@ def test_a_hand_written_vllm_results_file_reads_back(tmp_path):
     assert first.probability_a_second == pytest.approx(p_second, rel=1e-12)
     assert judgements[1].probability is None and "HTTP 400" in judgements[1].reason
     assert "maximum context length" in judgements[1].reason
-    assert store.batch_usage(judge.fingerprint) == {"prompt_tokens": 2 * 183 + 179, "completion_tokens": 3, "lines": 3}
+    # Line 5: a newer vLLM's error object ({"error": {"message", "type", "code"}}).
+    assert judgements[2].probability is None and "HTTP 400: The model `judge` does not exist." in judgements[2].reason
+    assert store.batch_usage(judge.fingerprint) == {
+        "prompt_tokens": 2 * 183 + 2 * 179,
+        "completion_tokens": 4,
+        "lines": 4,
+    }
 
 
 def test_results_files_that_cannot_be_read_are_refused_by_name(tmp_path):
