@@ -371,7 +371,7 @@ def test_a_hand_written_vllm_results_file_reads_back(tmp_path):
     assert labeler.write_request_file(pairs, requests_file) == 6
     ids = [json.loads(line)["custom_id"] for line in requests_file.read_text().splitlines()]
     template = (FIXTURES / "vllm_run_batch_results.jsonl").read_text()
-    # The fixture's custom_ids stand for this judge's first four lines (the fingerprint changes with the package).
+    # The fixture's custom_ids stand for this judge's six lines (the fingerprint changes with the package).
     results = tmp_path / "results.jsonl"
     for i, cid in enumerate(ids):
         template = template.replace(f"{{id{i}}}", cid)
