@@ -65,6 +65,7 @@ class BatchServer:
         self.created: list[str] = []  # batch ids in creation order
         self.live_requests: list[dict] = []
         self.create_error: tuple[int, str] | None = None  # (status, message) answered to every batch create
+        self.lost_create_answers = 0  # how many batch creates get no answer (the connection is closed)
         self.headers: list[dict] = []
         self.lock = threading.RLock()
         server = self
@@ -162,6 +163,10 @@ class BatchServer:
                         return self._send(400, {"error": {"message": "No such file"}})
                     batch = server.create(body)
                     server.hook("create", batch.id)
+                    if server.lost_create_answers > 0:  # the batch exists, but its answer is lost on the way
+                        server.lost_create_answers -= 1
+                        self.close_connection = True
+                        return None
                     return self._send(200, server.batch_json(batch))
                 if path.startswith("/v1/batches/") and path.endswith("/cancel"):
                     batch = server.batches.get(path.split("/")[3])

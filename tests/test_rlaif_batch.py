@@ -139,6 +139,19 @@ def test_polling_backs_off_up_to_its_limit(tmp_path, monkeypatch):
     assert slept == [1.0, 1.5]
 
 
+def test_a_create_whose_answer_is_lost_is_found_not_repeated(tmp_path, monkeypatch):
+    import trl_won.rlaif.batch as batch_module
+
+    monkeypatch.setattr(batch_module.time, "sleep", lambda seconds: None)
+    with BatchServer(graded) as server:
+        judge = OpenAIJudge("judge", base_url=server.base_url, **QUICK)
+        live = label(judge, None)
+        server.lost_create_answers = 1
+        batched = label(judge, LabelStore(tmp_path / "labels.sqlite"), BatchSettings(**FAST))
+        assert server.lost_create_answers == 0 and len(server.created) == 1  # found by its metadata, not created again
+    assert batched == live
+
+
 def test_score_batch_equals_live(tmp_path):
     prompts, completions = PROMPTS[:5], A[:5]
     with BatchServer(graded) as server:
