@@ -152,6 +152,21 @@ def test_a_create_whose_answer_is_lost_is_found_not_repeated(tmp_path, monkeypat
     assert batched == live
 
 
+def test_one_batch_run_per_store_at_a_time(tmp_path):
+    import fcntl
+
+    store = LabelStore(tmp_path / "labels.sqlite")
+    with open(f"{store.path}.batch-lock", "a") as held:  # another process's run, as far as the lock goes
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+        with BatchServer(graded) as server:
+            judge = OpenAIJudge("judge", base_url=server.base_url, **QUICK)
+            with pytest.raises(BatchFileError, match="Another process is labeling through batches"):
+                label(judge, store, BatchSettings(**FAST))
+            assert not server.files and not server.created
+            fcntl.flock(held.fileno(), fcntl.LOCK_UN)
+            assert all(j.probability is not None for j in label(judge, store, BatchSettings(**FAST)))
+
+
 def test_score_batch_equals_live(tmp_path):
     prompts, completions = PROMPTS[:5], A[:5]
     with BatchServer(graded) as server:

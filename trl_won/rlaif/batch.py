@@ -17,6 +17,7 @@ are stored as they are downloaded. A rerun resumes the batches it already paid f
 already labeled are never sent.
 """
 
+import contextlib
 import json
 import logging
 import os
@@ -239,9 +240,12 @@ class BatchLabeler:
 
     def stream(self, *arguments) -> None:
         *columns, on_judged, chunk_size = arguments
-        items = list(zip(*columns, strict=True))
-        if not items:
+        if not columns or not columns[0]:
             return
+        with _exclusive(self.store):
+            self._stream(list(zip(*columns, strict=True)), on_judged, chunk_size)
+
+    def _stream(self, items: list[tuple], on_judged: Callable, chunk_size: int) -> None:
         requests = _Requests(self.judge, self.kind, items)
         pending = set(range(len(items)))
 
@@ -643,6 +647,31 @@ class BatchLabeler:
         os.replace(temporary, path)
         self.store.update_batch_job(job_key, state="written")
         return len(ids)
+
+
+@contextlib.contextmanager
+def _exclusive(store: LabelStore):
+    """Hold the store's batch lock (`{store}.batch-lock`) for a batch labeling run: two processes planning batches on
+    one store at once could both submit the same requests. The lock dies with its process (a crash frees it)."""
+    try:
+        import fcntl
+    except ImportError:  # no advisory locks on this platform: one batch run per store is up to the user
+        yield
+        return
+    path = Path(f"{store.path}.batch-lock")
+    with open(path, "a") as file:
+        try:
+            fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise BatchFileError(
+                f"Another process is labeling through batches with the label store {store.path} (it holds {path}). "
+                "Wait for it to finish (it resumes and finishes every batch it submitted), or label into another "
+                "store."
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(file.fileno(), fcntl.LOCK_UN)
 
 
 def cancel_batches(judge: Any, store: LabelStore) -> list[str]:
