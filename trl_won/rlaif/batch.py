@@ -5,7 +5,7 @@ A served judge ([`OpenAIJudge`], [`OpenAIScoreJudge`]) writes exactly the reques
 pair, the local judge's exact prompt with a `tokenizer`, log-probabilities): the bodies come from the judge's own
 `answer_request`, and each answer is read by the live path's `read_answer` and the judge's own parser, so batch
 labels equal live labels bit for bit. Each request line's `custom_id` is `{fingerprint}:{key}:{part}`, 56
-characters (short enough for any provider's limit): the first 12 hex digits of the judge's fingerprint, the first 40
+characters (within the 64 that some batch APIs allow): the first 12 hex digits of the judge's fingerprint, the first 40
 of the label store's key of the pair (or completion), and for a pair whether it was judged in the key's order or
 reversed and which order the line shows (`"00"`, `"01"`, `"10"`, `"11"`); `"s"` for a score. The store keeps each
 line's full fingerprint and key.
