@@ -3,6 +3,7 @@ import re
 import shutil
 import sqlite3
 import subprocess
+from dataclasses import replace
 
 import pytest
 from rlaif_helpers import LengthJudge, LengthScorer
@@ -172,7 +173,44 @@ def test_a_version_1_store_is_upgraded_and_keeps_its_labels(tmp_path):
     store.put_pairs("fp", ["q"], ["a"], ["b"], [judged])
     assert store.get_pairs("fp", ["q"], ["a"], ["b"]) == [judged]
     with sqlite3.connect(path) as connection:
-        assert connection.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("2",)
+        # Upgraded to the current version (3 added the batch tables).
+        assert connection.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("3",)
+
+
+def test_a_version_2_store_is_upgraded_to_version_3_in_place(tmp_path):
+    path = tmp_path / "labels.sqlite"
+    judged = PairwiseJudgement.from_orders(0.25, 0.625)
+    key, flipped = pair_key("p", "a", "b")
+    with sqlite3.connect(path) as connection:  # what version 2 wrote: no batch tables, no tokens
+        connection.executescript(
+            """
+            CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+            INSERT INTO meta VALUES ('schema_version', '2');
+            CREATE TABLE pairwise_labels (
+                fingerprint TEXT NOT NULL, content_key TEXT NOT NULL, probability REAL, probability_first REAL,
+                probability_second REAL, reason TEXT, rationale_first TEXT, rationale_second TEXT,
+                created_at REAL NOT NULL, judged_reversed INTEGER NOT NULL DEFAULT 0,
+                PRIMARY KEY (fingerprint, content_key)
+            ) WITHOUT ROWID;
+            CREATE TABLE score_labels (
+                fingerprint TEXT NOT NULL, content_key TEXT NOT NULL, score REAL, expected_score REAL, reason TEXT,
+                rationale TEXT, created_at REAL NOT NULL, PRIMARY KEY (fingerprint, content_key)
+            ) WITHOUT ROWID;
+            """
+        )
+        row = ("fp", key, judged.probability, judged.probability_a_first, judged.probability_a_second, int(flipped))
+        connection.execute("INSERT INTO pairwise_labels VALUES (?, ?, ?, ?, ?, NULL, NULL, NULL, 0, ?)", row)
+    store = LabelStore(path)
+    old = store.get_pairs("fp", ["p"], ["a"], ["b"])[0]
+    assert old == judged and old.prompt_tokens is None  # the cost of a label stored before version 3 is unknown
+    store.put_pairs("fp", ["q"], ["a"], ["b"], [replace(judged, prompt_tokens=90, completion_tokens=2)])
+    new = store.get_pairs("fp", ["q"], ["a"], ["b"])[0]
+    assert (new.prompt_tokens, new.completion_tokens) == (90, 2)
+    assert store.usage("fp") == {"prompt_tokens": 90, "completion_tokens": 2, "labels": 1}
+    store.record_batch_job("job", "fp", "file", "requests.jsonl", [("fp:key:s", "key")])
+    assert store.batch_lines(["fp:key:s"]) == {"fp:key:s": ("job", None, None, "fp")}
+    with sqlite3.connect(path) as connection:
+        assert connection.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("3",)
 
 
 def _damage_header(path):

@@ -7,6 +7,7 @@ exits 1.
 """
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from trl import DatasetMixtureConfig, TrlParser
 
 from ..dataset_loading import load_dataset_dict, select_split
+from ..errors import UsageError
 from .common import JudgeArguments, check_produced, dataset_source, load_script_dataset, make_judge, reject
 
 
@@ -33,6 +35,11 @@ EXAMPLES = """examples:
   #   vllm serve Qwen/Qwen2.5-7B-Instruct --port 8000
   trl-won label --judge_model_name_or_path Qwen/Qwen2.5-7B-Instruct --judge_base_url http://localhost:8000/v1 \\
       --dataset_name pairs.jsonl --judge_max_concurrency 64 --output_dir labels-served
+
+  # labels through batch files (see docs/rlaif.md): OpenAI's Batch API (half price, within 24 h) with
+  #   --judge_batch_api; vLLM's offline runner with --judge_batch_file requests.jsonl (writes it and exits), then
+  #   vllm run-batch -i requests.jsonl -o results.jsonl --model Qwen/Qwen2.5-7B-Instruct
+  # and the same command with --judge_batch_results results.jsonl instead of --judge_batch_file.
 """
 
 
@@ -63,6 +70,20 @@ class LabelArguments:
             Rows of it to use.
         output_dir (`str`, *optional*, defaults to `"rlaif-labels"`):
             Where the label store and the labeled dataset go.
+        judge_batch_api (`bool`, *optional*, defaults to `False`):
+            Served judge: label through the server's Batch API (OpenAI's: half price, results within 24 hours)
+            instead of live requests. A rerun after a crash resumes the batches already submitted.
+        judge_batch_file (`str`, *optional*):
+            Write the request file for vLLM's `run-batch` (the pairs not labeled yet) and exit.
+        judge_batch_results (`str`, *optional*):
+            Read `run-batch`'s output file into the label store and finish labeling (no server).
+        judge_batch_failed (`str`, *optional*, defaults to `"report"`):
+            Request lines that got no answer: `"report"` (not labeled, sent again by a rerun), `"resubmit"` (in a new
+            batch) or `"live"` (asked live).
+        judge_batch_poll_interval (`float`, *optional*, defaults to `30.0`):
+            Seconds between looks at the running batches (growing up to 10 minutes while none finishes).
+        judge_batch_max_requests (`int`, *optional*, defaults to `50000`):
+            Most requests per batch file (OpenAI's limit; files are also kept under 200 MB).
     """
 
     dataset_name: str | None = field(default=None, metadata={"help": "Pairs to label (hub id, file or folder)."})
@@ -75,17 +96,36 @@ class LabelArguments:
     alignment_split: str = field(default="test", metadata={"help": "Split of the alignment dataset."})
     alignment_samples: int = field(default=200, metadata={"help": "Rows of the alignment dataset."})
     output_dir: str = field(default="rlaif-labels", metadata={"help": "Where the store and dataset go."})
+    judge_batch_api: bool = field(
+        default=False, metadata={"help": "Served judge: label through the server's Batch API (resumable)."}
+    )
+    judge_batch_file: str | None = field(
+        default=None, metadata={"help": "Write the request file for `vllm run-batch` and exit."}
+    )
+    judge_batch_results: str | None = field(
+        default=None, metadata={"help": "Read `vllm run-batch`'s output file and finish labeling."}
+    )
+    judge_batch_failed: str = field(
+        default="report",
+        metadata={"help": "Failed batch lines: report, resubmit or live.", "choices": ["report", "resubmit", "live"]},
+    )
+    judge_batch_poll_interval: float = field(default=30.0, metadata={"help": "Seconds between batch status polls."})
+    judge_batch_max_requests: int = field(default=50_000, metadata={"help": "Most requests per batch file."})
 
     def __post_init__(self):
         if self.min_confidence is not None and not 0.5 <= self.min_confidence <= 1:
             raise ValueError(f"--min_confidence must be in [0.5, 1], got {self.min_confidence}.")
         if self.max_samples is not None and self.max_samples < 1:
             raise ValueError(f"--max_samples must be >= 1, got {self.max_samples}.")
+        modes = [self.judge_batch_api, self.judge_batch_file is not None, self.judge_batch_results is not None]
+        if sum(modes) > 1:
+            raise ValueError("Give one of --judge_batch_api, --judge_batch_file and --judge_batch_results.")
 
 
 def main(args: LabelArguments, judge_args: JudgeArguments, dataset_args: DatasetMixtureConfig | None = None) -> dict:
     """Label the dataset, write `preferences.jsonl` and the label store to `output_dir`, return a summary."""
-    from ..rlaif import LabelStore, label_preferences, labeler_alignment
+    from ..rlaif import LabelStore, label_preferences, labeler_alignment, write_batch_requests
+    from ..rlaif.openai_client import OPENAI_API
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if dataset_args is not None:
@@ -101,12 +141,37 @@ def main(args: LabelArguments, judge_args: JudgeArguments, dataset_args: Dataset
             load_dataset_dict(args.alignment_dataset), args.alignment_split, "--alignment_dataset", "--alignment_split"
         )
         gold = gold.select(range(min(args.alignment_samples, len(gold))))
-    judge = make_judge(judge_args)
+    offline = args.judge_batch_file is not None or args.judge_batch_results is not None
+    if offline and judge_args.judge_base_url is None:
+        # vLLM's run-batch needs no server: the served judge only builds requests and reads answers.
+        judge_args = dataclasses.replace(judge_args, judge_base_url=OFFLINE_URL)
+    if args.judge_batch_api and judge_args.judge_base_url is None:  # the Batch API is a served judge's: OpenAI's
+        judge_args = dataclasses.replace(judge_args, judge_base_url=os.environ.get("OPENAI_BASE_URL") or OPENAI_API)
+    try:
+        judge = make_judge(judge_args)
+    except ValueError as error:  # a setting the judge refuses (e.g. OpenAI's API without a key)
+        raise UsageError(str(error)) from None
+    batch = _batch_settings(args, judge, offline)
     os.makedirs(args.output_dir, exist_ok=True)
     store = LabelStore(os.path.join(args.output_dir, "labels.sqlite"))
+    if args.judge_batch_file is not None:
+        written = write_batch_requests(pairs, judge, args.judge_batch_file, store=store)
+        summary = {"request_lines": written, "request_file": args.judge_batch_file, "store": str(store.path)}
+        print(json.dumps(summary, indent=2))
+        print(
+            f"Run: vllm run-batch -i {args.judge_batch_file} -o results.jsonl --model {judge.model} "
+            f"--max-logprobs {judge.top_logprobs}\nthen this command again with --judge_batch_results results.jsonl "
+            "instead of --judge_batch_file."
+        )
+        return summary
 
     labeled = label_preferences(
-        pairs, judge, store=store, min_confidence=args.min_confidence, drop_inconsistent=args.drop_inconsistent
+        pairs,
+        judge,
+        store=store,
+        min_confidence=args.min_confidence,
+        drop_inconsistent=args.drop_inconsistent,
+        batch=batch,
     )
     path = os.path.join(args.output_dir, "preferences.jsonl")
     labeled.to_json(path)
@@ -115,9 +180,17 @@ def main(args: LabelArguments, judge_args: JudgeArguments, dataset_args: Dataset
         "mean_soft_label": sum(labeled["soft_label"]) / max(1, len(labeled)),
         "position_consistency": sum(bool(c) for c in labeled["position_consistent"]) / max(1, len(labeled)),
         "stored_labels": store.count(judge.fingerprint),
+        "label_tokens": store.usage(judge.fingerprint),
     }
     if hasattr(judge, "stats"):
         summary["requests"] = judge.stats.as_dict()
+    if batch is not None:
+        jobs = store.batch_jobs(judge.fingerprint)
+        summary["batch"] = {
+            "batches": sum(job["kind"] == "openai" for job in jobs),
+            "request_files": sum(job["kind"] == "file" for job in jobs),
+            "tokens": store.batch_usage(judge.fingerprint),
+        }
     check_produced(
         len(labeled),
         "labeled pairs",
@@ -129,6 +202,35 @@ def main(args: LabelArguments, judge_args: JudgeArguments, dataset_args: Dataset
     print(json.dumps(summary, indent=2))
     print(f"Labeled preference dataset written to {path}")
     return summary
+
+
+# The address given to a served judge whose requests go to files only (never contacted).
+OFFLINE_URL = "http://localhost:8000/v1"
+
+
+def _batch_settings(args: LabelArguments, judge, offline: bool):
+    """The [`BatchSettings`] the batch flags ask for (`None` for live labeling), after checking the judge."""
+    from ..rlaif.batch import BatchSettings, check_batch_judge
+
+    if not (args.judge_batch_api or offline):
+        return None
+    if not hasattr(judge, "answer_request"):
+        raise UsageError(
+            "The --judge_batch_* flags need a served judge (--judge_model_name_or_path as the server names it)."
+        )
+    if args.alignment_dataset is not None:
+        raise UsageError("--alignment_dataset is measured live; run it without the --judge_batch_* flags.")
+    try:
+        check_batch_judge(judge, offline)
+        return BatchSettings(
+            results_file=args.judge_batch_results,
+            failed=args.judge_batch_failed,
+            poll_interval=args.judge_batch_poll_interval,
+            max_poll_interval=max(600.0, args.judge_batch_poll_interval),
+            max_requests_per_file=args.judge_batch_max_requests,
+        )
+    except ValueError as error:
+        raise UsageError(str(error)) from None
 
 
 def make_parser(prog: str | None = None) -> TrlParser:

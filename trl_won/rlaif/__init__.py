@@ -6,10 +6,11 @@ See `docs/rlaif.md`.
 from .alignment import LabelerAlignment, alignment_metrics
 from .answer_tokens import AnswerTokens, answer_distribution, resolve_answer_tokens
 from .base import PairwiseJudge, ScoringJudge
+from .batch import BatchFileError, BatchSettings, cancel_batches
 from .cached import judge_pairs_cached, score_cached
 from .callback import RLAIFLabelerCallback
 from .judgement import PairwiseJudgement, ScoreJudgement
-from .labeling import label_preferences, labeler_alignment
+from .labeling import label_preferences, labeler_alignment, write_batch_requests
 from .loss import soft_preference_loss
 from .openai_client import JudgeClient, JudgeError, JudgeRequestError, RequestStats
 from .openai_judge import OpenAIJudge, OpenAIScoreJudge
@@ -33,6 +34,8 @@ __all__ = [
     "HELPFULNESS",
     "SUMMARIZATION",
     "AnswerTokens",
+    "BatchFileError",
+    "BatchSettings",
     "DataCollatorForSoftPreference",
     "JudgeClient",
     "JudgeError",
@@ -58,6 +61,7 @@ __all__ = [
     "TransformersScoreJudge",
     "alignment_metrics",
     "answer_distribution",
+    "cancel_batches",
     "judge_pairs_cached",
     "judge_reward_func",
     "label_preferences",
@@ -65,4 +69,5 @@ __all__ = [
     "resolve_answer_tokens",
     "score_cached",
     "soft_preference_loss",
+    "write_batch_requests",
 ]

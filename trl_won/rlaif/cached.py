@@ -5,7 +5,7 @@ Ctrl-C loses almost nothing and a rerun resumes where the last one stopped."""
 import queue
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
 
@@ -13,6 +13,10 @@ from ..data_utils import Completion, Prompt
 from .base import PairwiseJudge, ScoringJudge, check_inputs
 from .judgement import PairwiseJudgement, ScoreJudgement
 from .store import LabelStore, content_key, pair_key
+
+
+if TYPE_CHECKING:
+    from .batch import BatchSettings
 
 
 def judge_pairs_cached(
@@ -23,6 +27,7 @@ def judge_pairs_cached(
     store: LabelStore | None = None,
     chunk_size: int = 64,
     show_progress: bool = False,
+    batch: "BatchSettings | bool | None" = None,
 ) -> list[PairwiseJudgement]:
     """Judge pairs, asking the judge only for pairs the store does not hold and storing each label as it arrives.
 
@@ -37,6 +42,9 @@ def judge_pairs_cached(
         store ([`LabelStore`], *optional*): Where labels are read from and written to; without it nothing is cached.
         chunk_size (`int`, *optional*, defaults to `64`): Pairs per call of a local judge.
         show_progress (`bool`, *optional*, defaults to `False`): Show a progress bar over unique pairs.
+        batch ([`BatchSettings`] or `bool`, *optional*): Label a served judge's missing pairs through batch files
+            (OpenAI's Batch API, or a vLLM `run-batch` results file) instead of live requests; `True` for the
+            default [`BatchSettings`]. Needs `store`.
 
     Returns:
         `list[PairwiseJudgement]`: One judgement per pair, in order, oriented as given.
@@ -46,7 +54,7 @@ def judge_pairs_cached(
     items = list(zip(prompts, completions_a, completions_b, strict=True))
     keys, first_of, found = _cached(
         judge,
-        judge._judge_pairs_streaming,
+        _batch_stream(judge, store, batch, "pairs") or judge._judge_pairs_streaming,
         pair_key,
         store,
         "pairs",
@@ -72,14 +80,16 @@ def score_cached(
     store: LabelStore | None = None,
     chunk_size: int = 64,
     show_progress: bool = False,
+    batch: "BatchSettings | bool | None" = None,
 ) -> list[ScoreJudgement]:
-    """Score completions, asking the judge only for what the store does not hold (see [`judge_pairs_cached`])."""
+    """Score completions, asking the judge only for what the store does not hold (see [`judge_pairs_cached`], also
+    for `batch`)."""
     _check_judge_and_store(judge, ScoringJudge, store)
     count = check_inputs({"prompts": prompts, "completions": completions})
     items = list(zip(prompts, completions, strict=True))
     keys, first_of, found = _cached(
         judge,
-        judge._score_streaming,
+        _batch_stream(judge, store, batch, "scores") or judge._score_streaming,
         content_key,
         store,
         "scores",
@@ -90,6 +100,19 @@ def score_cached(
         "item",
     )
     return [found[first_of[keys[i]]] for i in range(count)]
+
+
+def _batch_stream(judge: Any, store: LabelStore | None, batch: Any, kind: str) -> Callable | None:
+    """The batch labeler's stream of judgements for `batch` (`None` without batch mode)."""
+    if batch is None or batch is False:
+        return None
+    from .batch import BatchLabeler, BatchSettings
+
+    if batch is True:
+        batch = BatchSettings()
+    if not isinstance(batch, BatchSettings):
+        raise TypeError(f"`batch` must be a `BatchSettings` or a bool, got {type(batch).__name__}.")
+    return BatchLabeler(judge, store, batch, kind).stream
 
 
 def _check_judge_and_store(judge: Any, kind: type, store: Any) -> None:

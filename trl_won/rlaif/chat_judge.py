@@ -158,12 +158,27 @@ class ChatJudgeMixin:
                 body["logprobs"] = self.top_logprobs
         return {**body, **self.extra_body}
 
-    def _post(self, session, request: str, rationale: str | None = None, for_rationale: bool = False) -> ChatResult:
+    @property
+    def route(self) -> tuple[str, Callable[[Any], ChatResult]]:
+        """The endpoint path (under the API root) the judge's requests go to, and the parser of its answers."""
         if self.lm is None:
-            path, parse = "/chat/completions", parse_chat_response
-        else:
-            path, parse = "/completions", parse_completion_response
-        return session.post(path, self._body(request, rationale, for_rationale), parse)
+            return "/chat/completions", parse_chat_response
+        return "/completions", parse_completion_response
+
+    def answer_request(self, request: str) -> dict[str, Any]:
+        """The JSON body of the request that asks for the answer to `request` (without chain of thought): what the
+        live judge posts and what a batch file holds, built once here."""
+        return self._body(request, None, False)
+
+    def checked_answer(self, result: ChatResult) -> ChatResult:
+        """`result`, after refusing an answer without the log-probabilities the judge asked for."""
+        if self.logprobs and result.error is None and result.top_logprobs is None:
+            self._no_logprobs()
+        return result
+
+    def _post(self, session, body: dict[str, Any]) -> ChatResult:
+        path, parse = self.route
+        return session.post(path, body, parse)
 
     def _job(self, request: str) -> Callable:
         """One item's requests: the rationale first with chain of thought, then the answer."""
@@ -171,17 +186,15 @@ class ChatJudgeMixin:
         def job(session) -> tuple[ChatResult, str | None]:
             rationale = None
             if self.chain_of_thought:
-                result = self._post(session, request, for_rationale=True)
+                result = self._post(session, self._body(request, None, for_rationale=True))
                 if result.error is not None:
                     return result, None
                 # A rationale that goes on to write the ending itself is cut there (as the local judge does).
                 rationale = self.template.cut_rationale(result.content or "")
                 if not rationale:
                     return ChatResult(error="the judge wrote no rationale"), None
-            result = self._post(session, request, rationale)
-            if self.logprobs and result.error is None and result.top_logprobs is None:
-                self._no_logprobs()
-            return result, rationale
+            body = self.answer_request(request) if rationale is None else self._body(request, rationale, False)
+            return self.checked_answer(self._post(session, body)), rationale
 
         return job
 

@@ -5,7 +5,7 @@ A pairwise judge shows the judge model the pair in both orders: `a` first ("Resp
 (RLAIF, Lee et al. 2023). When the judge cannot say, the probability is `None` and `reason` says why.
 """
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,11 @@ class PairwiseJudgement:
         final (`bool`, *optional*, defaults to `True`):
             `False` when asking again may give another answer (a failed request, a prompt over the judge's
             `max_length`). Label stores keep only final judgements, so a rerun asks again for the others.
+        prompt_tokens (`int`, *optional*):
+            Prompt tokens the label cost (both orders' answers, from a served judge's `usage`); `None` when unknown.
+            Not part of equality (the same label, however it was paid for).
+        completion_tokens (`int`, *optional*):
+            Completion tokens the label cost, likewise.
     """
 
     probability: float | None
@@ -38,6 +43,8 @@ class PairwiseJudgement:
     rationale_a_first: str | None = None
     rationale_a_second: str | None = None
     final: bool = True
+    prompt_tokens: int | None = field(default=None, compare=False)
+    completion_tokens: int | None = field(default=None, compare=False)
 
     @classmethod
     def from_orders(
@@ -115,6 +122,10 @@ class ScoreJudgement:
             The judge's chain-of-thought rationale, if it gave one.
         final (`bool`, *optional*, defaults to `True`):
             `False` when asking again may give another answer; such judgements are not stored.
+        prompt_tokens (`int`, *optional*):
+            Prompt tokens the label cost (a served judge's `usage`); `None` when unknown. Not part of equality.
+        completion_tokens (`int`, *optional*):
+            Completion tokens the label cost, likewise.
     """
 
     score: float | None
@@ -122,6 +133,8 @@ class ScoreJudgement:
     reason: str | None = None
     rationale: str | None = None
     final: bool = True
+    prompt_tokens: int | None = field(default=None, compare=False)
+    completion_tokens: int | None = field(default=None, compare=False)
 
     @classmethod
     def unjudged(cls, reason: str, final: bool = True) -> "ScoreJudgement":

@@ -6,7 +6,7 @@ import logging
 import random
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from datasets import Dataset, IterableDataset
 from trl.data_utils import maybe_extract_prompt
@@ -17,7 +17,11 @@ from .base import PairwiseJudge
 from .cached import judge_pairs_cached
 from .judgement import PairwiseJudgement, ScoreJudgement
 from .openai_client import JudgeError
-from .store import LabelStore
+from .store import LabelStore, pair_key
+
+
+if TYPE_CHECKING:
+    from .batch import BatchSettings
 
 
 logger = logging.getLogger(__name__)
@@ -34,6 +38,7 @@ def label_preferences(
     chunk_size: int = 64,
     seed: int = 0,
     show_progress: bool = True,
+    batch: "BatchSettings | bool | None" = None,
 ) -> "Dataset":
     """Turn pairs of completions into a TRL preference dataset labeled by `judge`.
 
@@ -69,6 +74,11 @@ def label_preferences(
             Seed of `pairing="random"`.
         show_progress (`bool`, *optional*, defaults to `True`):
             Show a progress bar.
+        batch ([`BatchSettings`] or `bool`, *optional*):
+            Label through batch files instead of live requests (a served judge, with `store`): OpenAI's Batch API at
+            the judge's `base_url` (`True` for the default [`BatchSettings`]), or with
+            `BatchSettings(results_file=...)` the output of vLLM's `run-batch` for a file written by
+            [`write_batch_requests`]. A rerun after a crash resumes the batches already submitted.
 
     Returns:
         [`~datasets.Dataset`]: The preference dataset.
@@ -76,6 +86,51 @@ def label_preferences(
 
     if min_confidence is not None and not 0.5 <= min_confidence <= 1:
         raise ValueError(f"`min_confidence` must be in [0.5, 1], got {min_confidence}.")
+    examples, columns = _labeling_rows(dataset)
+    consumed = ("prompt", "completion_a", "completion_b", "completions", "rewards")
+    rows, prompts, a, b = _pairs_of_rows(examples, columns, pairing, seed)
+    judgements = judge_pairs_cached(judge, prompts, a, b, store, chunk_size, show_progress, batch=batch)
+    require_some_judged(judgements, "pairs")
+    extra = {name: [examples[row].get(name) for row in rows] for name in columns if name not in consumed}
+    output, dropped = preference_columns(
+        prompts, a, b, judgements, min_confidence=min_confidence, drop_inconsistent=drop_inconsistent, extra=extra
+    )
+    if dropped:
+        details = ", ".join(f"{n} {why}" for why, n in dropped.most_common())
+        logger.warning("label_preferences kept %d of %d pairs; dropped %s.", len(output["prompt"]), len(a), details)
+    return Dataset.from_dict(output)
+
+
+def write_batch_requests(
+    dataset, judge: PairwiseJudge, path, *, store: LabelStore, pairing: str = "all", seed: int = 0
+) -> int:
+    """Write the request file of the pairs of `dataset` that `store` has no label for, for vLLM's offline runner
+    (`vllm run-batch -i path -o results.jsonl --model ...`), and record its requests in `store`; return how many
+    request lines were written. Then `label_preferences(dataset, judge, store=store,
+    batch=BatchSettings(results_file="results.jsonl"))` reads the results back and labels.
+
+    The rows are read as [`label_preferences`] reads them (same `pairing` and `seed`). The judge must be a served
+    judge using the chat endpoint (run-batch has no `/v1/completions`) without chain of thought.
+    """
+    from .batch import BatchLabeler, BatchSettings
+
+    if not isinstance(store, LabelStore):
+        raise TypeError("`store` must be a `LabelStore`: it records the requests so that their results can be read.")
+    examples, columns = _labeling_rows(dataset)
+    _, prompts, a, b = _pairs_of_rows(examples, columns, pairing, seed)
+    unique: dict[str, tuple] = {}
+    for item in zip(prompts, a, b, strict=True):  # judged once, in the orientation of its first row (as labeling does)
+        unique.setdefault(pair_key(*item)[0], item)
+    firsts = list(unique.values())
+    fingerprint, fields = judge.described_fingerprint()
+    store.register_judge(fingerprint, fields)
+    stored = store.get_pairs(fingerprint, *zip(*firsts, strict=True)) if firsts else []
+    missing = [item for item, label in zip(firsts, stored, strict=True) if label is None]
+    return BatchLabeler(judge, store, BatchSettings(show_progress=False), "pairs").write_request_file(missing, path)
+
+
+def _labeling_rows(dataset) -> tuple[list[dict], list[str]]:
+    """The rows of a labeling dataset as dicts, and its columns, checked."""
     if not isinstance(dataset, (Dataset, IterableDataset, list)):
         raise TypeError(
             f"`dataset` must be a `Dataset`, an `IterableDataset` or a list of dicts, got {type(dataset).__name__}."
@@ -96,17 +151,7 @@ def label_preferences(
         raise DatasetFormatError(
             f"The labeling dataset has column(s) {clashing}, which label_preferences writes. Rename or remove them."
         )
-    rows, prompts, a, b = _pairs_of_rows(examples, columns, pairing, seed)
-    judgements = judge_pairs_cached(judge, prompts, a, b, store, chunk_size, show_progress)
-    require_some_judged(judgements, "pairs")
-    extra = {name: [examples[row].get(name) for row in rows] for name in columns if name not in consumed}
-    output, dropped = preference_columns(
-        prompts, a, b, judgements, min_confidence=min_confidence, drop_inconsistent=drop_inconsistent, extra=extra
-    )
-    if dropped:
-        details = ", ".join(f"{n} {why}" for why, n in dropped.most_common())
-        logger.warning("label_preferences kept %d of %d pairs; dropped %s.", len(output["prompt"]), len(a), details)
-    return Dataset.from_dict(output)
+    return examples, columns
 
 
 OUTPUT_COLUMNS = (

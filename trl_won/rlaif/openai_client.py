@@ -93,12 +93,16 @@ class ChatResult:
             server returned none.
         error (`str` or `None`): Why there is no answer.
         final (`bool`): `False` when a later attempt might succeed (such results are never stored).
+        prompt_tokens (`int`): Prompt tokens of the answer's `usage` (0 when absent).
+        completion_tokens (`int`): Completion tokens of the answer's `usage` (0 when absent).
     """
 
     content: str | None = None
     top_logprobs: dict[str, float] | None = None
     error: str | None = None
     final: bool = True
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
 
 
 def sanitize_url(url: str) -> str:
@@ -179,6 +183,33 @@ def parse_completion_response(data: Any) -> ChatResult:
                 top.setdefault(tokens[0], float(values[0]))
         top = top or None
     return ChatResult(content=text, top_logprobs=top)
+
+
+def read_answer(text: str, parse: Callable[[Any], ChatResult], secret: str | None = None) -> tuple[ChatResult, Any]:
+    """The answer in a server's 200 body `text` (a live answer, or a line of a batch output file), read by `parse`
+    ([`parse_chat_response`] or [`parse_completion_response`]), with `secret` scrubbed from its text; and the JSON.
+
+    Raises:
+        ValueError: (with a scrubbed message) when `text` is not such an answer (an echo of the request, an HTML
+            page): never final, never trusted.
+    """
+    try:
+        data = json.loads(text)
+        result = parse(data)
+    except ValueError as error:
+        raise ValueError(scrub(f"the server's answer is not a completion ({error}): {text[:200]!r}", secret)) from None
+    if result.content is not None:
+        result.content = scrub(result.content, secret)
+    result.prompt_tokens, result.completion_tokens = usage_of(data)
+    return result, data
+
+
+def usage_of(data: Any) -> tuple[int, int]:
+    """`(prompt_tokens, completion_tokens)` of an answer's `usage` (zeros when absent)."""
+    usage = data.get("usage") if isinstance(data, dict) else None
+    if not isinstance(usage, dict):
+        return 0, 0
+    return int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
 
 
 def _first_choice(data: Any) -> dict:
@@ -310,6 +341,19 @@ class JudgeClient:
                 "(or pass `api_key=`)."
             )
         return key or NO_KEY
+
+    def openai_client(self):
+        """A synchronous `openai.OpenAI` client for this server (the one given as `client=`, else one built from
+        `base_url` and the key), with this client's retries: for the Batch and Files APIs."""
+        import openai
+
+        if self._user_client is not None:
+            if not isinstance(self._user_client, openai.OpenAI):
+                raise TypeError("The Batch API needs a synchronous `openai.OpenAI` client; an AsyncOpenAI was given.")
+            return self._user_client
+        return openai.OpenAI(
+            base_url=self.base_url, api_key=self._key(), max_retries=self.max_retries, timeout=self.timeout
+        )
 
     def __repr__(self) -> str:
         return (
@@ -584,17 +628,12 @@ class _Session:
         if failed is not None:
             return self._failed(f"gave up after {owner.max_retries + 1} attempts, last: {failed}")
         self._count_attempts(response.request)
-        text = response.text
         try:
-            data = json.loads(text)
-            result = parse(data)
+            result, data = read_answer(response.text, parse, self.key)
         except ValueError as error:
-            # A 200 that is not an answer (an echo of the request, an HTML page): never final, never trusted.
-            return self._failed(self.scrub(f"the server's answer is not a completion ({error}): {text[:200]!r}"))
+            return self._failed(str(error))
         self._count_usage(data)
         owner._answered = True
-        if result.content is not None:
-            result.content = self.scrub(result.content)
         return result
 
     def _count_attempts(self, request) -> None:
@@ -635,12 +674,8 @@ class _Session:
         return self._failed(f"gave up after {self.owner.max_retries + 1} attempts, last: HTTP {status}{retry}")
 
     def _count_usage(self, data: dict) -> None:
-        usage = data.get("usage") if isinstance(data, dict) else None
-        if isinstance(usage, dict):
-            self.owner._count(
-                prompt_tokens=int(usage.get("prompt_tokens") or 0),
-                completion_tokens=int(usage.get("completion_tokens") or 0),
-            )
+        prompt_tokens, completion_tokens = usage_of(data)
+        self.owner._count(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
 
 
 def _httpx():

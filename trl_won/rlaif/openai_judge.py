@@ -5,6 +5,7 @@ reading of [`ChatJudgeMixin`]."""
 import math
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from ..data_utils import Completion, Prompt
@@ -164,8 +165,15 @@ class OpenAIJudge(ChatJudgeMixin, PairwiseJudge):
         p_second, second_reason = self.position_one_probability(second[0])
         if p_first is None or p_second is None:
             final = first[0].final and second[0].final
-            return PairwiseJudgement.unjudged(first_reason or second_reason, final=final)
-        return PairwiseJudgement.from_orders(p_first, 1.0 - p_second, first[1], second[1])
+            judgement = PairwiseJudgement.unjudged(first_reason or second_reason, final=final)
+        else:
+            judgement = PairwiseJudgement.from_orders(p_first, 1.0 - p_second, first[1], second[1])
+        # The answers' tokens (a rationale's request, with chain of thought, is not counted here).
+        return replace(
+            judgement,
+            prompt_tokens=first[0].prompt_tokens + second[0].prompt_tokens,
+            completion_tokens=first[0].completion_tokens + second[0].completion_tokens,
+        )
 
     def _judge_pairs(
         self, prompts: list[Prompt], completions_a: list[Completion], completions_b: list[Completion]
@@ -235,7 +243,12 @@ class OpenAIScoreJudge(ChatJudgeMixin, ScoringJudge):
         super().__init__(model, base_url, template or ScoreTemplate(), **settings)
 
     def judgement_from(self, result: ChatResult, rationale: str | None = None) -> ScoreJudgement:
-        """A score from one answer: top log-probabilities when present, else the exact answer text."""
+        """A score from one answer: top log-probabilities when present, else the exact answer text; with the tokens
+        the answer cost."""
+        judgement = self._score_from(result, rationale)
+        return replace(judgement, prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens)
+
+    def _score_from(self, result: ChatResult, rationale: str | None) -> ScoreJudgement:
         if result.error is not None:
             return ScoreJudgement.unjudged(result.error, final=result.final)
         names = [str(s) for s in self.template.scores]

@@ -32,7 +32,9 @@ from .judgement import PairwiseJudgement, ScoreJudgement
 
 
 # 2: `judged_reversed` keeps the order a pair was judged in (version 1 stored every pair swapped to its key's order).
-SCHEMA_VERSION = 2
+# 3: `batch_jobs` and `batch_lines`, the judge's batch files (OpenAI's Batch API, vLLM's run-batch), and the tokens
+#    each label cost (`prompt_tokens`, `completion_tokens`).
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -52,6 +54,8 @@ CREATE TABLE IF NOT EXISTS pairwise_labels (
     rationale_second TEXT,
     created_at REAL NOT NULL,
     judged_reversed INTEGER NOT NULL DEFAULT 0,
+    prompt_tokens INTEGER,
+    completion_tokens INTEGER,
     PRIMARY KEY (fingerprint, content_key)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS score_labels (
@@ -62,9 +66,54 @@ CREATE TABLE IF NOT EXISTS score_labels (
     reason TEXT,
     rationale TEXT,
     created_at REAL NOT NULL,
+    prompt_tokens INTEGER,
+    completion_tokens INTEGER,
     PRIMARY KEY (fingerprint, content_key)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS batch_jobs (
+    job_key TEXT PRIMARY KEY,
+    fingerprint TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    target TEXT NOT NULL,
+    state TEXT NOT NULL,
+    input_file_id TEXT,
+    batch_id TEXT,
+    status TEXT,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS batch_lines (
+    custom_id TEXT PRIMARY KEY,
+    fingerprint TEXT NOT NULL,
+    content_key TEXT NOT NULL,
+    job_key TEXT NOT NULL,
+    answer TEXT,
+    error TEXT,
+    prompt_tokens INTEGER,
+    completion_tokens INTEGER,
+    updated_at REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS batch_lines_of_job ON batch_lines (job_key);
+CREATE INDEX IF NOT EXISTS batch_lines_of_label ON batch_lines (fingerprint, content_key);
 """
+
+
+# What the store keeps of one batch job: a file of request lines sent to OpenAI's Batch API (`kind="openai"`,
+# `target` the API root) or written for vLLM's run-batch (`kind="file"`, `target` the file). `state` is "prepared"
+# (lines recorded, nothing sent), "uploaded" (`input_file_id` known; a batch may exist on the server, found by its
+# metadata), "submitted" (`batch_id` known), "finished" (results read) or "written" (a request file).
+BATCH_JOB_COLUMNS = (
+    "job_key",
+    "fingerprint",
+    "kind",
+    "target",
+    "state",
+    "input_file_id",
+    "batch_id",
+    "status",
+    "created_at",
+    "updated_at",
+)
 
 
 def content_key(*items: Any) -> str:
@@ -159,9 +208,18 @@ class LabelStore:
             row = connection.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
             if row is None:
                 connection.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-            elif row[0] == "1":
-                # Version 1 stored every pair in its key's order, which is what `judged_reversed = 0` means.
-                connection.execute("ALTER TABLE pairwise_labels ADD COLUMN judged_reversed INTEGER NOT NULL DEFAULT 0")
+            elif row[0] in ("1", "2"):
+                if row[0] == "1":
+                    # Version 1 stored every pair in its key's order, which is what `judged_reversed = 0` means.
+                    connection.execute(
+                        "ALTER TABLE pairwise_labels ADD COLUMN judged_reversed INTEGER NOT NULL DEFAULT 0"
+                    )
+                # Version 3 adds the batch tables, created above, and the tokens of each label.
+                for table in ("pairwise_labels", "score_labels"):
+                    present = {row[1] for row in connection.execute(f"PRAGMA table_info({table})")}
+                    for column in ("prompt_tokens", "completion_tokens"):
+                        if column not in present:  # a table created above already has it
+                            connection.execute(f"ALTER TABLE {table} ADD COLUMN {column} INTEGER")
                 connection.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
             elif row[0] != str(SCHEMA_VERSION):
                 raise ValueError(
@@ -233,6 +291,8 @@ class LabelStore:
                 reason=row[3],
                 rationale_a_first=row[4],
                 rationale_a_second=row[5],
+                prompt_tokens=row[7],
+                completion_tokens=row[8],
             )
             # Swapped only when asked in the other order than it was judged in: the judged order reads back exactly.
             results.append(judgement.swapped() if flipped != bool(row[6]) else judgement)
@@ -269,13 +329,15 @@ class LabelStore:
                     judgement.rationale_a_second,
                     now,
                     int(flipped),
+                    judgement.prompt_tokens,
+                    judgement.completion_tokens,
                 )
             )
         with self._write() as connection:
             connection.executemany(
                 "INSERT INTO pairwise_labels (fingerprint, content_key, probability, probability_first, "
-                "probability_second, reason, rationale_first, rationale_second, created_at, judged_reversed) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                "probability_second, reason, rationale_first, rationale_second, created_at, judged_reversed, "
+                "prompt_tokens, completion_tokens) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 rows,
             )
         return len(rows)
@@ -291,7 +353,12 @@ class LabelStore:
             None
             if key not in rows
             else ScoreJudgement(
-                score=rows[key][0], expected_score=rows[key][1], reason=rows[key][2], rationale=rows[key][3]
+                score=rows[key][0],
+                expected_score=rows[key][1],
+                reason=rows[key][2],
+                rationale=rows[key][3],
+                prompt_tokens=rows[key][4],
+                completion_tokens=rows[key][5],
             )
             for key in keys
         ]
@@ -310,13 +377,26 @@ class LabelStore:
             if j.final:
                 _check_range([j.score], -1.0, "score")
         rows = [
-            (fingerprint, content_key(p, c), j.score, j.expected_score, j.reason, j.rationale, now)
+            (
+                fingerprint,
+                content_key(p, c),
+                j.score,
+                j.expected_score,
+                j.reason,
+                j.rationale,
+                now,
+                j.prompt_tokens,
+                j.completion_tokens,
+            )
             for p, c, j in zip(prompts, completions, judgements, strict=True)
             if j.final
         ]
         with self._write() as connection:
             connection.executemany(
-                "INSERT INTO score_labels VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", rows
+                "INSERT INTO score_labels (fingerprint, content_key, score, expected_score, reason, rationale, "
+                "created_at, prompt_tokens, completion_tokens) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT DO NOTHING",
+                rows,
             )
         return len(rows)
 
@@ -330,11 +410,148 @@ class LabelStore:
         query = f"SELECT COUNT(*) FROM {table} WHERE fingerprint = ?"
         return connection.execute(query, (fingerprint,)).fetchone()[0]
 
+    # ------------------------------------------------------------------------------------------- batch files
+
+    @_reports_damage
+    def record_batch_job(
+        self, job_key: str, fingerprint: str, kind: str, target: str, lines: Sequence[tuple[str, str]]
+    ) -> None:
+        """Record a batch job and its request lines (`(custom_id, content_key)`) in one transaction, before anything
+        is sent. A line recorded before without an answer (a failed one, or one of a job that never reached the
+        server) moves to this job."""
+        now = time.time()
+        with self._write() as connection:
+            connection.execute(
+                "INSERT INTO batch_jobs VALUES (?, ?, ?, ?, 'prepared', NULL, NULL, NULL, ?, ?)",
+                (job_key, fingerprint, kind, target, now, now),
+            )
+            connection.executemany(
+                "INSERT INTO batch_lines VALUES (?, ?, ?, ?, NULL, NULL, NULL, NULL, ?) ON CONFLICT (custom_id) DO "
+                "UPDATE SET job_key = excluded.job_key, error = NULL, updated_at = excluded.updated_at "
+                "WHERE batch_lines.answer IS NULL",
+                [(custom_id, fingerprint, key, job_key, now) for custom_id, key in lines],
+            )
+
+    @_reports_damage
+    def update_batch_job(self, job_key: str, **fields: Any) -> None:
+        """Set some of a batch job's columns (`state`, `input_file_id`, `batch_id`, `status`)."""
+        unknown = set(fields) - {"state", "input_file_id", "batch_id", "status"}
+        if unknown:
+            raise ValueError(f"Unknown batch job fields {sorted(unknown)}.")
+        assignments = ", ".join(f"{name} = ?" for name in fields)
+        with self._write() as connection:
+            connection.execute(
+                f"UPDATE batch_jobs SET {assignments}, updated_at = ? WHERE job_key = ?",
+                (*fields.values(), time.time(), job_key),
+            )
+
+    @_reports_damage
+    def delete_batch_job(self, job_key: str) -> None:
+        """Forget a batch job that never reached a server, and its lines that have no answer."""
+        with self._write() as connection:
+            connection.execute("DELETE FROM batch_lines WHERE job_key = ? AND answer IS NULL", (job_key,))
+            connection.execute("DELETE FROM batch_jobs WHERE job_key = ?", (job_key,))
+
+    @_reports_damage
+    def forget_batch(self, batch_id: str) -> int:
+        """Give up a batch the server no longer knows: its job is deleted and its lines without an answer are sent
+        again by the next run. Returns how many jobs were forgotten."""
+        with self._write() as connection:
+            keys = [
+                row[0] for row in connection.execute("SELECT job_key FROM batch_jobs WHERE batch_id = ?", (batch_id,))
+            ]
+            for key in keys:
+                connection.execute("DELETE FROM batch_lines WHERE job_key = ? AND answer IS NULL", (key,))
+                connection.execute("DELETE FROM batch_jobs WHERE job_key = ?", (key,))
+        return len(keys)
+
+    @_reports_damage
+    def batch_jobs(self, fingerprint: str | None = None) -> list[dict[str, Any]]:
+        """The recorded batch jobs (of one judge when `fingerprint` is given), oldest first."""
+        query = f"SELECT {', '.join(BATCH_JOB_COLUMNS)} FROM batch_jobs"
+        arguments: tuple = ()
+        if fingerprint is not None:
+            query, arguments = query + " WHERE fingerprint = ?", (fingerprint,)
+        rows = self._connection().execute(query + " ORDER BY created_at, job_key", arguments).fetchall()
+        return [dict(zip(BATCH_JOB_COLUMNS, row, strict=True)) for row in rows]
+
+    @_reports_damage
+    def batch_lines(self, custom_ids: Sequence[str]) -> dict[str, tuple[str, str | None, str | None, str]]:
+        """`custom_id -> (job_key, answer, error, fingerprint)` of the recorded lines among `custom_ids`."""
+        found: dict[str, tuple] = {}
+        unique = list(dict.fromkeys(custom_ids))
+        connection = self._connection()
+        for start in range(0, len(unique), 500):
+            chunk = unique[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            query = (
+                f"SELECT custom_id, job_key, answer, error, fingerprint FROM batch_lines WHERE custom_id IN ({marks})"
+            )
+            for row in connection.execute(query, chunk):
+                found[row[0]] = tuple(row[1:])
+        return found
+
+    @_reports_damage
+    def lines_of_job(self, job_key: str) -> dict[str, tuple[str | None, str | None]]:
+        """`custom_id -> (answer, error)` of a job's lines."""
+        query = "SELECT custom_id, answer, error FROM batch_lines WHERE job_key = ?"
+        return {row[0]: (row[1], row[2]) for row in self._connection().execute(query, (job_key,))}
+
+    @_reports_damage
+    def put_batch_results(self, results: Sequence[tuple[str, str | None, str | None, int, int]]) -> None:
+        """Store result lines `(custom_id, answer, error, prompt_tokens, completion_tokens)` in one transaction. A
+        line that has an answer keeps it (a file read twice changes nothing)."""
+        now = time.time()
+        with self._write() as connection:
+            connection.executemany(
+                "UPDATE batch_lines SET answer = ?, error = ?, prompt_tokens = ?, completion_tokens = ?, "
+                "updated_at = ? WHERE custom_id = ? AND answer IS NULL",
+                [(answer, error, pt, ct, now, custom_id) for custom_id, answer, error, pt, ct in results],
+            )
+
+    @_reports_damage
+    def usage(self, fingerprint: str, kind: str = "pairwise") -> dict[str, int]:
+        """Tokens the stored labels of a judge cost, live or batch (`usage` of its answers):
+        `{"prompt_tokens": ..., "completion_tokens": ..., "labels": ...}`, `labels` counting those whose cost is
+        known."""
+        table = {"pairwise": "pairwise_labels", "score": "score_labels"}[kind]
+        row = (
+            self._connection()
+            .execute(
+                f"SELECT COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0), COUNT(prompt_tokens) "
+                f"FROM {table} WHERE fingerprint = ?",
+                (fingerprint,),
+            )
+            .fetchone()
+        )
+        return {"prompt_tokens": int(row[0]), "completion_tokens": int(row[1]), "labels": int(row[2])}
+
+    @_reports_damage
+    def batch_usage(self, fingerprint: str, content_keys: Sequence[str] | None = None) -> dict[str, int]:
+        """Tokens the answered batch lines cost (of these labels' `content_keys`, else of every label of the
+        judge): `{"prompt_tokens": ..., "completion_tokens": ..., "lines": ...}`."""
+        connection = self._connection()
+        query = (
+            "SELECT COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0), COUNT(*) FROM batch_lines "
+            "WHERE fingerprint = ? AND answer IS NOT NULL"
+        )
+        if content_keys is None:
+            totals = connection.execute(query, (fingerprint,)).fetchone()
+        else:
+            totals = [0, 0, 0]
+            unique = list(dict.fromkeys(content_keys))
+            for start in range(0, len(unique), 500):
+                chunk = unique[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                row = connection.execute(query + f" AND content_key IN ({marks})", (fingerprint, *chunk)).fetchone()
+                totals = [t + v for t, v in zip(totals, row, strict=True)]
+        return {"prompt_tokens": int(totals[0]), "completion_tokens": int(totals[1]), "lines": int(totals[2])}
+
     def _fetch(self, table: str, fingerprint: str, keys: Sequence[str]) -> dict[str, tuple]:
         columns = {
             "pairwise_labels": "probability, probability_first, probability_second, reason, rationale_first, "
-            "rationale_second, judged_reversed",
-            "score_labels": "score, expected_score, reason, rationale",
+            "rationale_second, judged_reversed, prompt_tokens, completion_tokens",
+            "score_labels": "score, expected_score, reason, rationale, prompt_tokens, completion_tokens",
         }[table]
         found: dict[str, tuple] = {}
         unique = list(dict.fromkeys(keys))
