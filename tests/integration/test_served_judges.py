@@ -71,3 +71,48 @@ def test_transformers_serve_without_logprobs_never_gives_soft_labels(transformer
         judgements = judge_pairs_cached(hard, PROMPTS[:2], A[:2], B[:2], store=store)
     assert all(j.probability in (None, 0.0, 0.5, 1.0) for j in judgements)  # hard labels (or none), never soft
     assert hard.fingerprint != soft.fingerprint and store.count(hard.fingerprint) == 2
+
+
+def test_a_request_file_run_against_llama_cpp_reads_back_the_live_labels(llama_cpp_server, tmp_path):
+    """The batch-file path against a real server: the request file that `write_batch_requests` writes for vLLM's
+    `run-batch` is sent line by line to llama.cpp's server (each line's `body` POSTed to its `url`, as run-batch
+    does), its answers written in run-batch's output format and read back; the labels equal those of the live judge on
+    the same server, and the tokens each label cost (the server's `usage`) are kept."""
+    import json
+    import urllib.request
+
+    from datasets import Dataset
+
+    from trl_won.rlaif import BatchSettings, label_preferences, write_batch_requests
+
+    base_url, _ = llama_cpp_server
+    dataset = Dataset.from_dict({"prompt": PROMPTS, "completion_a": A, "completion_b": B})
+    judge = OpenAIJudge("tiny", base_url=base_url, max_concurrency=2)  # the chat endpoint: what run-batch serves
+    live = label_preferences(dataset, judge, store=LabelStore(tmp_path / "live.sqlite"))
+    assert len(live) == len(PROMPTS)
+    assert max(live["soft_label"]) - min(live["soft_label"]) > 0.01  # the answers are not all alike
+
+    store = LabelStore(tmp_path / "batch.sqlite")
+    requests_file, results_file = tmp_path / "requests.jsonl", tmp_path / "results.jsonl"
+    assert write_batch_requests(dataset, judge, requests_file, store=store) == 2 * len(PROMPTS)  # both orders
+    root = base_url.removesuffix("/v1")
+    with open(results_file, "w") as out:
+        for n, line in enumerate(requests_file.read_text().splitlines()):
+            request = json.loads(line)
+            assert request["method"] == "POST" and request["url"] == "/v1/chat/completions"
+            post = urllib.request.Request(
+                root + request["url"], data=json.dumps(request["body"]).encode(), method="POST"
+            )
+            post.add_header("Content-Type", "application/json")
+            with urllib.request.urlopen(post, timeout=120) as answer:
+                body = json.loads(answer.read())
+            response = {"status_code": 200, "request_id": f"run-batch-{n}", "body": body}
+            out.write(json.dumps({"id": f"line-{n}", "custom_id": request["custom_id"], "response": response}) + "\n")
+
+    batched = label_preferences(dataset, judge, store=store, batch=BatchSettings(results_file=results_file))
+    # Bit for bit: the same requests, the same answer reader.
+    for column in ("chosen", "soft_label_chosen_first", "soft_label_chosen_second", "soft_label"):
+        assert batched[column] == live[column], column
+    assert store.count(judge.fingerprint) == len(PROMPTS)
+    usage = store.batch_usage(judge.fingerprint)
+    assert usage["lines"] == 2 * len(PROMPTS) and usage["prompt_tokens"] > 0
