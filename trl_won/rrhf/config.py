@@ -79,7 +79,8 @@ class RRHFConfig(_BaseConfig):
 
         num_generations (`int`, *optional*):
             Completions sampled from the current policy per prompt, during training. `None` (the default): 8 (GRPO's
-            default) when the training dataset is prompt-only (no `completions` column), 0 otherwise. `0`: offline
+            default) when the training dataset is prompt-only (no `completions` and no `rewards` column), 0
+            otherwise. `0`: offline
             RRHF, nothing is sampled (the dataset must hold `completions`). `>= 2`: online RRHF; a row that also
             carries fixed `completions` ranks them together with its samples (a mixed pool). Online RRHF needs
             `reward_funcs`, which score every candidate.

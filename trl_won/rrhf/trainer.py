@@ -250,8 +250,9 @@ class RRHFTrainer(OnlineRRHFMixin, _BaseTrainer):
         columns = get_dataset_column_names(dataset)
         has_candidates = "completions" in columns or "completion_ids" in columns
         num_generations = args.num_generations
-        if num_generations is None:
-            num_generations = 0 if has_candidates else DEFAULT_NUM_GENERATIONS
+        if num_generations is None:  # online for a prompt-only dataset (a `rewards` column means offline data)
+            prompt_only = not has_candidates and "rewards" not in columns
+            num_generations = DEFAULT_NUM_GENERATIONS if prompt_only else 0
         if num_generations == 0:
             return 0
         if "prompt" not in columns:
