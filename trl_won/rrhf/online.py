@@ -45,6 +45,19 @@ NOT_REWARD_KWARGS = ("prompt", "completion", "completions", "completion_ids", RO
 BUFFER_FILE = "rrhf_generation_buffer-{process}.pt"
 
 
+def sampling_params(args) -> SamplingParams:
+    """The transformers sampling settings of an [`RRHFConfig`] (GRPO's generation settings)."""
+    return SamplingParams(
+        temperature=args.temperature,
+        top_p=args.top_p,
+        top_k=args.top_k,
+        max_new_tokens=args.max_completion_length,
+        min_p=args.min_p,
+        repetition_penalty=args.repetition_penalty,
+        generation_kwargs=args.generation_kwargs,
+    )
+
+
 def _as_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The online collator: a batch is the list of its rows (they are sampled for in `get_batch_samples`)."""
     return rows
@@ -199,23 +212,10 @@ class OnlineRRHFMixin:
             self.processing_class,
             prompts,
             num_generations,
-            self.sampling_params(),
+            sampling_params(self.args),
             batch_size=len(prompts) * num_generations,
             seed=seed,
             share_prompt=True,
-        )
-
-    def sampling_params(self) -> SamplingParams:
-        """The transformers sampling settings of `args` (GRPO's generation settings)."""
-        args = self.args
-        return SamplingParams(
-            temperature=args.temperature,
-            top_p=args.top_p,
-            top_k=args.top_k,
-            max_new_tokens=args.max_completion_length,
-            min_p=args.min_p,
-            repetition_penalty=args.repetition_penalty,
-            generation_kwargs=args.generation_kwargs,
         )
 
     def _generate_round(self, rows: list[dict[str, Any]], round_index: int) -> list[dict[str, torch.Tensor]]:
