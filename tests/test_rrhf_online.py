@@ -66,7 +66,7 @@ def groups(call, sizes):
     """Cut a call's flat lists into per-prompt groups of `sizes`."""
     out, start = [], 0
     for size in sizes:
-        out.append({key: call[key][start : start + size] for key in ("prompts", "completions", "completion_ids")})
+        out.append({key: values[start : start + size] for key, values in call.items() if isinstance(values, list)})
         start += size
     return out
 
@@ -285,6 +285,33 @@ def test_gradient_accumulation_lora_and_qlora_train_every_parameter(tiny_paths, 
     assert (trainer.args.steps_per_generation, trainer.args.generation_batch_size) == (2, 1 * 1 * 2 * K)
     if adapter is not None:
         assert all("lora_" in name for name in before)
+
+
+def test_gradient_accumulation_gives_the_step_of_one_large_batch(tiny_paths, tmp_path):
+    # The same round (2 prompts, one sampling call, same seed) trained as 1 micro-batch of 2 or 2 of 1: the loss is
+    # scaled for gradient accumulation by `compute_loss` (`loss_is_scaled_for_ga`), so the steps agree.
+    def run(name, batch_size, accumulation):
+        args = online_args(
+            tmp_path / name,
+            per_device_train_batch_size=batch_size,
+            gradient_accumulation_steps=accumulation,
+            optim="sgd",
+        )
+        trainer = RRHFTrainer(
+            tiny_paths.policy,
+            args=args,
+            train_dataset=toy_prompt_dataset(),
+            reward_funcs=Recorder(),
+            optimizers=(None, None),
+        )
+        trainer.train()
+        return trainer
+
+    assert RRHFTrainer.loss_is_scaled_for_ga is True
+    one, accumulated = run("one", 2, 1), run("accumulated", 1, 2)
+    assert one.state.log_history[0]["loss"] == pytest.approx(accumulated.state.log_history[0]["loss"], rel=1e-6)
+    for name, param in one.model.named_parameters():
+        torch.testing.assert_close(accumulated.model.get_parameter(name), param, rtol=1e-5, atol=1e-6)
 
 
 # ----- reward functions as GRPO calls them -----
