@@ -524,3 +524,35 @@ def test_use_vllm_without_the_vllm_module_is_a_clear_error(tiny_paths, tmp_path,
     args = online_args(tmp_path, use_vllm=True)
     with pytest.raises((NotImplementedError, ImportError), match="use_vllm"):
         RRHFTrainer(tiny_paths.policy, args=args, train_dataset=toy_prompt_dataset(), reward_funcs=Recorder())
+
+
+# ----- the command line -----
+
+CLI_CALLS = []
+
+
+def cli_length_reward(prompts, completions, completion_ids, **kwargs):
+    """A reward function `trl-won rrhf --reward_funcs tests.test_rrhf_online.cli_length_reward` imports."""
+    CLI_CALLS.append(len(completions))
+    return [float(len(ids)) for ids in completion_ids]
+
+
+def test_rrhf_command_samples_online_with_reward_funcs(tiny_paths, tmp_path, capsys):
+    from trl_won.cli.main import main
+
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps(row) + "\n" for row in toy_prompt_dataset().to_list()))
+    output_dir = tmp_path / "rrhf-online"
+    argv = ["rrhf", "--model_name_or_path", tiny_paths.policy, "--dataset_name", str(prompts), "--max_steps", "1"]
+    argv += ["--output_dir", str(output_dir), "--report_to", "none", "--per_device_train_batch_size", "2"]
+    argv += ["--num_generations", "3", "--max_completion_length", "4", "--temperature", "0.9", "--top_k", "20"]
+    argv += ["--reward_funcs", "tests.test_rrhf_online.cli_length_reward", "--reward_model_name_or_path"]
+    assert main([*argv, tiny_paths.reward_model]) == 0
+    imported = sys.modules["tests.test_rrhf_online"]  # the module the command imported (pytest names this one apart)
+    assert imported.CLI_CALLS == [2 * 3]  # one round: 2 prompts x 3 samples
+    assert (output_dir / "model.safetensors").exists()
+
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv[:-3], "--reward_funcs", "no_such_reward"])
+    assert exit_info.value.code == 2
+    assert "--reward_funcs no_such_reward: expected one of accuracy_reward" in capsys.readouterr().err
