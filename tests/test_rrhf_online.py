@@ -440,10 +440,18 @@ def test_rlaif_scoring_judge_through_the_adapter(tiny_paths, tmp_path, asynchron
     assert "rewards/length_judge/mean" in trainer.state.log_history[0]
 
 
-def test_log_completions_prints_the_table(tiny_paths, tmp_path, capsys):
-    train_one_round(tiny_paths, tmp_path, [Recorder("scored")], log_completions=True, num_completions_to_print=2)
+def test_log_completions_and_reward_function_logs(tiny_paths, tmp_path, capsys):
+    def logging_reward(prompts, completions, log_extra, log_metric, **kwargs):  # GRPO's logging hooks
+        log_extra("verdict", [f"v{i}" for i in range(len(completions))])
+        log_metric("judge/calls", 3.0)
+        return [1.0] * len(completions)
+
+    trainer = train_one_round(
+        tiny_paths, tmp_path, [Recorder("scored"), logging_reward], log_completions=True, num_completions_to_print=2
+    )
     out = capsys.readouterr().out
-    assert "scored" in out and "reward" in out and "Step 1" in out
+    assert "scored" in out and "reward" in out and "Step 1" in out and "verdict" in out
+    assert trainer.state.log_history[0]["judge/calls"] == 3.0
 
 
 # ----- configuration and bad input -----
