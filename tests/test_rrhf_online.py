@@ -476,6 +476,41 @@ def test_generation_batch_size_counts_completions_as_in_grpo(tmp_path):
             config(num_generations=bad)
 
 
+def test_sampling_params_carry_grpo_generation_settings(tmp_path):
+    args = RRHFConfig(
+        **cpu_training_kwargs(tmp_path, num_generations=2, temperature=0.8, top_p=0.9, top_k=5, min_p=0.05),
+        max_completion_length=7,
+        repetition_penalty=1.2,
+        generation_kwargs={"top_k": 3, "suppress_tokens": [4]},
+    )
+    assert sampling_params(args).generate_kwargs() == {
+        "do_sample": True,
+        "temperature": 0.8,
+        "top_p": 0.9,
+        "top_k": 3,  # generation_kwargs override the other settings, as in GRPO
+        "max_new_tokens": 7,
+        "min_p": 0.05,
+        "repetition_penalty": 1.2,
+        "suppress_tokens": [4],
+    }
+
+
+def test_online_training_evaluates_an_offline_eval_dataset(tiny_paths, tmp_path):
+    from trl_won.tiny import toy_ranking_dataset
+
+    args = online_args(tmp_path, per_device_eval_batch_size=4)
+    trainer = RRHFTrainer(
+        tiny_paths.policy,
+        args=args,
+        train_dataset=toy_prompt_dataset(),
+        eval_dataset=toy_ranking_dataset(),
+        reward_funcs=Recorder(),
+    )
+    trainer.train()
+    metrics = trainer.evaluate()
+    assert math.isfinite(metrics["eval_loss"]) and 0 <= metrics["eval_ranking_accuracy"] <= 1
+
+
 def test_prompt_only_dataset_defaults_to_grpo_num_generations(tiny_paths, tmp_path):
     args = RRHFConfig(**cpu_training_kwargs(tmp_path, per_device_train_batch_size=2))
     trainer = RRHFTrainer(tiny_paths.policy, args=args, train_dataset=toy_prompt_dataset(), reward_funcs=Recorder())

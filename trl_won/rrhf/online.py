@@ -416,7 +416,8 @@ class OnlineRRHFMixin:
         folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
         os.makedirs(folder, exist_ok=True)
         path = os.path.join(folder, BUFFER_FILE.format(process=self.accelerator.process_index))
-        torch.save({"online_step": self._online_step, "buffer": self._generation_buffer}, path)
+        state = {"online_step": self._online_step, "buffer": self._generation_buffer, "skipped": self._skipped_groups}
+        torch.save(state, path)
 
     def _load_optimizer_and_scheduler(self, checkpoint):
         super()._load_optimizer_and_scheduler(checkpoint)
@@ -434,6 +435,7 @@ class OnlineRRHFMixin:
         try:
             state = torch.load(path, weights_only=True)
             self._online_step, self._generation_buffer = int(state["online_step"]), state["buffer"]
+            self._skipped_groups = int(state.get("skipped", 0))
         except Exception as error:
             raise RuntimeError(
                 f"The generation buffer {path} is damaged ({type(error).__name__}: {error}). Delete the file to "
