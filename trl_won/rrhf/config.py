@@ -240,8 +240,8 @@ class RRHFConfig(_BaseConfig):
         default=None,
         metadata={
             "help": "Completions sampled from the current policy per prompt. `None`: 8 (GRPO's default) for a "
-            "prompt-only dataset, 0 for a dataset with `completions`. 0: offline RRHF. >= 2: online RRHF (rows with "
-            "fixed `completions` rank them together with their samples)."
+            "prompt-only dataset (no `completions`, no `rewards`), else 0. 0: offline RRHF. >= 2: online RRHF (rows "
+            "with fixed `completions` rank them together with their samples)."
         },
     )
     max_completion_length: int | None = field(
