@@ -130,6 +130,8 @@ class OnlineRRHFMixin:
             return super().get_train_dataloader()
         dataset = self.train_dataset
         if isinstance(dataset, IterableDataset):
+            if self.args.shuffle_dataset:
+                dataset = dataset.shuffle(seed=self.args.seed)
             dataset = repeat_iterable_dataset(
                 dataset,
                 mini_repeat_count=1,
@@ -156,7 +158,7 @@ class OnlineRRHFMixin:
             mini_repeat_count=1,
             batch_size=self._prompts_per_round(),
             repeat_count=self.args.steps_per_generation,
-            shuffle=True,
+            shuffle=self.args.shuffle_dataset,
             seed=self.args.seed,
         )
 
