@@ -550,6 +550,12 @@ BAD_INPUTS = {
         ValueError,
         r"has a 'rewards' column",
     ),
+    "fixed-completion-merges-into-the-prompt": (
+        {"prompt": ["Q", "Summ"], "completions": [[" a"], ["arize"]]},
+        {"funcs": True, "num_generations": 2},
+        DatasetFormatError,
+        r"row 1, column 'completions': the tokens of the fixed completion 'arize' do not continue the prompt",
+    ),
     "empty-prompt": ({"prompt": [""]}, {"funcs": True}, DatasetFormatError, r"row 0, column 'prompt'"),
 }
 

@@ -58,6 +58,23 @@ def sampling_params(args) -> SamplingParams:
     )
 
 
+def fixed_completion_ids(tokenizer, prompt_ids: list[int], prompt, completion, row: int | None) -> list[int]:
+    """The token ids of a row's fixed completion after `prompt_ids` (the prompt as the sampler tokenizes it), from
+    TRL's prompt-completion tokenization; an error naming the row if they do not continue `prompt_ids`."""
+    head, tail = tokenize_prompt_completion(tokenizer, prompt, completion)
+    full = head + tail
+    if full[: len(prompt_ids)] != prompt_ids or len(full) == len(prompt_ids):
+        raise row_error(
+            row,
+            "completions",
+            f"the tokens of the fixed completion {completion!r:.60} do not continue the prompt's tokens as the "
+            "sampler tokenizes the prompt (a token merges across the boundary), so it cannot be ranked with the "
+            "samples.",
+            "Start the completion with a space or a new line, or drop it.",
+        )
+    return full[len(prompt_ids) :]
+
+
 def _as_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The online collator: a batch is the list of its rows (they are sampled for in `get_batch_samples`)."""
     return rows
@@ -86,9 +103,7 @@ class OnlineRRHFMixin:
                 f"`reward_weights` has {len(weights)} entries but there are {len(self.reward_funcs)} reward "
                 "functions; give one weight per reward function."
             )
-        if (
-            self.args.generation_batch_size is None
-        ):  # num_generations was resolved from the dataset: as GRPO derives it
+        if self.args.generation_batch_size is None:  # num_generations came from the dataset: derive it as GRPO does
             self.args.generation_batch_size = (
                 self.args.per_device_train_batch_size
                 * self.accelerator.num_processes
@@ -241,7 +256,9 @@ class OnlineRRHFMixin:
                 {
                     "prompt_ids": prompt_ids,
                     "completions": fixed + [as_completion(prompt, sample.text) for sample in row_samples],
-                    "completion_ids": [self._fixed_completion_ids(prompt_ids, prompt, c, row) for c in fixed]
+                    "completion_ids": [
+                        fixed_completion_ids(tokenizer, prompt_ids, prompt, c, row.get(ROW_INDEX)) for c in fixed
+                    ]
                     + [list(sample.token_ids) for sample in row_samples],
                 }
             )
@@ -262,7 +279,6 @@ class OnlineRRHFMixin:
 
         # Rank: drop unscorable (or empty) candidates, skip groups left with fewer than 2.
         tokenized, start, skipped = [], 0, 0
-        room = None if args.max_length is None else args.max_length
         for pool in pools:
             count = len(pool["completions"])
             keep = [
@@ -272,7 +288,7 @@ class OnlineRRHFMixin:
                 tokenized.append(None)
                 skipped += 1
             else:
-                limit = None if room is None else room - len(pool["prompt_ids"])
+                limit = None if args.max_length is None else args.max_length - len(pool["prompt_ids"])
                 tokenized.append(
                     {
                         "prompt_ids": pool["prompt_ids"],
@@ -296,21 +312,6 @@ class OnlineRRHFMixin:
             groups = [group for group in tokenized[step * size : (step + 1) * size] if group is not None]
             micro_batches.append(self._collator(groups) if groups else _empty_batch())
         return micro_batches
-
-    def _fixed_completion_ids(self, prompt_ids: list[int], prompt, completion, row: dict[str, Any]) -> list[int]:
-        """The ids of a fixed completion after the prompt's generation ids (TRL's prompt-completion tokenization)."""
-        head, tail = tokenize_prompt_completion(self.processing_class, prompt, completion)
-        full = head + tail
-        if full[: len(prompt_ids)] != prompt_ids or len(full) == len(prompt_ids):
-            raise row_error(
-                row.get(ROW_INDEX),
-                "completions",
-                f"the tokens of the fixed completion {completion!r:.60} do not continue the prompt's tokens as the "
-                "sampler tokenizes the prompt (a token merges across the boundary), so it cannot be ranked with the "
-                "samples.",
-                "Start the completion with a space or a new line, or drop it.",
-            )
-        return full[len(prompt_ids) :]
 
     # ----- metrics and the completions table -----
 

@@ -36,7 +36,7 @@ from .data import (
     validate_tokenized_row,
 )
 from .loss import RRHFLossOutput, rrhf_loss
-from .online import ROW_INDEX, OnlineRRHFMixin
+from .online import ROW_INDEX, OnlineRRHFMixin, fixed_completion_ids
 from .scoring import add_rewards
 from .sharing import check_prompt_sharing, pack_shared_prompts, packing_pays_off
 
@@ -312,6 +312,10 @@ class RRHFTrainer(OnlineRRHFMixin, _BaseTrainer):
                 args.max_length,
                 max_positions,
             )
+            if example.get("completions"):  # fixed completions must continue the prompt as it is sampled from
+                prompt_ids = prompt_ids_for_generation(tokenizer, example["prompt"])
+                for completion in example["completions"]:
+                    fixed_completion_ids(tokenizer, prompt_ids, example["prompt"], completion, row)
             return {ROW_INDEX: row}
 
         map_kwargs = {"with_indices": True}
