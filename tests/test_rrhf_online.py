@@ -605,3 +605,37 @@ def test_rrhf_command_samples_online_with_reward_funcs(tiny_paths, tmp_path, cap
         main([*argv[:-3], "--reward_funcs", "no_such_reward"])
     assert exit_info.value.code == 2
     assert "--reward_funcs no_such_reward: expected one of accuracy_reward" in capsys.readouterr().err
+
+
+def test_use_vllm_calls_the_vllm_sampler_contract(tiny_paths, tokenizer, tmp_path, monkeypatch):
+    # `trl_won.rrhf.vllm.VLLMSampler(trainer)` is built once after `Trainer.__init__`; `sample(prompts,
+    # num_generations, seed)` returns `num_generations` Samples per prompt. A fake stands in for vLLM here.
+    import types
+
+    from trl_won.generation import Sample
+
+    built, calls = [], []
+
+    class FakeVLLMSampler:
+        def __init__(self, trainer):
+            assert trainer.optimizer is None and trainer.args.use_vllm  # after Trainer.__init__, before training
+            built.append(trainer)
+
+        def sample(self, prompts, num_generations, seed):
+            calls.append((list(prompts), num_generations, seed))
+            ids = tokenizer(" the cat", add_special_tokens=False)["input_ids"]
+            return [
+                [Sample(text=" the cat", token_ids=ids[: i + 1], finished=False) for i in range(num_generations)]
+                for _ in prompts
+            ]
+
+    monkeypatch.setitem(sys.modules, "trl_won.rrhf.vllm", types.SimpleNamespace(VLLMSampler=FakeVLLMSampler))
+    recorder = Recorder()
+    args = online_args(tmp_path, use_vllm=True, num_generations=2, max_steps=2, seed=5)
+    trainer = RRHFTrainer(tiny_paths.policy, args=args, train_dataset=toy_prompt_dataset(), reward_funcs=recorder)
+    trainer.train()
+    assert built == [trainer] and len(calls) == 2
+    assert [(len(prompts), k, seed) for prompts, k, seed in calls] == [(2, 2, derived_seed(5, r, 0)) for r in (0, 1)]
+    assert recorder.calls[0]["completion_ids"][:2] == [
+        [ids[0]] for ids in [tokenizer(" the cat")["input_ids"][-2:]]
+    ] + [tokenizer(" the cat", add_special_tokens=False)["input_ids"][:2]]
