@@ -636,6 +636,5 @@ def test_use_vllm_calls_the_vllm_sampler_contract(tiny_paths, tokenizer, tmp_pat
     trainer.train()
     assert built == [trainer] and len(calls) == 2
     assert [(len(prompts), k, seed) for prompts, k, seed in calls] == [(2, 2, derived_seed(5, r, 0)) for r in (0, 1)]
-    assert recorder.calls[0]["completion_ids"][:2] == [
-        [ids[0]] for ids in [tokenizer(" the cat")["input_ids"][-2:]]
-    ] + [tokenizer(" the cat", add_special_tokens=False)["input_ids"][:2]]
+    ids = tokenizer(" the cat", add_special_tokens=False)["input_ids"]
+    assert recorder.calls[0]["completion_ids"][:2] == [ids[:1], ids[:2]]  # the sampler's candidates are scored
