@@ -12,8 +12,7 @@ import os
 import torch
 from trl import RewardConfig
 
-from tests.helpers import cpu_training_kwargs
-from trl_won.cli.main import end_distributed
+from tests.helpers import cpu_training_kwargs, exit_distributed_script
 from trl_won.data_utils import completion_text
 from trl_won.rlaif import RLAIFRewardConfig, RLAIFRewardTrainer
 from trl_won.rrhf import RRHFConfig, RRHFTrainer
@@ -95,7 +94,7 @@ def main():
     if report:
         with open(os.path.join(cli.output_dir, "report.json"), "w") as f:
             json.dump(report, f)
-    end_distributed()
+    exit_distributed_script()
 
 
 if __name__ == "__main__":

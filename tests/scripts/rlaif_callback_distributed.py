@@ -9,8 +9,7 @@ import os
 
 from trl import DPOConfig, DPOTrainer
 
-from tests.helpers import cpu_training_kwargs
-from trl_won.cli.main import end_distributed
+from tests.helpers import cpu_training_kwargs, exit_distributed_script
 from trl_won.generation import SamplingParams
 from trl_won.rlaif import PairwiseJudge, PairwiseJudgement, RLAIFLabelerCallback
 from trl_won.tiny import TOY_PROMPTS, toy_preference_dataset
@@ -58,4 +57,4 @@ if trainer.accelerator.is_main_process:
     logs = [entry for entry in trainer.state.log_history if "rlaif/failures" in entry]
     with open(os.path.join(cli.output_dir, "logs.json"), "w") as f:
         json.dump({"logs": logs, "num_processes": trainer.accelerator.num_processes}, f)
-end_distributed()
+exit_distributed_script()

@@ -7,8 +7,7 @@ import argparse
 import json
 import os
 
-from tests.helpers import cpu_training_kwargs
-from trl_won.cli.main import end_distributed
+from tests.helpers import cpu_training_kwargs, exit_distributed_script
 from trl_won.rrhf import RRHFConfig, RRHFTrainer
 from trl_won.tiny import toy_ranking_dataset
 
@@ -47,4 +46,4 @@ if trainer.accelerator.is_main_process:
             },
             f,
         )
-end_distributed()
+exit_distributed_script()

@@ -13,7 +13,7 @@ import torch
 import torch.distributed as dist
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from trl_won.cli.main import end_distributed
+from tests.helpers import exit_distributed_script
 from trl_won.logprobs import add_logprob_forward
 from trl_won.models import unwrap_peft
 from trl_won.rrhf.data import DataCollatorForRRHF, tokenize_row
@@ -81,4 +81,4 @@ for name, param in model.named_parameters():
         grads[name] = grad.detach().clone()
 if rank == 0:
     torch.save({"loss": total, "grads": grads, "world": world}, cli.output)
-end_distributed()  # barrier, then destroy: left to interpreter exit, gloo's threads can abort a finished rank
+exit_distributed_script()

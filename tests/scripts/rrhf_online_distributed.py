@@ -8,8 +8,7 @@ import gc
 import json
 import os
 
-from tests.helpers import cpu_training_kwargs
-from trl_won.cli.main import end_distributed
+from tests.helpers import cpu_training_kwargs, exit_distributed_script
 from trl_won.rrhf import RRHFConfig, RRHFTrainer
 from trl_won.tiny import toy_prompt_dataset
 
@@ -48,4 +47,4 @@ with open(os.path.join(cli.output_dir, f"calls-{rank}.json"), "w") as f:
 # the group down: left to interpreter shutdown, gloo's threads can abort a process that finished its work.
 del trainer
 gc.collect()
-end_distributed()
+exit_distributed_script()

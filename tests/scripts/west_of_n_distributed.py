@@ -3,7 +3,7 @@
 import json
 import sys
 
-from trl_won.cli.main import end_distributed
+from tests.helpers import exit_distributed_script
 from trl_won.data_utils import completion_text
 from trl_won.tiny import toy_prompt_dataset
 from trl_won.west_of_n import WestOfNConfig, WestOfNGenerator
@@ -22,7 +22,7 @@ def main(policy: str, pairs_dir: str, out_dir: str) -> None:
     state = generator.state
     with open(f"{out_dir}/process-{state.process_index}.json", "w") as f:
         json.dump({"num_processes": state.num_processes, "pairs": pairs.to_dict()}, f)
-    end_distributed()
+    exit_distributed_script()
 
 
 if __name__ == "__main__":
