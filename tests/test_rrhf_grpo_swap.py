@@ -40,6 +40,7 @@ def apply_unified_diff(original: str, diff: str) -> tuple[str, int]:
     changed = 0
     for hunk in hunks:
         header, *body = hunk.split("\n")
+        body = [line or " " for line in body]  # an empty context line may lose its space in an editor
         match = HUNK_HEADER.match(header)
         assert match, f"not a hunk header: {header!r}"
         old_start, old_count, new_start, new_count = map(int, match.groups())
