@@ -11,7 +11,7 @@ With `share_prompt=True` each prompt is prefilled once for all its samples (see 
 import contextlib
 import inspect
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -45,12 +45,22 @@ class SamplingParams:
             Keep only the `top_k` most likely tokens; `0` disables it.
         max_new_tokens (`int`, *optional*, defaults to `64`):
             Maximum number of tokens per completion.
+        min_p (`float`, *optional*):
+            Minimum token probability, scaled by the probability of the most likely token; `None` disables it.
+        repetition_penalty (`float`, *optional*, defaults to `1.0`):
+            Penalty on tokens already in the prompt or the completion (`1.0`: none).
+        generation_kwargs (`dict`, *optional*):
+            Extra `generate` arguments (e.g. `suppress_tokens`); they override the settings above where they overlap,
+            as GRPO's `generation_kwargs` do.
     """
 
     temperature: float = 0.7
     top_p: float = 1.0
     top_k: int = 0
     max_new_tokens: int = 64
+    min_p: float | None = None
+    repetition_penalty: float = 1.0
+    generation_kwargs: dict | None = None
 
     def __post_init__(self):
         if self.temperature < 0:
@@ -59,17 +69,27 @@ class SamplingParams:
             raise ValueError(f"`top_p` must be in (0, 1], got {self.top_p}.")
         if self.max_new_tokens < 1:
             raise ValueError(f"`max_new_tokens` must be >= 1, got {self.max_new_tokens}.")
+        if self.min_p is not None and not 0 <= self.min_p <= 1:
+            raise ValueError(f"`min_p` must be between 0 and 1, got {self.min_p}.")
+        if self.repetition_penalty <= 0:
+            raise ValueError(f"`repetition_penalty` must be > 0, got {self.repetition_penalty}.")
 
     def generate_kwargs(self) -> dict:
         if self.temperature == 0:
-            return {"do_sample": False, "max_new_tokens": self.max_new_tokens}
-        return {
-            "do_sample": True,
-            "temperature": self.temperature,
-            "top_p": self.top_p,
-            "top_k": self.top_k,
-            "max_new_tokens": self.max_new_tokens,
-        }
+            kwargs = {"do_sample": False, "max_new_tokens": self.max_new_tokens}
+        else:
+            kwargs = {
+                "do_sample": True,
+                "temperature": self.temperature,
+                "top_p": self.top_p,
+                "top_k": self.top_k,
+                "max_new_tokens": self.max_new_tokens,
+            }
+            if self.min_p is not None:
+                kwargs["min_p"] = self.min_p
+        if self.repetition_penalty != 1.0:
+            kwargs["repetition_penalty"] = self.repetition_penalty
+        return {**kwargs, **(self.generation_kwargs or {})}
 
 
 @dataclass
@@ -148,6 +168,16 @@ def _trim(ids: list[int], eos_ids: set[int], pad_id: int | None) -> tuple[list[i
     while ids and pad_id is not None and ids[-1] == pad_id and pad_id not in eos_ids:
         ids = ids[:-1]
     return ids, False
+
+
+def prompt_ids_for_generation(tokenizer, prompt: Prompt, **chat_template_kwargs) -> list[int]:
+    """The token ids [`sample_completions`] continues for `prompt` (its row of the batch, without the left padding).
+
+    A conversational prompt is rendered by the chat template with a generation prompt and tokenized without special
+    tokens (the template writes them); a standard prompt is tokenized with them (BOS).
+    """
+    text = prompt_for_generation(tokenizer, prompt, **chat_template_kwargs)
+    return list(tokenizer(text, add_special_tokens=not is_conversational_prompt(prompt))["input_ids"])
 
 
 def sample_completions(
@@ -289,7 +319,7 @@ def prompt_sharing_unsupported(model, generate_kwargs: dict | None = None) -> st
         return f"its generation config sets cache_implementation={base.generation_config.cache_implementation!r}"
     if (generate_kwargs or {}).get("synced_gpus"):
         return "`synced_gpus=True`: the extra prefill forward would have to be synchronized across processes"
-    if "cache" not in inspect.signature(base.forward).parameters:
+    if "cache" not in _forward_parameters(base):
         return f"{type(base).__name__}.forward takes no `cache` argument"
     layers = DynamicCache(config=config.get_text_config(decoder=True)).layers  # empty layers: no memory yet
     if any(isinstance(layer, LinearAttentionCacheLayerMixin) for layer in layers):
@@ -322,7 +352,7 @@ def prefill_shared_prompts(
     if any(isinstance(layer, LinearAttentionCacheLayerMixin) for layer in cache.layers):
         raise ValueError(f"{type(base).__name__} has recurrent layers: see `prompt_sharing_unsupported`.")
     position_ids = (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
-    kwargs = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(base.forward).parameters else {}
+    kwargs = {"logits_to_keep": 1} if "logits_to_keep" in _forward_parameters(base) else {}
     model(
         input_ids=input_ids[:, :-1],
         attention_mask=attention_mask[:, :-1],
@@ -334,6 +364,11 @@ def prefill_shared_prompts(
     )
     cache.batch_repeat_interleave(num_samples)
     return cache
+
+
+def _forward_parameters(model) -> Mapping[str, inspect.Parameter]:
+    """The parameters of the model's own forward (under RRHF's log-prob forward, which passes them through)."""
+    return inspect.signature(getattr(model, "_trl_won_original_forward", model.forward)).parameters
 
 
 def _eos_token_ids(model, tokenizer) -> set[int]:

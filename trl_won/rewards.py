@@ -6,6 +6,7 @@ Async functions are awaited. A sequence-classification reward model (object or p
 [`RewardModelScorer`], which is itself such a function.
 """
 
+import asyncio
 import copy
 import inspect
 import json
@@ -21,6 +22,7 @@ from transformers import DynamicCache
 from trl.trainer.utils import get_callable_name, pad
 
 from .data_utils import Completion, Prompt, as_real, tokenize_for_reward_model
+from .errors import TrlWonError
 from .generation import eval_mode, prompt_sharing_unsupported
 from .models import load_reward_model, load_tokenizer, weights_digest
 from .utils import run_coroutine
@@ -279,10 +281,13 @@ def call_reward_func(
         ValueError: naming the function and the offending index when the answer has the wrong length or a value that
             is not a finite number.
     """
-    arguments = _accepted_kwargs(func, {"prompts": list(prompts), "completions": list(completions), **kwargs})
-    result = func(**arguments)
+    result = func(**_accepted_kwargs(func, {"prompts": list(prompts), "completions": list(completions), **kwargs}))
     if inspect.isawaitable(result):
         result = run_coroutine(result)
+    return _checked_scores(func, result, prompts, completions, allow_none)
+
+
+def _checked_scores(func, result, prompts, completions, allow_none: bool) -> list[float]:
     name = reward_func_name(func)
     result = list(result)
     if len(result) != len(completions):
@@ -303,6 +308,95 @@ def call_reward_func(
             )
         scores.append(number)
     return scores
+
+
+class RewardFunctionError(TrlWonError, RuntimeError):
+    """A reward function raised, or answered with the wrong number or kind of values, while scoring a batch during
+    training. The message names the function and the batch; nothing was trained on that batch."""
+
+
+def rewards_per_function(
+    reward_funcs: Sequence[Callable],
+    prompts: Sequence[Prompt],
+    completions: Sequence[Completion],
+    where: str = "this batch",
+    **kwargs,
+) -> list[list[float]]:
+    """Every reward function's scores of every completion, as TRL's `GRPOTrainer` computes them.
+
+    Each function gets `prompts`, `completions` and `**kwargs` (for instance `completion_ids`, the dataset's other
+    columns, `trainer_state`) as keyword arguments, or only those it declares. A `None` score means "does not apply"
+    and becomes NaN. Synchronous functions run one after the other, asynchronous ones concurrently on one event loop.
+
+    Args:
+        reward_funcs (`Sequence[Callable]`):
+            Reward functions (see [`as_reward_funcs`]).
+        prompts, completions (`Sequence`):
+            One entry per completion to score.
+        where (`str`, *optional*):
+            The batch, as error messages name it (e.g. "step 3, dataset rows [4, 7]").
+        **kwargs:
+            Extra keyword arguments, one list entry per completion or any value.
+
+    Returns:
+        `list[list[float]]`: For each function, one score per completion (NaN for `None`).
+
+    Raises:
+        RewardFunctionError: naming the function and `where`, when a function raises or returns the wrong number of
+            values, or a value that is neither a finite number nor `None`.
+    """
+    arguments = {"prompts": list(prompts), "completions": list(completions), **kwargs}
+    scores: list[list[float] | None] = [None] * len(reward_funcs)
+    pending = []  # (index, coroutine) of the asynchronous functions
+
+    def fail(func, error: BaseException):
+        return RewardFunctionError(
+            f"The reward function {reward_func_name(func)!r} failed on {where} ({len(completions)} completions): "
+            f"{type(error).__name__}: {error} Nothing was trained on this batch; fix the function and resume from "
+            "the last checkpoint."
+        )
+
+    for index, func in enumerate(reward_funcs):
+        try:
+            result = func(**_accepted_kwargs(func, arguments))
+            if inspect.isawaitable(result):
+                pending.append((index, result))
+                continue
+            scores[index] = _checked_scores(func, result, prompts, completions, allow_none=True)
+        except Exception as error:
+            for _, coroutine in pending:
+                coroutine.close()
+            raise fail(func, error) from error
+    if pending:
+
+        async def gather():
+            return await asyncio.gather(*(coroutine for _, coroutine in pending), return_exceptions=True)
+
+        for (index, _), result in zip(pending, run_coroutine(gather()), strict=True):
+            func = reward_funcs[index]
+            try:
+                if isinstance(result, BaseException):
+                    raise result
+                scores[index] = _checked_scores(func, result, prompts, completions, allow_none=True)
+            except Exception as error:
+                raise fail(func, error) from error
+    return scores
+
+
+def nan_weighted_sum(scores: Sequence[Sequence[float]], reward_weights: Sequence[float] | None = None) -> list[float]:
+    """Each completion's weighted sum of its functions' scores, skipping NaN ("does not apply") scores as
+    `GRPOTrainer` does (`nansum`); NaN where every function returned `None`."""
+    weights = list(reward_weights) if reward_weights is not None else [1.0] * len(scores)
+    if len(weights) != len(scores):
+        raise ValueError(
+            f"`reward_weights` has {len(weights)} entries but there are {len(scores)} reward functions; give one "
+            "weight per reward function."
+        )
+    totals = []
+    for column in zip(*scores, strict=True):
+        present = [weight * score for weight, score in zip(weights, column, strict=True) if not math.isnan(score)]
+        totals.append(sum(present) if present else math.nan)
+    return totals
 
 
 def weighted_rewards(

@@ -1,11 +1,13 @@
 """`trl-won rrhf`: train a causal LM with RRHF (the script behind `examples/rrhf.py`)."""
 
 import argparse
+import os
 from dataclasses import dataclass, field
 
 from trl import DatasetMixtureConfig, ModelConfig, ScriptArguments, TrlParser, get_peft_config, get_quantization_config
 
 from ..dataset_loading import select_split
+from ..errors import UsageError
 from ..rrhf import RRHFConfig, RRHFTrainer
 from .common import check_model_path, dataset_source, load_script_dataset, require
 
@@ -22,6 +24,11 @@ EXAMPLES = """examples:
   trl-won rrhf --model_name_or_path Qwen/Qwen2.5-0.5B-Instruct --dataset_name completions.jsonl \\
       --reward_model_name_or_path Skywork/Skywork-Reward-V2-Qwen3-0.6B --output_dir Qwen-RRHF-scored
 
+  # online RRHF: a prompt-only dataset, 4 samples per prompt from the policy, scored by a reward function
+  trl-won rrhf --model_name_or_path Qwen/Qwen2.5-0.5B-Instruct --dataset_name trl-lib/tldr \\
+      --reward_funcs my_rewards.length_reward --num_generations 4 --max_completion_length 128 \\
+      --output_dir Qwen-RRHF-online
+
   # options (and a `datasets:` mixture) from a YAML file; several GPUs: accelerate launch -m trl_won rrhf ...
   trl-won rrhf --config rrhf.yaml
 """
@@ -34,13 +41,61 @@ class RRHFScriptArguments(ScriptArguments):
 
     Args:
         reward_model_name_or_path (`str`, *optional*):
-            Sequence-classification reward model used to score the completions when the dataset has no `rewards`.
+            Sequence-classification reward model that scores the completions: those of a dataset without `rewards`
+            (offline), or the policy's samples (online, with a prompt-only dataset).
+        reward_funcs (`list[str]`, *optional*):
+            Reward functions, resolved as TRL's `trl grpo` script resolves them: TRL's own (`accuracy_reward`,
+            `reasoning_accuracy_reward`, `think_format_reward`, `get_soft_overlong_punishment`) or any dotted import
+            path (e.g. `my_lib.rewards.custom_reward`, importable from the current directory).
     """
 
     reward_model_name_or_path: str | None = field(
         default=None,
-        metadata={"help": "Reward model that scores the completions when the dataset has no `rewards` column."},
+        metadata={
+            "help": "Reward model that scores the completions (a dataset without `rewards`, or the policy's samples "
+            "for a prompt-only dataset)."
+        },
     )
+    reward_funcs: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Reward functions, as `trl grpo` takes them: `accuracy_reward`, `reasoning_accuracy_reward`, "
+            "`think_format_reward`, `get_soft_overlong_punishment`, or any dotted import path (e.g. "
+            "`my_lib.rewards.custom_reward`)."
+        },
+    )
+
+
+def resolve_reward_funcs(names: list[str] | None) -> list:
+    """The reward functions `--reward_funcs` names, resolved as TRL's `trl grpo` script resolves them."""
+    import importlib
+    import sys
+
+    functions = []
+    for name in names or []:
+        if name in ("accuracy_reward", "reasoning_accuracy_reward", "think_format_reward"):
+            functions.append(getattr(importlib.import_module("trl.rewards"), name))
+        elif name == "get_soft_overlong_punishment":  # the values `trl grpo` uses
+            from trl.rewards import get_soft_overlong_punishment
+
+            functions.append(get_soft_overlong_punishment(max_completion_len=1280, soft_punish_cache=256))
+        elif "." in name:
+            module_path, function_name = name.rsplit(".", 1)
+            if os.getcwd() not in sys.path:
+                sys.path.insert(0, os.getcwd())
+            try:
+                module = importlib.import_module(module_path)
+            except ImportError as error:
+                raise UsageError(f"--reward_funcs {name}: cannot import {module_path!r} ({error}).") from error
+            if not callable(getattr(module, function_name, None)):
+                raise UsageError(f"--reward_funcs {name}: {module_path!r} has no function {function_name!r}.")
+            functions.append(getattr(module, function_name))
+        else:
+            raise UsageError(
+                f"--reward_funcs {name}: expected one of accuracy_reward, reasoning_accuracy_reward, "
+                "think_format_reward, get_soft_overlong_punishment, or a dotted import path (my_lib.rewards.func)."
+            )
+    return functions
 
 
 def main(
@@ -73,7 +128,7 @@ def main(
         args=training_args,
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
-        reward_funcs=reward_model,
+        reward_funcs=([reward_model] if reward_model else []) + resolve_reward_funcs(script_args.reward_funcs),
         quantization_config=get_quantization_config(model_args),
         peft_config=get_peft_config(model_args),
     )
@@ -97,7 +152,8 @@ def make_parser(prog: str | None = None) -> TrlParser:
     parser = TrlParser(
         (RRHFScriptArguments, RRHFConfig, ModelConfig, DatasetMixtureConfig),
         prog=prog,
-        description="Train a causal LM with RRHF on prompts with ranked, scored completions.",
+        description="Train a causal LM with RRHF on prompts with ranked, scored completions, or on samples of the "
+        "policy scored online (a prompt-only dataset with --reward_funcs / --reward_model_name_or_path).",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

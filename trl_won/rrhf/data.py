@@ -7,6 +7,7 @@ tensor of `sum(k)` sequences.
 """
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,10 @@ logger = logging.getLogger(__name__)
 HOW_TO_FORMAT = (
     'Each row must be {"prompt": ..., "completions": [at least 2 completions], "rewards": [one number each]}.'
 )
+HOW_TO_SAMPLE = (
+    'For online RRHF each row is {"prompt": ...}, optionally with "completions": [fixed completions ranked with the '
+    "samples], and any other columns the reward functions read."
+)
 
 
 def validate_row(example: dict[str, Any], row: int, check_rewards: bool = True) -> None:
@@ -38,13 +43,32 @@ def validate_row(example: dict[str, Any], row: int, check_rewards: bool = True) 
         check_messages(prompt, row, "prompt")
     elif not isinstance(prompt, str):
         raise row_error(row, "prompt", f"expected a string or a list of messages, got {prompt!r:.80}.", HOW_TO_FORMAT)
+    check_completions(completions, conversational, row, minimum=2)
+    if check_rewards:
+        rewards = example.get("rewards")
+        if not isinstance(rewards, (list, tuple)):
+            raise row_error(row, "rewards", f"expected a list, got {type(rewards).__name__}.", HOW_TO_FORMAT)
+        if len(rewards) != len(completions):
+            raise row_error(
+                row,
+                "rewards",
+                f"has {len(rewards)} rewards for {len(completions)} completions.",
+                "Give exactly one reward per completion, in the same order.",
+            )
+        for i, reward in enumerate(rewards):
+            check_finite(reward, row, "rewards", i)
+
+
+def check_completions(completions: Any, conversational: bool, row: int, minimum: int, fix: str = HOW_TO_FORMAT):
+    """Raise a `ValueError` naming `row` unless `completions` is a list of at least `minimum` non-empty completions in
+    the prompt's format (strings, or lists of assistant messages for a conversational prompt)."""
     if not isinstance(completions, (list, tuple)):
-        raise row_error(row, "completions", f"expected a list, got {type(completions).__name__}.", HOW_TO_FORMAT)
-    if len(completions) < 2:
+        raise row_error(row, "completions", f"expected a list, got {type(completions).__name__}.", fix)
+    if len(completions) < minimum:
         raise row_error(
             row,
             "completions",
-            f"has {len(completions)} completion(s); ranking needs at least 2.",
+            f"has {len(completions)} completion(s); ranking needs at least {minimum}.",
             "Drop the row or add completions.",
         )
     for i, completion in enumerate(completions):
@@ -63,19 +87,43 @@ def validate_row(example: dict[str, Any], row: int, check_rewards: bool = True) 
             check_messages(completion, row, f"completions[{i}]")
         if not completion_text(completion).strip():
             raise row_error(row, f"completions[{i}]", "is empty.", "Remove empty completions from the row.")
-    if check_rewards:
-        rewards = example.get("rewards")
-        if not isinstance(rewards, (list, tuple)):
-            raise row_error(row, "rewards", f"expected a list, got {type(rewards).__name__}.", HOW_TO_FORMAT)
-        if len(rewards) != len(completions):
+
+
+def validate_prompt_row(
+    example: dict[str, Any],
+    row: int,
+    tokenize: Callable[[Any], list[int]],
+    max_length: int | None,
+    max_positions: int | None,
+) -> None:
+    """Raise a `ValueError` naming `row` and the column if `example` is not a valid row for online RRHF.
+
+    The row needs a `prompt` (a string or a list of messages) and may carry fixed `completions` in the same format,
+    ranked with the samples. The prompt, tokenized by `tokenize` as the sampler tokenizes it, must leave room for a
+    completion token under `max_length` and the model's `max_positions`.
+    """
+    prompt = example.get("prompt")
+    conversational = isinstance(prompt, list) and bool(prompt)
+    if conversational:
+        check_messages(prompt, row, "prompt")
+    elif not isinstance(prompt, str) or not prompt:
+        raise row_error(
+            row, "prompt", f"expected a non-empty string or a list of messages, got {prompt!r:.80}.", HOW_TO_SAMPLE
+        )
+    if example.get("completions") is not None:
+        check_completions(example["completions"], conversational, row, minimum=0, fix=HOW_TO_SAMPLE)
+    prompt_ids = tokenize(prompt)
+    for limit, name, fix in (
+        (max_length, "max_length", "Increase `max_length` in RRHFConfig or shorten/drop the prompt."),
+        (max_positions, "the model's max_position_embeddings", "Shorten or drop the prompt."),
+    ):
+        if limit is not None and len(prompt_ids) >= limit:
             raise row_error(
                 row,
-                "rewards",
-                f"has {len(rewards)} rewards for {len(completions)} completions.",
-                "Give exactly one reward per completion, in the same order.",
+                "prompt",
+                f"is {len(prompt_ids)} tokens long, which leaves no room for a completion under {name}={limit}.",
+                fix,
             )
-        for i, reward in enumerate(rewards):
-            check_finite(reward, row, "rewards", i)
 
 
 def validate_tokenized_row(example: dict[str, Any], row: int) -> None:

@@ -1,3 +1,4 @@
+import math
 import textwrap
 import warnings
 from collections import defaultdict
@@ -20,17 +21,27 @@ from trl.trainer.base_trainer import _BaseTrainer
 from trl.trainer.utils import disable_dropout_in_model, get_config_model_id, global_then_local_main_first
 
 from ..data_utils import DatasetFormatError, is_conversational_prompt, require_columns, require_per_process_batches
+from ..generation import prompt_ids_for_generation
 from ..logprobs import TokenLogProbsOutput, add_logprob_forward
 from ..models import load_model, load_tokenizer, prepare_peft_model, with_device_map
 from ..rewards import as_reward_funcs
-from .config import RRHFConfig
-from .data import HOW_TO_FORMAT, DataCollatorForRRHF, tokenize_row, validate_row, validate_tokenized_row
+from .config import DEFAULT_NUM_GENERATIONS, RRHFConfig
+from .data import (
+    HOW_TO_FORMAT,
+    HOW_TO_SAMPLE,
+    DataCollatorForRRHF,
+    tokenize_row,
+    validate_prompt_row,
+    validate_row,
+    validate_tokenized_row,
+)
 from .loss import RRHFLossOutput, rrhf_loss
+from .online import ROW_INDEX, OnlineRRHFMixin
 from .scoring import add_rewards
 from .sharing import check_prompt_sharing, pack_shared_prompts, packing_pays_off
 
 
-class RRHFTrainer(_BaseTrainer):
+class RRHFTrainer(OnlineRRHFMixin, _BaseTrainer):
     """
     Trainer for RRHF: Rank Responses to align language models with Human Feedback ([Yuan et al.,
     2023](https://huggingface.co/papers/2304.05302)).
@@ -66,19 +77,26 @@ class RRHFTrainer(_BaseTrainer):
         data_collator ([`~transformers.DataCollator`], *optional*):
             Function forming a batch from tokenized rows. Defaults to [`DataCollatorForRRHF`].
         train_dataset ([`~datasets.Dataset`] or [`~datasets.IterableDataset`]):
-            Rows `{"prompt", "completions", "rewards"}` in standard (strings) or conversational format (the prompt a
-            list of messages, each completion a list of assistant messages). The number of completions may differ
-            between rows (at least 2). Without a `rewards` column, `reward_funcs` score the completions once before
-            training. Already tokenized rows (`prompt_ids`, `completion_ids`, `rewards`) are used as they are.
+            Offline: rows `{"prompt", "completions", "rewards"}` in standard (strings) or conversational format
+            (the prompt a list of messages, each completion a list of assistant messages). The number of completions
+            may differ between rows (at least 2). Without a `rewards` column, `reward_funcs` score the completions
+            once before training. Already tokenized rows (`prompt_ids`, `completion_ids`, `rewards`) are used as they
+            are. Online (a prompt-only dataset, or `args.num_generations >= 2`): rows `{"prompt"}`, optionally with
+            fixed `completions` ranked together with the samples, and any columns the reward functions read; the
+            trainer samples `args.num_generations` completions per prompt from the current policy during training
+            and `reward_funcs` score every candidate (see `args.num_generations`).
         eval_dataset ([`~datasets.Dataset`], [`~datasets.IterableDataset`] or `dict[str, Dataset]`, *optional*):
-            Dataset(s) to evaluate on, in the same format as `train_dataset`.
+            Dataset(s) to evaluate on, in the offline format (with `completions`; nothing is sampled for them).
         processing_class ([`~transformers.PreTrainedTokenizerBase`], *optional*):
             Tokenizer. Loaded from the model's path when `None`. A tokenizer without a pad token pads with EOS.
         reward_funcs (callable, `str`, [`~transformers.PreTrainedModel`] or a list of them, *optional*):
-            Used only when a dataset has no `rewards` column. Reward functions with TRL's GRPO signature
-            (`func(prompts, completions, **kwargs) -> list[float]`, where kwargs carry the row's other columns)
-            and/or sequence-classification reward models given as objects or paths. Their weighted sum (see
-            `args.reward_weights`) is each completion's reward.
+            Reward functions with TRL's GRPO signature (`func(prompts, completions, **kwargs) -> list[float]`,
+            where kwargs carry the row's other columns) and/or sequence-classification reward models given as
+            objects or paths. Their weighted sum (see `args.reward_weights`) is each completion's reward. Offline
+            they score a dataset without a `rewards` column once before training. Online they score every candidate
+            of every generation round, called exactly as `GRPOTrainer` calls them (keyword arguments `prompts`,
+            `completions`, `completion_ids`, the dataset's other columns and `trainer_state`; `None` for "does not
+            apply"; async functions run concurrently).
         reward_processing_classes ([`~transformers.PreTrainedTokenizerBase`] or `list`, *optional*):
             Tokenizers of the reward models in `reward_funcs`, in the same order (`None` loads the model's own).
         callbacks (list of [`~transformers.TrainerCallback`], *optional*):
@@ -166,9 +184,14 @@ class RRHFTrainer(_BaseTrainer):
         if args.disable_dropout:
             disable_dropout_in_model(model)
 
-        # Data. Reward models are only needed to score the datasets: they are released right after.
+        # Data. Offline, reward models are only needed to score the datasets: they are released right after. Online
+        # (a prompt-only dataset, or `num_generations >= 2`), they score every generation round.
         funcs = as_reward_funcs(reward_funcs, reward_processing_classes, batch_size=args.reward_batch_size)
-        train_dataset = self._prepare_dataset(train_dataset, processing_class, args, "train", funcs)
+        self.num_generations = self._resolve_num_generations(train_dataset, args, funcs)
+        if self.num_generations:
+            train_dataset = self._prepare_prompt_dataset(train_dataset, processing_class, args, model)
+        else:
+            train_dataset = self._prepare_dataset(train_dataset, processing_class, args, "train", funcs)
         if isinstance(eval_dataset, dict):
             eval_dataset = {
                 name: self._prepare_dataset(data, processing_class, args, name, funcs)
@@ -181,6 +204,7 @@ class RRHFTrainer(_BaseTrainer):
                     f"`{type(eval_dataset).__name__}`."
                 )
             eval_dataset = self._prepare_dataset(eval_dataset, processing_class, args, "eval", funcs)
+        self.reward_funcs = funcs if self.num_generations else []
         del funcs
         if data_collator is None:
             data_collator = DataCollatorForRRHF(processing_class.pad_token_id, args.pad_to_multiple_of)
@@ -219,6 +243,75 @@ class RRHFTrainer(_BaseTrainer):
                     stacklevel=2,
                 )
                 self._share_prompt = False
+        self._init_online()
+
+    def _resolve_num_generations(self, dataset, args: RRHFConfig, reward_funcs: list[Callable]) -> int:
+        """Samples per prompt: 0 offline; the switch to online RRHF (see `RRHFConfig.num_generations`)."""
+        columns = get_dataset_column_names(dataset)
+        has_candidates = "completions" in columns or "completion_ids" in columns
+        num_generations = args.num_generations
+        if num_generations is None:  # online for a prompt-only dataset (a `rewards` column means offline data)
+            prompt_only = not has_candidates and "rewards" not in columns
+            num_generations = DEFAULT_NUM_GENERATIONS if prompt_only else 0
+        if num_generations == 0:
+            return 0
+        if "prompt" not in columns:
+            require_columns(columns, ["prompt"], "train", HOW_TO_SAMPLE)
+        what = (
+            "is prompt-only (no 'completions' column)"
+            if not has_candidates
+            else f"is trained online (num_generations={num_generations})"
+        )
+        if not reward_funcs:
+            raise ValueError(
+                f"The train dataset {what}, so RRHFTrainer samples {num_generations} completions per prompt from the "
+                "policy and needs `reward_funcs` (reward functions and/or reward models) to score them. Pass "
+                "`reward_funcs=...`, or give a dataset with 'completions' and 'rewards' columns for offline RRHF "
+                "(num_generations=0)."
+            )
+        if "rewards" in columns:
+            raise ValueError(
+                f"The train dataset {what} and has a 'rewards' column. Online, `reward_funcs` score every candidate "
+                "(the samples and the row's fixed 'completions') so that all are ranked on one scale; given rewards "
+                "would be on another. Remove the 'rewards' column, or set num_generations=0 to train offline on the "
+                "given rewards alone."
+            )
+        if "completion_ids" in columns:
+            raise ValueError(
+                "The train dataset is already tokenized ('completion_ids'): it cannot be sampled for. Give text rows "
+                "('prompt', optional 'completions') for online RRHF, or set num_generations=0."
+            )
+        if args.use_vllm is False and args.max_completion_length is None:
+            raise ValueError("`max_completion_length` must be set for online RRHF (the longest sample, in tokens).")
+        return num_generations
+
+    def _prepare_prompt_dataset(self, dataset, tokenizer, args: RRHFConfig, model) -> Dataset | IterableDataset:
+        """Check every row of an online dataset (errors name the row) and number the rows (`ROW_INDEX`)."""
+        if next(iter(dataset), None) is None:
+            raise DatasetFormatError(f"The train dataset has no rows. {HOW_TO_SAMPLE}")
+        first = next(iter(dataset))
+        if is_conversational_prompt(first.get("prompt")) and getattr(tokenizer, "chat_template", None) is None:
+            raise ValueError(
+                "The train dataset is conversational but the tokenizer has no chat template. Use a tokenizer with "
+                "a chat template (or set `tokenizer.chat_template`)."
+            )
+        max_positions = getattr(model.config.get_text_config(), "max_position_embeddings", None)
+
+        def check(example, row):
+            validate_prompt_row(
+                example,
+                row,
+                lambda prompt: prompt_ids_for_generation(tokenizer, prompt),
+                args.max_length,
+                max_positions,
+            )
+            return {ROW_INDEX: row}
+
+        map_kwargs = {"with_indices": True}
+        if isinstance(dataset, Dataset):
+            map_kwargs.update(num_proc=args.dataset_num_proc, desc="Checking train prompts")
+        with global_then_local_main_first():
+            return dataset.map(check, **map_kwargs)
 
     def _prepare_dataset(
         self,
@@ -291,8 +384,11 @@ class RRHFTrainer(_BaseTrainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         mode = "train" if self.model.training else "eval"
-        outputs = self._completion_logps(model, inputs)
         num_prompts = inputs["num_completions"].numel()
+        if num_prompts == 0:  # online: every prompt group of this micro-batch was skipped (no two scored candidates)
+            loss = sum(param.sum() for param in model.parameters() if param.requires_grad) * 0.0
+            return (loss, None) if return_outputs else loss
+        outputs = self._completion_logps(model, inputs)
         out = rrhf_loss(
             outputs.token_logps,
             inputs["completion_mask"],
@@ -380,12 +476,18 @@ class RRHFTrainer(_BaseTrainer):
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         mode = "train" if self.model.training else "eval"
-        metrics = {key: sum(values) / len(values) for key, values in self._metrics[mode].items() if values}
+        metrics = {}
+        for key, values in self._metrics[mode].items():
+            values = [value for value in values if not math.isnan(value)]  # a reward function that never applied
+            if values:
+                metrics[key] = sum(values) / len(values)
         if mode == "eval":
             metrics = {f"eval_{key}": value for key, value in metrics.items()}
         logs.update(metrics)
         super().log(logs, start_time)
         self._metrics[mode].clear()
+        if mode == "train":
+            self._log_completions_table()
 
     def _write_model_card(self):
         model_name = Path(self.args.output_dir).name if self.args.hub_model_id is None else self.args.hub_model_id
@@ -394,6 +496,7 @@ class RRHFTrainer(_BaseTrainer):
     def _save_checkpoint(self, model, trial):
         self._write_model_card()
         super()._save_checkpoint(model, trial)
+        self._save_generation_buffer(trial)
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
         super().save_model(output_dir, _internal_call)
