@@ -10,6 +10,7 @@ import inspect
 from types import SimpleNamespace
 
 import pytest
+import torch
 from trl.generation.vllm_generation import VLLMGeneration
 
 import trl_won.rrhf.vllm as rrhf_vllm
@@ -216,3 +217,49 @@ def test_a_seed_in_generation_kwargs_is_refused_in_colocate_mode(tmp_path, polic
     with pytest.raises(ValueError, match=r"`generation_kwargs` sets `seed`.*identical samples"):
         VLLMSampler(_trainer(tmp_path, policy, tokenizer, vllm_mode="colocate", generation_kwargs={"seed": 1}))
     VLLMSampler(_trainer(tmp_path, policy, tokenizer, vllm_mode="server", generation_kwargs={"seed": 1}))
+
+
+def test_rrhf_trainer_trains_on_what_vllm_sampled(tmp_path, tiny_paths, tokenizer, fake_vllm, monkeypatch):
+    """`use_vllm=True`: the trainer builds one `VLLMSampler`, pushes weights once per optimizer step, and ranks the
+    completions vLLM returned (here: scripted token ids, rewarded by their length)."""
+    from trl_won import RRHFTrainer
+    from trl_won.tiny import toy_prompt_dataset
+
+    words = tokenizer(text=" the cat sat on the mat and looked at the sun", add_special_tokens=False)["input_ids"]
+    eos = tokenizer.eos_token_id
+
+    class ScriptedVLLMGeneration(FakeVLLMGeneration):
+        def generate(self, prompts, images, num_generations, profiler=None):
+            # The i-th sample of a prompt has i + 1 words, then EOS.
+            self.completions = [words[: i % num_generations + 1] + [eos] for i in range(len(prompts))]
+            return super().generate(prompts, images, num_generations, profiler)
+
+    monkeypatch.setattr(rrhf_vllm, "VLLMGeneration", ScriptedVLLMGeneration)
+    seen = []
+
+    def length_reward(completions, completion_ids, **kwargs):
+        seen.append([list(ids) for ids in completion_ids])
+        return [float(len(ids)) for ids in completion_ids]
+
+    args = RRHFConfig(
+        **cpu_training_kwargs(tmp_path),
+        num_generations=3,
+        max_completion_length=8,
+        per_device_train_batch_size=2,
+        max_steps=2,
+        learning_rate=1e-2,
+        use_vllm=True,
+        vllm_mode="colocate",
+    )
+    trainer = RRHFTrainer(tiny_paths.policy, args=args, train_dataset=toy_prompt_dataset(), reward_funcs=length_reward)
+    [fake] = fake_vllm.instances
+    assert isinstance(fake, ScriptedVLLMGeneration) and fake.kwargs["model"] is trainer.model
+    before = {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
+    trainer.train()
+
+    assert [call[0] for call in fake.calls] == ["sync_weights", "generate", "sync_weights", "generate"]
+    expected = [words[: i + 1] + [eos] for i in range(3)] * 2
+    assert seen == [expected, expected]  # the reward functions scored exactly what vLLM returned
+    accuracy = [entry["ranking_accuracy"] for entry in trainer.state.log_history if "ranking_accuracy" in entry]
+    assert len(accuracy) == 2
+    assert any(not torch.equal(before[name], p) for name, p in trainer.model.named_parameters())

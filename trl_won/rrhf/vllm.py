@@ -28,9 +28,8 @@ from ..data_utils import (
     chat_turn_end_token_ids,
     decode_continuation,
     is_conversational_prompt,
-    prompt_for_generation,
 )
-from ..generation import Sample, _eos_token_ids, _trim
+from ..generation import Sample, _eos_token_ids, _trim, prompt_ids_for_generation
 
 
 def vllm_generation_kwargs(args, num_generations: int | None = None) -> dict[str, Any]:
@@ -105,9 +104,7 @@ class VLLMSampler:
 
     def prompt_ids(self, prompt: Prompt) -> list[int]:
         """The token ids the `transformers` sampler feeds to `generate` for `prompt` (without padding)."""
-        text = prompt_for_generation(self.tokenizer, prompt, **self.chat_template_kwargs)
-        add_special_tokens = not is_conversational_prompt(prompt)
-        return self.tokenizer(text=text, add_special_tokens=add_special_tokens)["input_ids"]
+        return prompt_ids_for_generation(self.tokenizer, prompt, **self.chat_template_kwargs)
 
     def sync_weights(self) -> None:
         """Push the policy's weights to vLLM if an optimizer step changed them since the last push."""
