@@ -27,7 +27,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 SKIPPED = 3  # the exit status of a stage skipped in a dry run
 STAGES = ["offline", "online", "qlora", "vllm_online", "won_vllm"]
-NEEDS_CUDA = {"qlora": "4-bit QLoRA needs CUDA bitsandbytes", "vllm_online": "vLLM needs a GPU", "won_vllm": "vLLM needs a GPU"}
+NEEDS_CUDA = {
+    "qlora": "4-bit QLoRA needs CUDA bitsandbytes",
+    "vllm_online": "vLLM needs a GPU",
+    "won_vllm": "vLLM needs a GPU",
+}
 
 # Qwen2.5-0.5B's config (as published), built locally.
 QWEN25_05B = dict(
@@ -91,8 +95,11 @@ def build_models(work: Path, dry_run: bool) -> dict:
     reward_model.save_pretrained(reward_dir)
     tokenizer.save_pretrained(reward_dir)
     params = sum(p.numel() for p in policy.parameters())
-    print(f"policy: Qwen2 {shape['num_hidden_layers']} layers, hidden {shape['hidden_size']}, vocab "
-          f"{shape['vocab_size']}, {params / 1e6:.1f}M parameters; {tokenizer_note}", flush=True)
+    print(
+        f"policy: Qwen2 {shape['num_hidden_layers']} layers, hidden {shape['hidden_size']}, vocab "
+        f"{shape['vocab_size']}, {params / 1e6:.1f}M parameters; {tokenizer_note}",
+        flush=True,
+    )
     return {"policy": str(policy_dir), "reward_model": str(reward_dir), "tokenizer": tokenizer}
 
 
@@ -182,8 +189,13 @@ def stage_offline(work: Path, dry_run: bool, quantized: bool = False) -> dict:
         peft_config = LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM")
     trainer = RRHFTrainer(
         model=models["policy"],
-        args=training_args(work, dry_run, max_steps=steps, per_device_train_batch_size=batch,
-                           model_init_kwargs={"dtype": "float32" if dry_run else "bfloat16"}),
+        args=training_args(
+            work,
+            dry_run,
+            max_steps=steps,
+            per_device_train_batch_size=batch,
+            model_init_kwargs={"dtype": "float32" if dry_run else "bfloat16"},
+        ),
         train_dataset=dataset,
         processing_class=models["tokenizer"],
         quantization_config=quantization_config,
