@@ -70,7 +70,9 @@ def build_model(directory: Path, hidden: int, layers: int) -> tuple[str, object]
     )
     torch.manual_seed(0)
     model = Qwen2ForCausalLM(config)
-    model.generation_config = GenerationConfig(eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    model.generation_config = GenerationConfig(
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
+    )
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return str(directory), tokenizer
@@ -249,14 +251,14 @@ def main(argv=None) -> int:
     print("\n| shape | trainer | prompts/s (median) | runs | x GRPO | generation s/step | scoring s/step | "
           "training and rest s/step |")  # fmt: skip
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
-    for shape, result in results.items():
+    for result in results.values():
         label = f"P={result['prompt_tokens']:.0f}, R={result['completion_tokens']}"
         for name in ("rrhf", "grpo"):
             r = result[name]
             ratio = f"{result['rrhf_over_grpo']:.2f}" if name == "rrhf" else "1.00"
-            split = r["split_s"]
+            gen, score, rest = (r["split_s"][key] for key in ("generation", "scoring", "training and rest"))
             print(f"| {label} | {name.upper()} | {r['prompts_per_s']:.3f} | {r['runs']} | {ratio} | "
-                  f"{split['generation']:.3f} | {split['scoring']:.3f} | {split['training and rest']:.3f} |")  # fmt: skip
+                  f"{gen:.3f} | {score:.3f} | {rest:.3f} |")  # fmt: skip
     print(json.dumps(results, indent=1))
     return 0
 
