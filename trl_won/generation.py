@@ -124,9 +124,19 @@ def seeded(seed: int | None, device: torch.device | None = None):
 
 @contextlib.contextmanager
 def eval_mode(model):
-    """Put `model` in eval mode for the block and restore its previous mode afterwards."""
+    """Put `model` in eval mode for the block and restore its previous mode afterwards.
+
+    A model being trained keeps its bitsandbytes 4-bit layers in training mode: on CPUs with AVX512-BF16 a 4-bit layer
+    repacks its weight for inference at its first eval-mode no-grad forward and has no backward afterwards
+    (bitsandbytes 0.50), which would silently stop a QLoRA run's gradients after sampling from the policy (see
+    `trl_won.logprobs.deterministic_mode`). The layer has no dropout: its mode changes nothing else.
+    """
     was_training = model.training
     model.eval()
+    if was_training:
+        for module in model.modules():
+            if type(module).__name__ == "Linear4bit" and type(module).__module__.startswith("bitsandbytes"):
+                module.training = True
     try:
         yield model
     finally:

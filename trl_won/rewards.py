@@ -331,11 +331,13 @@ def rewards_per_function(
     Args:
         reward_funcs (`Sequence[Callable]`):
             Reward functions (see [`as_reward_funcs`]).
-        prompts, completions (`Sequence`):
-            One entry per completion to score.
+        prompts (`Sequence`):
+            The prompt of each completion to score.
+        completions (`Sequence`):
+            The completions to score.
         where (`str`, *optional*):
             The batch, as error messages name it (e.g. "step 3, dataset rows [4, 7]").
-        **kwargs:
+        **kwargs (`Any`):
             Extra keyword arguments, one list entry per completion or any value.
 
     Returns:

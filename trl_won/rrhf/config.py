@@ -73,17 +73,15 @@ class RRHFConfig(_BaseConfig):
             `sft_weight` means the same at any completion length. `"sum"`: summed, as in the paper's eq. 4; the term
             then grows with the completion's length.
 
-        > Parameters that control online sampling (see "Online RRHF" in docs/rrhf.md). Names, meanings and defaults
-        > are GRPO's ([`~trl.GRPOConfig`]) except where noted; `per_device_train_batch_size` counts prompts here, each
-        > with its whole group of candidates, where GRPO counts completions.
-
         num_generations (`int`, *optional*):
             Completions sampled from the current policy per prompt, during training. `None` (the default): 8 (GRPO's
             default) when the training dataset is prompt-only (no `completions` and no `rewards` column), 0
             otherwise. `0`: offline
             RRHF, nothing is sampled (the dataset must hold `completions`). `>= 2`: online RRHF; a row that also
             carries fixed `completions` ranks them together with its samples (a mixed pool). Online RRHF needs
-            `reward_funcs`, which score every candidate.
+            `reward_funcs`, which score every candidate. This and the sampling settings below have the names, meanings
+            and defaults of [`~trl.GRPOConfig`], except that `per_device_train_batch_size` counts prompts here, each
+            with its whole group of candidates, where GRPO counts completions (see "Online RRHF" in docs/rrhf.md).
         max_completion_length (`int`, *optional*, defaults to `512`):
             Maximum number of tokens of a sampled completion. A sample cut there counts in
             `completions/clipped_ratio`. `max_length` still applies to a prompt plus a candidate when training.

@@ -45,6 +45,19 @@ NOT_REWARD_KWARGS = ("prompt", "completion", "completions", "completion_ids", RO
 BUFFER_FILE = "rrhf_generation_buffer-{process}.pt"
 
 
+def sampling_params(args) -> SamplingParams:
+    """The transformers sampling settings of an [`RRHFConfig`] (GRPO's generation settings)."""
+    return SamplingParams(
+        temperature=args.temperature,
+        top_p=args.top_p,
+        top_k=args.top_k,
+        max_new_tokens=args.max_completion_length,
+        min_p=args.min_p,
+        repetition_penalty=args.repetition_penalty,
+        generation_kwargs=args.generation_kwargs,
+    )
+
+
 def _as_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The online collator: a batch is the list of its rows (they are sampled for in `get_batch_samples`)."""
     return rows
@@ -61,6 +74,8 @@ class OnlineRRHFMixin:
         self._generation_buffer: list[dict[str, torch.Tensor]] | None = None
         self._skipped_groups = 0
         self._completion_logs: dict[str, list] = defaultdict(list)
+        self._pending_metrics: dict[str, list[float]] = defaultdict(list)  # from reward functions' `log_metric`
+        self._pending_columns: dict[str, list] = defaultdict(list)  # from reward functions' `log_extra`
         self._vllm_sampler = None
         if not self.num_generations:
             return
@@ -199,23 +214,10 @@ class OnlineRRHFMixin:
             self.processing_class,
             prompts,
             num_generations,
-            self.sampling_params(),
+            sampling_params(self.args),
             batch_size=len(prompts) * num_generations,
             seed=seed,
             share_prompt=True,
-        )
-
-    def sampling_params(self) -> SamplingParams:
-        """The transformers sampling settings of `args` (GRPO's generation settings)."""
-        args = self.args
-        return SamplingParams(
-            temperature=args.temperature,
-            top_p=args.top_p,
-            top_k=args.top_k,
-            max_new_tokens=args.max_completion_length,
-            min_p=args.min_p,
-            repetition_penalty=args.repetition_penalty,
-            generation_kwargs=args.generation_kwargs,
         )
 
     def _generate_round(self, rows: list[dict[str, Any]], round_index: int) -> list[dict[str, torch.Tensor]]:
@@ -250,6 +252,8 @@ class OnlineRRHFMixin:
             where=where,
             completion_ids=[ids for pool in pools for ids in pool["completion_ids"]],
             trainer_state=self.state,
+            log_extra=self._log_completion_extra,
+            log_metric=self._log_metric,
             **{key: [row.get(key) for row, _ in flat] for key in extra_keys},
         )
         totals = nan_weighted_sum(scores, args.reward_weights)
@@ -308,6 +312,14 @@ class OnlineRRHFMixin:
 
     # ----- metrics and the completions table -----
 
+    def _log_completion_extra(self, column: str, values: list) -> None:
+        """`log_extra` of a reward function (as in GRPO): a completions-table column, one value per candidate."""
+        self._pending_columns[column].extend(values)
+
+    def _log_metric(self, name: str, value: float) -> None:
+        """`log_metric` of a reward function (as in GRPO): a scalar averaged over the logging interval."""
+        self._pending_metrics[name].append(value)
+
     def _record_round_metrics(self, rows, pools, samples, scores, totals, skipped: int) -> None:
         metrics = self._metrics["train"]
         local = {
@@ -333,6 +345,13 @@ class OnlineRRHFMixin:
         metrics["completions/clipped_ratio"].append(clipped.mean().item())
         self._skipped_groups += sum(part["skipped"] for part in everything)
         metrics["skipped_groups"] = [float(self._skipped_groups)]
+        # Metrics and columns logged by reward functions; names sorted so that every process gathers in one order.
+        pending_metrics, self._pending_metrics = self._pending_metrics, defaultdict(list)
+        pending_columns, self._pending_columns = self._pending_columns, defaultdict(list)
+        for name in sorted({n for names in gather_object([list(pending_metrics)]) for n in names}):
+            values = [v for part in gather_object([pending_metrics.get(name, [])]) for v in part]
+            if values:
+                metrics[name].append(sum(values) / len(values))
 
         if self.args.log_completions:
             flat = [
@@ -346,6 +365,9 @@ class OnlineRRHFMixin:
             for i, name in enumerate(self.reward_func_names):
                 logs[f"rewards/{name}"].extend(gather_object(list(scores[i])))
             logs["reward"].extend(gather_object(list(totals)))
+            for column in sorted({c for columns in gather_object([list(pending_columns)]) for c in columns}):
+                values = pending_columns.get(column) or [None] * len(flat)
+                logs[f"extra/{column}"].extend(gather_object(list(values)))
 
     def _log_completions_table(self) -> None:
         """Print (rich) and log (wandb, trackio) the candidates of the rounds since the last log, as GRPO does."""
@@ -355,6 +377,7 @@ class OnlineRRHFMixin:
         if not self.accelerator.is_main_process:
             return
         rewards = {name: logs[f"rewards/{name}"] for name in self.reward_func_names}
+        extra = {key.removeprefix("extra/"): values for key, values in logs.items() if key.startswith("extra/")}
         if is_rich_available():
             print_prompt_completions_sample(
                 logs["prompt"],
@@ -363,7 +386,7 @@ class OnlineRRHFMixin:
                 None,
                 self.state.global_step,
                 self.args.num_completions_to_print,
-                extra={"reward": logs["reward"]},
+                extra={"reward": logs["reward"], **extra},
             )
         report_to = self.args.report_to or []
         table = {
@@ -372,6 +395,7 @@ class OnlineRRHFMixin:
             "completion": [str(c) for c in logs["completion"]],
             **rewards,
             "reward": logs["reward"],
+            **{column: [str(v) for v in values] for column, values in extra.items()},
         }
         if "wandb" in report_to:
             import wandb
