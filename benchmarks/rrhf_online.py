@@ -83,7 +83,7 @@ def make_prompts(tokenizer, num_prompts: int, length: int) -> list[str]:
     prompts = []
     for i in range(num_prompts):
         words = [WORDS[(i * 7 + j * (i + 3)) % len(WORDS)] for j in range(length * 2)]
-        ids = tokenizer(" ".join(words), add_special_tokens=False)["input_ids"][: length - 1]
+        ids = tokenizer(" ".join(words), add_special_tokens=False)["input_ids"][:length]
         prompts.append(tokenizer.decode(ids))
     return prompts
 
@@ -202,7 +202,9 @@ def main(argv=None) -> int:
     parser.add_argument("--prompts_per_step", type=int, default=4)
     parser.add_argument("--hidden_size", type=int, default=512)
     parser.add_argument("--num_layers", type=int, default=4)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: torch's; 1 is steadier on a busy machine)"
+    )
     args = parser.parse_args(argv)
     if args.steps < 2:
         parser.error("--steps must be at least 2 (the first step is not timed)")
