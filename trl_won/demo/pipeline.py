@@ -382,9 +382,9 @@ class DemoPipeline:
                 self._oracle_rewards(f"RRHF ({name})", policy, self.world.bon_tasks, self.sizes.bon_n, Draw.BEST_OF_N)
 
     def rrhf_on_policy(self, reward_model: str = HF100):
-        """On-policy RRHF with the reward model `reward_model`: a prompt-only dataset and `reward_funcs`, so
-        `RRHFTrainer` samples `rrhf_k` responses per prompt from the policy being trained, at every step (with the
-        same sampling settings as the offline arm's samples), and ranks them by the reward model."""
+        """On-policy RRHF with the reward model `reward_model` (or `ORACLE`, the true reward): a prompt-only dataset
+        and `reward_funcs`, so `RRHFTrainer` samples `rrhf_k` responses per prompt from the policy being trained, at
+        every step (with the same sampling settings as the offline arm's samples), and ranks them by the reward."""
         from datasets import Dataset
 
         from ..rrhf import RRHFConfig, RRHFTrainer
@@ -412,14 +412,13 @@ class DemoPipeline:
                 args=args,
                 train_dataset=Dataset.from_dict({"prompt": prompts}),
                 processing_class=self.policy_tokenizer,
-                reward_funcs=self.reward_models[reward_model],
+                reward_funcs=oracle_reward_func if reward_model == ORACLE else self.reward_models[reward_model],
             )
             trainer.remove_callback(PrinterCallback)
             trainer.train()
             # The reward model's mean score of each step's samples: what the policy was resampled and ranked on.
             logged = [entry["reward"] for entry in trainer.state.log_history if "reward" in entry]
-            self.results["rrhf_on_policy"] = {
-                "reward_model": reward_model,
+            self.results.setdefault("rrhf_on_policy", {})[reward_model] = {
                 "prompts": len(prompts),
                 "samples_per_prompt": self.sizes.rrhf_k,
                 "steps": trainer.state.global_step,
@@ -513,7 +512,8 @@ class DemoPipeline:
         self.best_of_n()
         self.rlaif()
         self.rrhf()
-        self.rrhf_on_policy()
+        self.rrhf_on_policy(HF100)
+        self.rrhf_on_policy(ORACLE)
         self.compare_reward_models()
         self.results["timings_s"] = dict(self.timer.seconds)
         self.results["timings_s"]["total"] = round(sum(self.timer.seconds.values()), 2)

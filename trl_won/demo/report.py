@@ -88,6 +88,9 @@ def findings(results: dict) -> list[str]:
             results, f"{RRHF_ON_POLICY} ({HF100})", SFT, "On-policy RRHF with the HF100% reward model beats SFT"
         ),
         _policy_sentence(
+            results, f"{RRHF_ON_POLICY} ({ORACLE})", SFT, "On-policy RRHF with the oracle reward beats SFT"
+        ),
+        _policy_sentence(
             results,
             f"{RRHF_ON_POLICY} ({HF100})",
             f"RRHF ({HF100})",
