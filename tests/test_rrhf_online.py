@@ -476,6 +476,41 @@ def test_generation_batch_size_counts_completions_as_in_grpo(tmp_path):
             config(num_generations=bad)
 
 
+def test_sampling_params_carry_grpo_generation_settings(tmp_path):
+    args = RRHFConfig(
+        **cpu_training_kwargs(tmp_path, num_generations=2, temperature=0.8, top_p=0.9, top_k=5, min_p=0.05),
+        max_completion_length=7,
+        repetition_penalty=1.2,
+        generation_kwargs={"top_k": 3, "suppress_tokens": [4]},
+    )
+    assert sampling_params(args).generate_kwargs() == {
+        "do_sample": True,
+        "temperature": 0.8,
+        "top_p": 0.9,
+        "top_k": 3,  # generation_kwargs override the other settings, as in GRPO
+        "max_new_tokens": 7,
+        "min_p": 0.05,
+        "repetition_penalty": 1.2,
+        "suppress_tokens": [4],
+    }
+
+
+def test_online_training_evaluates_an_offline_eval_dataset(tiny_paths, tmp_path):
+    from trl_won.tiny import toy_ranking_dataset
+
+    args = online_args(tmp_path, per_device_eval_batch_size=4)
+    trainer = RRHFTrainer(
+        tiny_paths.policy,
+        args=args,
+        train_dataset=toy_prompt_dataset(),
+        eval_dataset=toy_ranking_dataset(),
+        reward_funcs=Recorder(),
+    )
+    trainer.train()
+    metrics = trainer.evaluate()
+    assert math.isfinite(metrics["eval_loss"]) and 0 <= metrics["eval_ranking_accuracy"] <= 1
+
+
 def test_prompt_only_dataset_defaults_to_grpo_num_generations(tiny_paths, tmp_path):
     args = RRHFConfig(**cpu_training_kwargs(tmp_path, per_device_train_batch_size=2))
     trainer = RRHFTrainer(tiny_paths.policy, args=args, train_dataset=toy_prompt_dataset(), reward_funcs=Recorder())
@@ -514,6 +549,12 @@ BAD_INPUTS = {
         {"funcs": True, "num_generations": 2},
         ValueError,
         r"has a 'rewards' column",
+    ),
+    "fixed-completion-merges-into-the-prompt": (
+        {"prompt": ["Q", "Summ"], "completions": [[" a"], ["arize"]]},
+        {"funcs": True, "num_generations": 2},
+        DatasetFormatError,
+        r"row 1, column 'completions': the tokens of the fixed completion 'arize' do not continue the prompt",
     ),
     "empty-prompt": ({"prompt": [""]}, {"funcs": True}, DatasetFormatError, r"row 0, column 'prompt'"),
 }
@@ -564,3 +605,36 @@ def test_rrhf_command_samples_online_with_reward_funcs(tiny_paths, tmp_path, cap
         main([*argv[:-3], "--reward_funcs", "no_such_reward"])
     assert exit_info.value.code == 2
     assert "--reward_funcs no_such_reward: expected one of accuracy_reward" in capsys.readouterr().err
+
+
+def test_use_vllm_calls_the_vllm_sampler_contract(tiny_paths, tokenizer, tmp_path, monkeypatch):
+    # `trl_won.rrhf.vllm.VLLMSampler(trainer)` is built once after `Trainer.__init__`; `sample(prompts,
+    # num_generations, seed)` returns `num_generations` Samples per prompt. A fake stands in for vLLM here.
+    import types
+
+    from trl_won.generation import Sample
+
+    built, calls = [], []
+
+    class FakeVLLMSampler:
+        def __init__(self, trainer):
+            assert trainer.optimizer is None and trainer.args.use_vllm  # after Trainer.__init__, before training
+            built.append(trainer)
+
+        def sample(self, prompts, num_generations, seed):
+            calls.append((list(prompts), num_generations, seed))
+            ids = tokenizer(" the cat", add_special_tokens=False)["input_ids"]
+            return [
+                [Sample(text=" the cat", token_ids=ids[: i + 1], finished=False) for i in range(num_generations)]
+                for _ in prompts
+            ]
+
+    monkeypatch.setitem(sys.modules, "trl_won.rrhf.vllm", types.SimpleNamespace(VLLMSampler=FakeVLLMSampler))
+    recorder = Recorder()
+    args = online_args(tmp_path, use_vllm=True, num_generations=2, max_steps=2, seed=5)
+    trainer = RRHFTrainer(tiny_paths.policy, args=args, train_dataset=toy_prompt_dataset(), reward_funcs=recorder)
+    trainer.train()
+    assert built == [trainer] and len(calls) == 2
+    assert [(len(prompts), k, seed) for prompts, k, seed in calls] == [(2, 2, derived_seed(5, r, 0)) for r in (0, 1)]
+    ids = tokenizer(" the cat", add_special_tokens=False)["input_ids"]
+    assert recorder.calls[0]["completion_ids"][:2] == [ids[:1], ids[:2]]  # the sampler's candidates are scored

@@ -4,6 +4,7 @@ Run it with `accelerate launch --multi_gpu --num_processes 2` (two CPU processes
 """
 
 import argparse
+import gc
 import json
 import os
 
@@ -43,4 +44,8 @@ trainer.save_model()
 rank = trainer.accelerator.process_index
 with open(os.path.join(cli.output_dir, f"calls-{rank}.json"), "w") as f:
     json.dump({"calls": calls, "num_processes": trainer.accelerator.num_processes}, f)
+# Release the DDP-wrapped model (its reducer holds gloo resources) while the process group still exists, then tear
+# the group down: left to interpreter shutdown, gloo's threads can abort a process that finished its work.
+del trainer
+gc.collect()
 end_distributed()

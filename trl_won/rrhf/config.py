@@ -95,6 +95,9 @@ class RRHFConfig(_BaseConfig):
             Micro-batches (forward/backward passes) trained on the candidates of one generation round. If `None`, it
             defaults to `gradient_accumulation_steps` (one round per optimizer step). Mutually exclusive with
             `generation_batch_size`.
+        shuffle_dataset (`bool`, *optional*, defaults to `True`):
+            Whether to shuffle the prompts of an online run (as GRPO: a permutation seeded with `seed`; a buffered
+            shuffle for an `IterableDataset`). Offline runs shuffle as `Trainer` does.
         temperature (`float`, *optional*, defaults to `1.0`):
             Sampling temperature. `0` samples greedily (all samples of a prompt are then equal: use it for tests only).
         top_p (`float`, *optional*, defaults to `1.0`):
@@ -240,8 +243,8 @@ class RRHFConfig(_BaseConfig):
         default=None,
         metadata={
             "help": "Completions sampled from the current policy per prompt. `None`: 8 (GRPO's default) for a "
-            "prompt-only dataset, 0 for a dataset with `completions`. 0: offline RRHF. >= 2: online RRHF (rows with "
-            "fixed `completions` rank them together with their samples)."
+            "prompt-only dataset (no `completions`, no `rewards`), else 0. 0: offline RRHF. >= 2: online RRHF (rows "
+            "with fixed `completions` rank them together with their samples)."
         },
     )
     max_completion_length: int | None = field(
@@ -261,6 +264,10 @@ class RRHFConfig(_BaseConfig):
             "help": "Micro-batches trained on one generation round's candidates. If `None`, it defaults to "
             "`gradient_accumulation_steps`. Mutually exclusive with `generation_batch_size`."
         },
+    )
+    shuffle_dataset: bool = field(
+        default=True,
+        metadata={"help": "Whether to shuffle the prompts of an online run (a permutation seeded with `seed`)."},
     )
     temperature: float = field(
         default=1.0,

@@ -58,6 +58,23 @@ def sampling_params(args) -> SamplingParams:
     )
 
 
+def fixed_completion_ids(tokenizer, prompt_ids: list[int], prompt, completion, row: int | None) -> list[int]:
+    """The token ids of a row's fixed completion after `prompt_ids` (the prompt as the sampler tokenizes it), from
+    TRL's prompt-completion tokenization; an error naming the row if they do not continue `prompt_ids`."""
+    head, tail = tokenize_prompt_completion(tokenizer, prompt, completion)
+    full = head + tail
+    if full[: len(prompt_ids)] != prompt_ids or len(full) == len(prompt_ids):
+        raise row_error(
+            row,
+            "completions",
+            f"the tokens of the fixed completion {completion!r:.60} do not continue the prompt's tokens as the "
+            "sampler tokenizes the prompt (a token merges across the boundary), so it cannot be ranked with the "
+            "samples.",
+            "Start the completion with a space or a new line, or drop it.",
+        )
+    return full[len(prompt_ids) :]
+
+
 def _as_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The online collator: a batch is the list of its rows (they are sampled for in `get_batch_samples`)."""
     return rows
@@ -86,9 +103,7 @@ class OnlineRRHFMixin:
                 f"`reward_weights` has {len(weights)} entries but there are {len(self.reward_funcs)} reward "
                 "functions; give one weight per reward function."
             )
-        if (
-            self.args.generation_batch_size is None
-        ):  # num_generations was resolved from the dataset: as GRPO derives it
+        if self.args.generation_batch_size is None:  # num_generations came from the dataset: derive it as GRPO does
             self.args.generation_batch_size = (
                 self.args.per_device_train_batch_size
                 * self.accelerator.num_processes
@@ -130,6 +145,8 @@ class OnlineRRHFMixin:
             return super().get_train_dataloader()
         dataset = self.train_dataset
         if isinstance(dataset, IterableDataset):
+            if self.args.shuffle_dataset:
+                dataset = dataset.shuffle(seed=self.args.seed)
             dataset = repeat_iterable_dataset(
                 dataset,
                 mini_repeat_count=1,
@@ -156,7 +173,7 @@ class OnlineRRHFMixin:
             mini_repeat_count=1,
             batch_size=self._prompts_per_round(),
             repeat_count=self.args.steps_per_generation,
-            shuffle=True,
+            shuffle=self.args.shuffle_dataset,
             seed=self.args.seed,
         )
 
@@ -239,7 +256,9 @@ class OnlineRRHFMixin:
                 {
                     "prompt_ids": prompt_ids,
                     "completions": fixed + [as_completion(prompt, sample.text) for sample in row_samples],
-                    "completion_ids": [self._fixed_completion_ids(prompt_ids, prompt, c, row) for c in fixed]
+                    "completion_ids": [
+                        fixed_completion_ids(tokenizer, prompt_ids, prompt, c, row.get(ROW_INDEX)) for c in fixed
+                    ]
                     + [list(sample.token_ids) for sample in row_samples],
                 }
             )
@@ -260,7 +279,6 @@ class OnlineRRHFMixin:
 
         # Rank: drop unscorable (or empty) candidates, skip groups left with fewer than 2.
         tokenized, start, skipped = [], 0, 0
-        room = None if args.max_length is None else args.max_length
         for pool in pools:
             count = len(pool["completions"])
             keep = [
@@ -270,7 +288,7 @@ class OnlineRRHFMixin:
                 tokenized.append(None)
                 skipped += 1
             else:
-                limit = None if room is None else room - len(pool["prompt_ids"])
+                limit = None if args.max_length is None else args.max_length - len(pool["prompt_ids"])
                 tokenized.append(
                     {
                         "prompt_ids": pool["prompt_ids"],
@@ -294,21 +312,6 @@ class OnlineRRHFMixin:
             groups = [group for group in tokenized[step * size : (step + 1) * size] if group is not None]
             micro_batches.append(self._collator(groups) if groups else _empty_batch())
         return micro_batches
-
-    def _fixed_completion_ids(self, prompt_ids: list[int], prompt, completion, row: dict[str, Any]) -> list[int]:
-        """The ids of a fixed completion after the prompt's generation ids (TRL's prompt-completion tokenization)."""
-        head, tail = tokenize_prompt_completion(self.processing_class, prompt, completion)
-        full = head + tail
-        if full[: len(prompt_ids)] != prompt_ids or len(full) == len(prompt_ids):
-            raise row_error(
-                row.get(ROW_INDEX),
-                "completions",
-                f"the tokens of the fixed completion {completion!r:.60} do not continue the prompt's tokens as the "
-                "sampler tokenizes the prompt (a token merges across the boundary), so it cannot be ranked with the "
-                "samples.",
-                "Start the completion with a space or a new line, or drop it.",
-            )
-        return full[len(prompt_ids) :]
 
     # ----- metrics and the completions table -----
 
@@ -416,7 +419,8 @@ class OnlineRRHFMixin:
         folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
         os.makedirs(folder, exist_ok=True)
         path = os.path.join(folder, BUFFER_FILE.format(process=self.accelerator.process_index))
-        torch.save({"online_step": self._online_step, "buffer": self._generation_buffer}, path)
+        state = {"online_step": self._online_step, "buffer": self._generation_buffer, "skipped": self._skipped_groups}
+        torch.save(state, path)
 
     def _load_optimizer_and_scheduler(self, checkpoint):
         super()._load_optimizer_and_scheduler(checkpoint)
@@ -434,6 +438,7 @@ class OnlineRRHFMixin:
         try:
             state = torch.load(path, weights_only=True)
             self._online_step, self._generation_buffer = int(state["online_step"]), state["buffer"]
+            self._skipped_groups = int(state.get("skipped", 0))
         except Exception as error:
             raise RuntimeError(
                 f"The generation buffer {path} is damaged ({type(error).__name__}: {error}). Delete the file to "

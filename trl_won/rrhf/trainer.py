@@ -36,7 +36,7 @@ from .data import (
     validate_tokenized_row,
 )
 from .loss import RRHFLossOutput, rrhf_loss
-from .online import ROW_INDEX, OnlineRRHFMixin
+from .online import ROW_INDEX, OnlineRRHFMixin, fixed_completion_ids
 from .scoring import add_rewards
 from .sharing import check_prompt_sharing, pack_shared_prompts, packing_pays_off
 
@@ -192,9 +192,14 @@ class RRHFTrainer(OnlineRRHFMixin, _BaseTrainer):
             train_dataset = self._prepare_prompt_dataset(train_dataset, processing_class, args, model)
         else:
             train_dataset = self._prepare_dataset(train_dataset, processing_class, args, "train", funcs)
+
+        # Online, an eval dataset's own `rewards` are used (`reward_funcs` score the samples); offline, as before.
+        def eval_funcs(data, funcs=funcs):
+            return [] if self.num_generations and "rewards" in get_dataset_column_names(data) else funcs
+
         if isinstance(eval_dataset, dict):
             eval_dataset = {
-                name: self._prepare_dataset(data, processing_class, args, name, funcs)
+                name: self._prepare_dataset(data, processing_class, args, name, eval_funcs(data))
                 for name, data in eval_dataset.items()
             }
         elif eval_dataset is not None:
@@ -203,7 +208,9 @@ class RRHFTrainer(OnlineRRHFMixin, _BaseTrainer):
                     "`eval_dataset` must be a `Dataset`, an `IterableDataset` or a dict of them, got "
                     f"`{type(eval_dataset).__name__}`."
                 )
-            eval_dataset = self._prepare_dataset(eval_dataset, processing_class, args, "eval", funcs)
+            eval_dataset = self._prepare_dataset(
+                eval_dataset, processing_class, args, "eval", eval_funcs(eval_dataset)
+            )
         self.reward_funcs = funcs if self.num_generations else []
         del funcs
         if data_collator is None:
@@ -305,6 +312,10 @@ class RRHFTrainer(OnlineRRHFMixin, _BaseTrainer):
                 args.max_length,
                 max_positions,
             )
+            if example.get("completions"):  # fixed completions must continue the prompt as it is sampled from
+                prompt_ids = prompt_ids_for_generation(tokenizer, example["prompt"])
+                for completion in example["completions"]:
+                    fixed_completion_ids(tokenizer, prompt_ids, example["prompt"], completion, row)
             return {ROW_INDEX: row}
 
         map_kwargs = {"with_indices": True}
