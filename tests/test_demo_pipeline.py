@@ -6,7 +6,7 @@ import math
 import pytest
 
 from trl_won.cli.main import main
-from trl_won.demo.names import BEST_RANDOM, HF50, HF100, JUDGE_LABELS, NAIVE, ORACLE, SFT, WEST_OF_N
+from trl_won.demo.names import BEST_RANDOM, HF50, HF100, JUDGE_LABELS, NAIVE, ORACLE, RRHF_ON_POLICY, SFT, WEST_OF_N
 from trl_won.demo.report import verdict, verdict_comparable
 from trl_won.demo.sizes import DemoSizes
 
@@ -73,6 +73,34 @@ def test_quick_run_writes_report_and_figure(quick_run):
     # Each paper's effect gets a verdict.
     assert report.count("**West-of-N") == 4 and "**Averaging both orders" in report
     assert (output_dir / "demo.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_quick_run_has_the_on_policy_rrhf_arms(quick_run):
+    """On-policy RRHF (samples of the policy in training, ranked by the HF100% reward model or the oracle) beside the
+    offline arms."""
+    results, output_dir = quick_run
+    sizes = DemoSizes.quick()
+    rewards = results["policy_oracle_reward"]
+    report = (output_dir / "report.md").read_text()
+    for reward_model in (HF100, ORACLE):
+        name = f"{RRHF_ON_POLICY} ({reward_model})"
+        assert math.isfinite(rewards[name]) and results["policy_oracle_reward_stderr"][name] >= 0
+        assert f"RRHF ({reward_model})" in rewards  # the offline arm is still there
+        details = results["rrhf_on_policy"][reward_model]
+        assert details["samples_per_prompt"] == sizes.rrhf_k and details["prompts"] == sizes.rrhf_prompts
+        # One generation round per optimizer step: 8 prompts per step, one epoch.
+        assert details["steps"] == math.ceil(sizes.rrhf_prompts / 8)
+        assert math.isfinite(details["reward_model_score_first_step"])
+        assert math.isfinite(details["reward_model_score_last_step"])
+        assert results["timings_s"][name] > 0
+        assert f"| {name} | {rewards[name]:.2f} ± " in report
+    # With the oracle as its reward, the first round's samples are the SFT policy's: their mean oracle reward is that
+    # of the SFT policy's samples, up to sampling noise.
+    first = results["rrhf_on_policy"][ORACLE]["reward_model_score_first_step"]
+    assert abs(first - rewards[SFT]) < 2.0
+    assert "**On-policy RRHF with the HF100% reward model beats SFT" in report
+    assert "**On-policy RRHF with the oracle reward beats SFT" in report
+    assert "**On-policy RRHF (samples of the policy being trained) beats offline RRHF" in report
 
 
 def test_quick_run_saves_models_loadable_with_from_pretrained(quick_run):

@@ -5,3 +5,4 @@ WEST_OF_N, NAIVE, BEST_RANDOM = "HF50% + West-of-N", "HF50% + naive self-trainin
 JUDGE_LABELS = "RLAIF (judge labels)"
 ORACLE = "oracle reward"
 SFT = "SFT policy"
+RRHF_OFFLINE, RRHF_ON_POLICY = "RRHF", "RRHF on-policy"  # policy names: f"{RRHF_ON_POLICY} ({reward model})"

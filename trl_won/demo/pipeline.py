@@ -17,7 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, PrinterCallback
 
 from ..data_utils import as_completion
 from ..generation import SamplingParams, sample_completions
@@ -31,7 +31,7 @@ from .data import Draw, WorldData, as_answer, as_prompt, build_world_data, draw_
 from .evaluation import judge_hits, mean_and_stderr, paired_difference, pairwise_hits
 from .judge import JUDGE_TEMPLATE, build_judge
 from .labels import LabeledPair, gold_labels, human_labels, response_pairs
-from .names import BEST_RANDOM, HF50, HF100, JUDGE_LABELS, NAIVE, ORACLE, SFT, WEST_OF_N
+from .names import BEST_RANDOM, HF50, HF100, JUDGE_LABELS, NAIVE, ORACLE, RRHF_ON_POLICY, SFT, WEST_OF_N
 from .sizes import DemoSizes
 from .tokenizer import build_world_tokenizer
 from .training import TrainSettings, answer_token_ids, train_judge_lm, train_reward_model, train_sft
@@ -381,6 +381,53 @@ class DemoPipeline:
                 policy = trainer.model.eval()
                 self._oracle_rewards(f"RRHF ({name})", policy, self.world.bon_tasks, self.sizes.bon_n, Draw.BEST_OF_N)
 
+    def rrhf_on_policy(self, reward_model: str = HF100):
+        """On-policy RRHF with the reward model `reward_model` (or `ORACLE`, the true reward): a prompt-only dataset
+        and `reward_funcs`, so `RRHFTrainer` samples `rrhf_k` responses per prompt from the policy being trained, at
+        every step (with the same sampling settings as the offline arm's samples), and ranks them by the reward."""
+        from datasets import Dataset
+
+        from ..rrhf import RRHFConfig, RRHFTrainer
+
+        name = f"{RRHF_ON_POLICY} ({reward_model})"
+        with self.timer.stage(name):
+            count = self.sizes.rrhf_on_policy_prompts or len(self.world.rrhf_tasks)
+            prompts = [as_prompt(t) for t in self.world.rrhf_tasks[:count]]
+            lr = self.sizes.rrhf_learning_rate
+            settings = self._settings("rrhf_on_policy", self.sizes.rrhf_epochs, lr, batch_size=8)
+            # Every step logged (into the trainer's history, not printed): the reward of each round's samples.
+            trainer_kwargs = {**settings.trainer_kwargs(), "logging_strategy": "steps", "logging_steps": 1}
+            args = RRHFConfig(
+                **trainer_kwargs,
+                gradient_checkpointing=False,
+                max_length=None,
+                num_generations=self.sizes.rrhf_k,
+                max_completion_length=self.sizes.max_new_tokens,
+                temperature=self.sizes.temperature,
+                top_p=1.0,
+                top_k=0,
+            )
+            trainer = RRHFTrainer(
+                model=AutoModelForCausalLM.from_pretrained(self.policy_path),
+                args=args,
+                train_dataset=Dataset.from_dict({"prompt": prompts}),
+                processing_class=self.policy_tokenizer,
+                reward_funcs=oracle_reward_func if reward_model == ORACLE else self.reward_models[reward_model],
+            )
+            trainer.remove_callback(PrinterCallback)
+            trainer.train()
+            # The reward model's mean score of each step's samples: what the policy was resampled and ranked on.
+            logged = [entry["reward"] for entry in trainer.state.log_history if "reward" in entry]
+            self.results.setdefault("rrhf_on_policy", {})[reward_model] = {
+                "prompts": len(prompts),
+                "samples_per_prompt": self.sizes.rrhf_k,
+                "steps": trainer.state.global_step,
+                "reward_model_score_first_step": logged[0] if logged else None,
+                "reward_model_score_last_step": logged[-1] if logged else None,
+            }
+            policy = trainer.model.eval()
+            self._oracle_rewards(name, policy, self.world.bon_tasks, self.sizes.bon_n, Draw.BEST_OF_N)
+
     # -- RLAIF --------------------------------------------------------------------------------------------------
 
     def rlaif(self):
@@ -465,6 +512,8 @@ class DemoPipeline:
         self.best_of_n()
         self.rlaif()
         self.rrhf()
+        self.rrhf_on_policy(HF100)
+        self.rrhf_on_policy(ORACLE)
         self.compare_reward_models()
         self.results["timings_s"] = dict(self.timer.seconds)
         self.results["timings_s"]["total"] = round(sum(self.timer.seconds.values()), 2)

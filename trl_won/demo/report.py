@@ -8,7 +8,7 @@ samples (the two standard errors combined).
 
 import math
 
-from .names import BEST_RANDOM, HF50, HF100, JUDGE_LABELS, NAIVE, ORACLE, SFT, WEST_OF_N
+from .names import BEST_RANDOM, HF50, HF100, JUDGE_LABELS, NAIVE, ORACLE, RRHF_ON_POLICY, SFT, WEST_OF_N
 
 
 def _pct(x: float | None) -> str:
@@ -84,6 +84,19 @@ def findings(results: dict) -> list[str]:
         _policy_sentence(results, f"RRHF ({HF100})", SFT, "RRHF with the HF100% reward model beats SFT"),
         _policy_sentence(results, f"RRHF ({JUDGE_LABELS})", SFT, "RRHF with the judge-label reward model beats SFT"),
         _policy_sentence(results, f"RRHF ({ORACLE})", SFT, "RRHF with the oracle reward beats SFT"),
+        _policy_sentence(
+            results, f"{RRHF_ON_POLICY} ({HF100})", SFT, "On-policy RRHF with the HF100% reward model beats SFT"
+        ),
+        _policy_sentence(
+            results, f"{RRHF_ON_POLICY} ({ORACLE})", SFT, "On-policy RRHF with the oracle reward beats SFT"
+        ),
+        _policy_sentence(
+            results,
+            f"{RRHF_ON_POLICY} ({HF100})",
+            f"RRHF ({HF100})",
+            "On-policy RRHF (samples of the policy being trained) beats offline RRHF (samples of the SFT policy), "
+            "with the same HF100% reward model",
+        ),
     ]
     judge = results.get("judge")
     if judge is not None:

@@ -30,7 +30,9 @@ class DemoSizes:
         judge_epochs (`float`): Epochs of judge training.
         rrhf_prompts (`int`): Prompts RRHF trains on.
         rrhf_k (`int`): Policy samples per prompt for RRHF.
-        rrhf_epochs (`float`): Epochs of RRHF.
+        rrhf_epochs (`float`): Epochs of RRHF (both arms).
+        rrhf_on_policy_prompts (`int`, *optional*): Prompts on-policy RRHF trains on (the first of RRHF's prompts);
+            `None`: all of them. It samples `rrhf_k` responses per prompt from the policy being trained.
         hidden_size (`int`): Hidden size of the tiny policy (the reward models and the judge start from it).
         num_layers (`int`): Layers of the tiny policy.
         num_heads (`int`), num_kv_heads (`int`): Attention heads and key/value heads of the tiny policy.
@@ -58,6 +60,7 @@ class DemoSizes:
     rrhf_prompts: int
     rrhf_k: int
     rrhf_epochs: float
+    rrhf_on_policy_prompts: int | None = None
     hidden_size: int = 64
     num_layers: int = 2
     num_heads: int = 4
