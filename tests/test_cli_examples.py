@@ -76,6 +76,7 @@ def world(tiny_paths, tmp_path_factory):
     AutoTokenizer.from_pretrained(tiny_paths.policy).save_pretrained(hub / "policy")
     pairs = toy_preference_dataset()
     DatasetDict({"train": pairs, "test": pairs.select(range(4))}).save_to_disk(str(hub / "ultrafeedback"))
+    DatasetDict({"train": toy_prompt_dataset()}).save_to_disk(str(hub / "tldr"))  # prompt-only, one round of 8
     models = {
         "Qwen/Qwen2.5-0.5B-Instruct": str(hub / "policy"),
         "Qwen/Qwen2.5-1.5B-Instruct": str(hub / "policy"),
@@ -84,6 +85,7 @@ def world(tiny_paths, tmp_path_factory):
         "my-org/base-rm": tiny_paths.reward_model,
         "Skywork/Skywork-Reward-V2-Qwen3-0.6B": tiny_paths.reward_model,
         "trl-lib/ultrafeedback_binarized": str(hub / "ultrafeedback"),
+        "trl-lib/tldr": str(hub / "tldr"),
     }
     files = {
         "ranked.jsonl": toy_ranking_dataset(),
@@ -104,6 +106,11 @@ def prepare(directory: Path, world, judge_url: str) -> dict:
     for hub_id, local in models.items():
         yaml_block = yaml_block.replace(hub_id, local)
     (directory / "rrhf.yaml").write_text(yaml_block)
+    # The user's reward module that `--reward_funcs my_rewards.length_reward` names (imported from the working
+    # directory, as TRL's grpo script imports dotted names).
+    (directory / "my_rewards.py").write_text(
+        "def length_reward(prompts, completions, **kwargs):\n    return [float(len(c)) for c in completions]\n"
+    )
     return {**models, LOCAL_URL: judge_url}
 
 
@@ -185,7 +192,7 @@ def test_every_source_has_examples():
     counts = {source: len(commands) for source, commands in {**help_sources(), **example_sources()}.items()}
     assert counts == {
         "trl-won --help": 1,
-        "trl-won rrhf --help": 4,
+        "trl-won rrhf --help": 5,
         "trl-won west-of-n --help": 3,
         "trl-won label --help": 3,
         "trl-won demo --help": 4,

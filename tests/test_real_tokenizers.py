@@ -20,10 +20,13 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from tests.helpers import cpu_training_kwargs
 from trl_won.data_utils import tokenize_prompt_completion
+from trl_won.generation import prompt_ids_for_generation, sample_completions
 from trl_won.rlaif import TransformersJudge
 from trl_won.rlaif.templates import HELPFULNESS, format_completion, format_context
 from trl_won.rrhf import RRHFConfig, RRHFTrainer
-from trl_won.tiny import TOY_COMPLETIONS, TOY_PROMPTS, build_tiny_causal_lm, toy_ranking_dataset
+from trl_won.rrhf.online import sampling_params
+from trl_won.tiny import TOY_COMPLETIONS, TOY_PROMPTS, build_tiny_causal_lm, toy_prompt_dataset, toy_ranking_dataset
+from trl_won.utils import derived_seed
 from trl_won.west_of_n import WestOfNConfig, WestOfNGenerator
 
 
@@ -144,6 +147,51 @@ def test_rrhf_training_step(real, tmp_path):
     trainer.train()
     assert trainer.state.log_history[0]["loss"] == pytest.approx(expected, rel=1e-5)
     assert all(not torch.equal(before[n], p) for n, p in trainer.model.named_parameters())
+
+
+def test_online_rrhf_step(real, tmp_path):
+    """Online RRHF over the real tokenizers (Qwen2 through its chat template): the candidates are those of
+    `sample_completions` for the round's seed, and the step's loss is the RRHF loss computed by hand on them, each
+    prompt tokenized as the sampler renders it and followed by the sampled ids."""
+    family, tokenizer, model_path = real
+    dataset = toy_prompt_dataset(conversational=tokenizer.chat_template is not None).select(range(2))
+    calls = []
+
+    def length_reward(prompts, completions, completion_ids, **kwargs):
+        calls.append((prompts, completion_ids))
+        return [len(ids) + 0.01 * (sum(ids) % 89) for ids in completion_ids]
+
+    settings = dict(per_device_train_batch_size=2, max_steps=1, learning_rate=1e-2, seed=1)
+    settings.update(num_generations=3, max_completion_length=6, temperature=1.5)
+    args = RRHFConfig(**cpu_training_kwargs(tmp_path / "out", **settings))
+    trainer = RRHFTrainer(
+        model_path, args=args, train_dataset=dataset, processing_class=tokenizer, reward_funcs=length_reward
+    )
+    model = AutoModelForCausalLM.from_pretrained(model_path)
+    trainer.train()
+
+    prompts, completion_ids = calls[0]
+    unique = prompts[::3]
+    reference = sample_completions(
+        model, tokenizer, unique, 3, sampling_params(args), batch_size=6, seed=derived_seed(1, 0, 0), share_prompt=True
+    )
+    assert completion_ids == [sample.token_ids for samples in reference for sample in samples]
+    assert len({tuple(ids) for ids in completion_ids}) > 1
+    losses = []
+    with torch.no_grad():
+        for group, prompt in enumerate(unique):
+            prompt_ids = prompt_ids_for_generation(tokenizer, prompt)
+            p, rewards = [], []
+            for ids in completion_ids[3 * group : 3 * group + 3]:
+                full = torch.tensor([prompt_ids + ids])
+                logps = torch.log_softmax(model(input_ids=full).logits[0].float(), dim=-1)
+                token_logps = [logps[t - 1, full[0, t]].item() for t in range(len(prompt_ids), full.shape[1])]
+                p.append(sum(token_logps) / len(token_logps))
+                rewards.append(len(ids) + 0.01 * (sum(ids) % 89))
+            rank = sum(max(0.0, p[i] - p[j]) for i in range(3) for j in range(3) if rewards[i] < rewards[j])
+            best = max(range(3), key=lambda i: (rewards[i], -i))
+            losses.append(rank - p[best])
+    assert trainer.state.log_history[0]["loss"] == pytest.approx(sum(losses) / len(losses), rel=1e-5)
 
 
 def _manual_first_probability(model, tokenizer, request, use_chat_template):

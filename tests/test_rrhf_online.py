@@ -557,6 +557,13 @@ BAD_INPUTS = {
         r"row 1, column 'completions': the tokens of the fixed completion 'arize' do not continue the prompt",
     ),
     "empty-prompt": ({"prompt": [""]}, {"funcs": True}, DatasetFormatError, r"row 0, column 'prompt'"),
+    "fewer-prompts-than-a-round": (
+        {"prompt": ["Q", "R", "S"]},
+        {"funcs": True, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 2},
+        ValueError,
+        r"has 3 prompt\(s\), fewer than one generation round takes: 4 \(per_device_train_batch_size=2 .* "
+        r"steps_per_generation=2\)",
+    ),
 }
 
 

@@ -110,6 +110,15 @@ class OnlineRRHFMixin:
                 * self.args.steps_per_generation
                 * self.num_generations
             )
+        dataset, per_round = self.train_dataset, self._prompts_per_round()
+        if not isinstance(dataset, IterableDataset) and len(dataset) < per_round:
+            raise ValueError(
+                f"The train dataset has {len(dataset)} prompt(s), fewer than one generation round takes: {per_round} "
+                f"(per_device_train_batch_size={self.args.per_device_train_batch_size} prompts x "
+                f"{self.accelerator.num_processes} process(es) x steps_per_generation={self.args.steps_per_generation}"
+                "), so nothing would be trained (an incomplete round is dropped, as in GRPO). Lower "
+                "`per_device_train_batch_size` or `steps_per_generation`, or give more prompts."
+            )
         for func in self.reward_funcs:  # reward models score on the training device, unless placed by a device map
             if isinstance(func, RewardModelScorer) and getattr(func.model, "hf_device_map", None) is None:
                 if not getattr(func.model, "is_loaded_in_4bit", False) and not getattr(
