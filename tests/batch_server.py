@@ -19,10 +19,10 @@ import random
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlsplit
 
-from rlaif_server import Reply
+from rlaif_server import LocalServer, Reply
 
 
 @dataclass
@@ -54,7 +54,7 @@ class _Batch:
     errors: dict | None = None
 
 
-class BatchServer:
+class BatchServer(LocalServer):
     def __init__(self, respond, plan=None, hook=None, seed: int = 0):
         self.respond = respond
         self.plan = plan or (lambda index, lines: Plan())
@@ -190,12 +190,7 @@ class BatchServer:
                 server.hook("upload", file["id"])
                 return self._send(200, server.file_json(file))
 
-        class Server(ThreadingHTTPServer):
-            request_queue_size = 64
-
-        self.httpd = Server(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self._listen(Handler)
 
     # ------------------------------------------------------------------------------------------------ the API
 
@@ -302,15 +297,3 @@ class BatchServer:
                 if batch.plan.cut_output and purpose == "batch_output":
                     text = text[:-40]
                 setattr(batch, name, self.add_file(text, purpose, f"{batch.id}_{purpose}.jsonl")["id"])
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()

@@ -65,7 +65,28 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 256  # the default listen backlog (5) refuses connections when many requests start at once
 
 
-class JudgeServer:
+class LocalServer:
+    """An HTTP server on 127.0.0.1 (a free port) served by a daemon thread while the `with` block runs."""
+
+    def _listen(self, handler) -> None:
+        self.httpd = _Server(("127.0.0.1", 0), handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class JudgeServer(LocalServer):
     def __init__(self, respond, idle_timeout: float | None = None):
         self.respond = respond
         self.requests: list[tuple[float, dict, dict]] = []
@@ -129,18 +150,4 @@ class JudgeServer:
                 finally:
                     answered()
 
-        self.httpd = _Server(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self._listen(Handler)
