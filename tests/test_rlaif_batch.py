@@ -383,6 +383,63 @@ def test_vllm_run_batch_files_round_trip_and_equal_live_labels(tmp_path):
     assert store.count(judge.fingerprint) == 6
 
 
+def test_a_request_file_never_takes_the_lines_of_a_running_batch(tmp_path, monkeypatch, caplog):
+    """A Batch API run stopped while its batch runs, a request file written for the same store and judge, then the
+    batch finishes: its results are all stored and nothing is sent twice."""
+    import trl_won.rlaif.batch as batch_module
+
+    store = LabelStore(tmp_path / "labels.sqlite")
+    requests_file = tmp_path / "requests.jsonl"
+    items = list(dict.fromkeys(zip(PROMPTS[:6], A[:6], B[:6])))
+    sleep = batch_module.time.sleep
+
+    def interrupted(seconds):  # Ctrl-C at the first wait between two looks at the batch
+        raise KeyboardInterrupt
+
+    with BatchServer(graded) as server:
+        judge = OpenAIJudge("judge", base_url=server.base_url, **QUICK)
+        live = label(judge, None)
+        monkeypatch.setattr(batch_module.time, "sleep", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            judge_pairs_cached(judge, PROMPTS[:3], A[:3], B[:3], store=store, batch=BatchSettings(**FAST))
+        monkeypatch.setattr(batch_module.time, "sleep", sleep)
+        assert len(server.created) == 1
+        batch = server.batches[server.created[0]]
+        assert batch.status == "in_progress"  # submitted, looked at once, not finished
+        in_batch = {json.loads(x)["custom_id"] for x in server.files[batch.input_file_id]["content"].splitlines()}
+        assert len(in_batch) == 6
+        # The request file holds the other pairs' lines only, and the warning names the running batch.
+        with caplog.at_level(logging.WARNING, logger="trl_won.rlaif.batch"):
+            written = BatchLabeler(judge, store, BatchSettings(), "pairs").write_request_file(items, requests_file)
+        in_file = {json.loads(x)["custom_id"] for x in requests_file.read_text().splitlines()}
+        assert written == 6 and len(in_file) == 6 and not in_file & in_batch
+        assert f"6 request line(s) left out of {requests_file}" in caplog.text and f"batch {batch.id}" in caplog.text
+        assert set(store.lines_of_job(store.batch_jobs()[0]["job_key"])) == in_batch
+        # The batch finishes: the rerun resumes it (no new batch) and stores all of its results.
+        resumed = judge_pairs_cached(judge, PROMPTS[:3], A[:3], B[:3], store=store, batch=BatchSettings(**FAST))
+        assert server.created == [batch.id] and batch.status == "completed"
+        assert sum(f["purpose"] == "batch" for f in server.files.values()) == 1
+        # While a Batch API run holds the store, writing a request file is refused (hook: during its polling).
+        refusals = []
+
+        def write_meanwhile(event, info):
+            if event == "retrieve" and not refusals:
+                try:
+                    BatchLabeler(judge, store, BatchSettings(), "pairs").write_request_file(
+                        items, tmp_path / "r.jsonl"
+                    )
+                except BatchFileError as error:
+                    refusals.append(str(error))
+
+        server.hook = write_meanwhile
+        judge_pairs_cached(judge, PROMPTS[3:6], A[3:6], B[3:6], store=store, batch=BatchSettings(**FAST))
+    assert resumed == live[:3]
+    answered = store.batch_lines(sorted(in_batch))
+    assert len(answered) == 6 and all(state[1] is not None for state in answered.values())
+    assert len(refusals) == 1 and "Another process is labeling through batches" in refusals[0]
+    assert not (tmp_path / "r.jsonl").exists()
+
+
 def fixture_judge():
     return OpenAIJudge("Qwen/Qwen2.5-0.5B-Instruct", base_url="http://127.0.0.1:9/v1", template="helpfulness")
 

@@ -329,7 +329,9 @@ class BatchLabeler:
         lines = self.store.batch_lines(all_ids)
         jobs = {job["job_key"]: job for job in self.store.batch_jobs(requests.fingerprint)}
         active, to_send = [], []
-        for job_key in dict.fromkeys(state[0] for state in lines.values() if state[1] is None and state[2] is None):
+        # A job with a line still unanswered (an error line too: a crash may have cut its download short) is resumed
+        # unless it never reached a server or is finished; its lines are not sent again while it runs.
+        for job_key in dict.fromkeys(state[0] for state in lines.values() if state[1] is None):
             job = jobs.get(job_key)
             if job is None or job["kind"] != "openai" or job["state"] == "prepared":
                 if job is not None and job["state"] == "prepared":
@@ -342,9 +344,7 @@ class BatchLabeler:
         busy = {job["job_key"] for job in active}
         for cid in all_ids:
             state = lines.get(cid)
-            if state is None or (state[1] is None and state[2] is None and state[0] not in busy):
-                to_send.append(cid)
-            elif state[1] is None and state[2] is not None:
+            if state is None or (state[1] is None and state[0] not in busy):
                 to_send.append(cid)
         if active:
             logger.info("Resuming %d batch(es) recorded in %s.", len(active), self.store.path)
@@ -627,12 +627,39 @@ class BatchLabeler:
 
     def write_request_file(self, items: list[tuple], path: str | os.PathLike) -> int:
         """Write the request lines of `items` not answered yet to `path` (for `vllm run-batch -i`), recording them in
-        the store; return how many lines were written."""
+        the store; return how many lines were written.
+
+        Lines of a Batch API batch that is not finished are left out (a warning names the batch): that batch answers
+        them, and a Batch API labeling run with this store stores its results. The store's batch lock is held while
+        the file is written (a Batch API run on the same store at the same time is refused)."""
         check_batch_judge(self.judge, offline=True)
         requests = _Requests(self.judge, self.kind, items)
+        with _exclusive(self.store):
+            return self._write_request_file(requests, Path(path))
+
+    def _write_request_file(self, requests: _Requests, path: Path) -> int:
         lines = self.store.batch_lines([cid for ids in requests.ids for cid in ids])
         ids = [cid for ids in requests.ids for cid in ids if lines.get(cid) is None or lines[cid][1] is None]
-        path = Path(path)
+        running = self.store.running_batch_lines(ids)
+        if running:
+            batches = sorted(
+                {
+                    (f"batch {batch_id}" if batch_id else f"the batch of job {job_key} (its id is not recorded yet)")
+                    + f" on {target}"
+                    for job_key, batch_id, target in running.values()
+                }
+            )
+            logger.warning(
+                "%d request line(s) left out of %s: they belong to unfinished Batch API batches (%s), recorded in %s. "
+                "Run a Batch API labeling with this store to wait for them and store their results (a batch cancelled "
+                "with `cancel_batches` leaves its unanswered lines to later request files once such a run has read "
+                "it).",
+                len(running),
+                path,
+                ", ".join(batches),
+                self.store.path,
+            )
+            ids = [cid for cid in ids if cid not in running]
         path.parent.mkdir(parents=True, exist_ok=True)
         job_key = uuid.uuid4().hex
         self.store.record_batch_job(
