@@ -321,7 +321,7 @@ def test_a_batch_the_server_does_not_know_is_a_clear_error(tmp_path):
 
 
 def test_the_api_key_never_reaches_the_store_files_logs_or_errors(tmp_path, monkeypatch, caplog):
-    key = "sk-" + secrets.token_hex(16)
+    key = "token-" + secrets.token_hex(16)  # not `sk-`-shaped (vLLM's --api-key): only scrubbing the key hides it
     monkeypatch.setenv("OPENAI_API_KEY", key)
 
     def echoes(body, attempt=0, headers=None):  # a server that echoes the key back in answers and errors
@@ -349,6 +349,43 @@ def test_the_api_key_never_reaches_the_store_files_logs_or_errors(tmp_path, monk
     assert "HTTP 401: bad key ***" in judgements[1].reason
     assert key.encode() not in uploaded
     assert key not in caplog.text and key not in repr(judgements)
+    # Errors that quote what a server or a results file sent back: a damaged output line, a custom_id that is not the
+    # batch's, a failed batch's reason, a results file's damaged or foreign line. Each shows the key scrubbed.
+    plans = [
+        Plan(extra_output_line=f"<html>401 Unauthorized: {key}</html>"),
+        Plan(extra_output_line=json.dumps({"custom_id": f"x:{key}:00", "response": None, "error": None})),
+        Plan(outcome="failed", failure=f"The key {key} may not create batches."),
+    ]
+    messages = []
+    with BatchServer(graded, plan=lambda i, lines: plans[i]) as server, caplog.at_level(logging.DEBUG):
+        judge = OpenAIJudge("judge", base_url=server.base_url, **QUICK)
+        for n, expected in enumerate(["line 3: not JSON ('<html>401 Unauthorized: ***", "answers custom_id x:***:00"]):
+            with pytest.raises(BatchFileError) as error:
+                store_n = LabelStore(tmp_path / f"echo{n}.sqlite")
+                judge_pairs_cached(judge, PROMPTS[:1], A[:1], B[:1], store=store_n, batch=BatchSettings(**FAST))
+            messages.append(str(error.value))
+            assert expected in messages[-1]
+        failed = judge_pairs_cached(
+            judge, PROMPTS[:1], A[:1], B[:1], store=LabelStore(tmp_path / "failed.sqlite"), batch=BatchSettings(**FAST)
+        )
+        assert "failed: invalid_file: The key *** may not create batches." in failed[0].reason
+        results = tmp_path / "results.jsonl"
+        for text, expected in ((f"Bearer {key}", "not JSON ('Bearer ***"), (json.dumps({"custom_id": key}), "'***'")):
+            results.write_text(text + "\n")
+            with pytest.raises(BatchFileError) as error:
+                judge_pairs_cached(
+                    judge,
+                    ["Q"],
+                    ["a"],
+                    ["b"],
+                    store=LabelStore(tmp_path / "read.sqlite"),
+                    batch=BatchSettings(results_file=results),
+                )
+            messages.append(str(error.value))
+            assert expected in messages[-1]
+    results.unlink()  # the test's own file, quoting the key
+    assert all(key not in message for message in messages) and len(messages) == 4
+    assert key not in repr(failed) and key not in caplog.text
     store.close()
     for path in tmp_path.iterdir():
         assert key.encode() not in path.read_bytes(), path
