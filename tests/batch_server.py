@@ -36,6 +36,7 @@ class Plan:
     errors_in_output: bool = False
     cut_output: bool = False  # the output file ends in the middle of a line
     failure: str = "The input file has an invalid line."
+    extra_output_line: str | None = None  # written as is at the end of the output file (a damaged or foreign line)
 
 
 @dataclass
@@ -296,4 +297,6 @@ class BatchServer(LocalServer):
                 text = "".join(json.dumps(r) + "\n" for r in results).encode()
                 if batch.plan.cut_output and purpose == "batch_output":
                     text = text[:-40]
+                if batch.plan.extra_output_line is not None and purpose == "batch_output":
+                    text += (batch.plan.extra_output_line + "\n").encode()
                 setattr(batch, name, self.add_file(text, purpose, f"{batch.id}_{purpose}.jsonl")["id"])

@@ -321,7 +321,7 @@ def test_a_batch_the_server_does_not_know_is_a_clear_error(tmp_path):
 
 
 def test_the_api_key_never_reaches_the_store_files_logs_or_errors(tmp_path, monkeypatch, caplog):
-    key = "sk-" + secrets.token_hex(16)
+    key = "token-" + secrets.token_hex(16)  # not `sk-`-shaped (vLLM's --api-key): only scrubbing the key hides it
     monkeypatch.setenv("OPENAI_API_KEY", key)
 
     def echoes(body, attempt=0, headers=None):  # a server that echoes the key back in answers and errors
@@ -349,6 +349,43 @@ def test_the_api_key_never_reaches_the_store_files_logs_or_errors(tmp_path, monk
     assert "HTTP 401: bad key ***" in judgements[1].reason
     assert key.encode() not in uploaded
     assert key not in caplog.text and key not in repr(judgements)
+    # Errors that quote what a server or a results file sent back: a damaged output line, a custom_id that is not the
+    # batch's, a failed batch's reason, a results file's damaged or foreign line. Each shows the key scrubbed.
+    plans = [
+        Plan(extra_output_line=f"<html>401 Unauthorized: {key}</html>"),
+        Plan(extra_output_line=json.dumps({"custom_id": f"x:{key}:00", "response": None, "error": None})),
+        Plan(outcome="failed", failure=f"The key {key} may not create batches."),
+    ]
+    messages = []
+    with BatchServer(graded, plan=lambda i, lines: plans[i]) as server, caplog.at_level(logging.DEBUG):
+        judge = OpenAIJudge("judge", base_url=server.base_url, **QUICK)
+        for n, expected in enumerate(["line 3: not JSON ('<html>401 Unauthorized: ***", "answers custom_id x:***:00"]):
+            with pytest.raises(BatchFileError) as error:
+                store_n = LabelStore(tmp_path / f"echo{n}.sqlite")
+                judge_pairs_cached(judge, PROMPTS[:1], A[:1], B[:1], store=store_n, batch=BatchSettings(**FAST))
+            messages.append(str(error.value))
+            assert expected in messages[-1]
+        failed = judge_pairs_cached(
+            judge, PROMPTS[:1], A[:1], B[:1], store=LabelStore(tmp_path / "failed.sqlite"), batch=BatchSettings(**FAST)
+        )
+        assert "failed: invalid_file: The key *** may not create batches." in failed[0].reason
+        results = tmp_path / "results.jsonl"
+        for text, expected in ((f"Bearer {key}", "not JSON ('Bearer ***"), (json.dumps({"custom_id": key}), "'***'")):
+            results.write_text(text + "\n")
+            with pytest.raises(BatchFileError) as error:
+                judge_pairs_cached(
+                    judge,
+                    ["Q"],
+                    ["a"],
+                    ["b"],
+                    store=LabelStore(tmp_path / "read.sqlite"),
+                    batch=BatchSettings(results_file=results),
+                )
+            messages.append(str(error.value))
+            assert expected in messages[-1]
+    results.unlink()  # the test's own file, quoting the key
+    assert all(key not in message for message in messages) and len(messages) == 4
+    assert key not in repr(failed) and key not in caplog.text
     store.close()
     for path in tmp_path.iterdir():
         assert key.encode() not in path.read_bytes(), path
@@ -381,6 +418,63 @@ def test_vllm_run_batch_files_round_trip_and_equal_live_labels(tmp_path):
     judgements = label(judge, store, BatchSettings(results_file=results))
     assert judgements == live
     assert store.count(judge.fingerprint) == 6
+
+
+def test_a_request_file_never_takes_the_lines_of_a_running_batch(tmp_path, monkeypatch, caplog):
+    """A Batch API run stopped while its batch runs, a request file written for the same store and judge, then the
+    batch finishes: its results are all stored and nothing is sent twice."""
+    import trl_won.rlaif.batch as batch_module
+
+    store = LabelStore(tmp_path / "labels.sqlite")
+    requests_file = tmp_path / "requests.jsonl"
+    items = list(dict.fromkeys(zip(PROMPTS[:6], A[:6], B[:6])))
+    sleep = batch_module.time.sleep
+
+    def interrupted(seconds):  # Ctrl-C at the first wait between two looks at the batch
+        raise KeyboardInterrupt
+
+    with BatchServer(graded) as server:
+        judge = OpenAIJudge("judge", base_url=server.base_url, **QUICK)
+        live = label(judge, None)
+        monkeypatch.setattr(batch_module.time, "sleep", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            judge_pairs_cached(judge, PROMPTS[:3], A[:3], B[:3], store=store, batch=BatchSettings(**FAST))
+        monkeypatch.setattr(batch_module.time, "sleep", sleep)
+        assert len(server.created) == 1
+        batch = server.batches[server.created[0]]
+        assert batch.status == "in_progress"  # submitted, looked at once, not finished
+        in_batch = {json.loads(x)["custom_id"] for x in server.files[batch.input_file_id]["content"].splitlines()}
+        assert len(in_batch) == 6
+        # The request file holds the other pairs' lines only, and the warning names the running batch.
+        with caplog.at_level(logging.WARNING, logger="trl_won.rlaif.batch"):
+            written = BatchLabeler(judge, store, BatchSettings(), "pairs").write_request_file(items, requests_file)
+        in_file = {json.loads(x)["custom_id"] for x in requests_file.read_text().splitlines()}
+        assert written == 6 and len(in_file) == 6 and not in_file & in_batch
+        assert f"6 request line(s) left out of {requests_file}" in caplog.text and f"batch {batch.id}" in caplog.text
+        assert set(store.lines_of_job(store.batch_jobs()[0]["job_key"])) == in_batch
+        # The batch finishes: the rerun resumes it (no new batch) and stores all of its results.
+        resumed = judge_pairs_cached(judge, PROMPTS[:3], A[:3], B[:3], store=store, batch=BatchSettings(**FAST))
+        assert server.created == [batch.id] and batch.status == "completed"
+        assert sum(f["purpose"] == "batch" for f in server.files.values()) == 1
+        # While a Batch API run holds the store, writing a request file is refused (hook: during its polling).
+        refusals = []
+
+        def write_meanwhile(event, info):
+            if event == "retrieve" and not refusals:
+                try:
+                    BatchLabeler(judge, store, BatchSettings(), "pairs").write_request_file(
+                        items, tmp_path / "r.jsonl"
+                    )
+                except BatchFileError as error:
+                    refusals.append(str(error))
+
+        server.hook = write_meanwhile
+        judge_pairs_cached(judge, PROMPTS[3:6], A[3:6], B[3:6], store=store, batch=BatchSettings(**FAST))
+    assert resumed == live[:3]
+    answered = store.batch_lines(sorted(in_batch))
+    assert len(answered) == 6 and all(state[1] is not None for state in answered.values())
+    assert len(refusals) == 1 and "Another process is labeling through batches" in refusals[0]
+    assert not (tmp_path / "r.jsonl").exists()
 
 
 def fixture_judge():

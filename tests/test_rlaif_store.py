@@ -12,6 +12,7 @@ from trl_won.rlaif import (
     LabelStore,
     LabelStoreError,
     PairwiseJudgement,
+    RunningBatchError,
     ScoreJudgement,
     judge_pairs_cached,
     score_cached,
@@ -285,3 +286,29 @@ def test_a_stored_label_out_of_range_is_reported_and_none_is_written(tmp_path):
     with pytest.raises(ValueError, match=r"returned nan in a score judgement"):
         store.put_scores("fp", ["r"], ["a"], [ScoreJudgement(float("nan"))])
     assert store.count("fp") == 2
+
+
+@pytest.mark.parametrize("state", ["uploaded", "submitted"])
+def test_a_line_of_an_unfinished_batch_api_job_never_moves_to_another_job(tmp_path, state):
+    store = LabelStore(tmp_path / "labels.sqlite")
+    store.record_batch_job("jobA", "fp", "openai", "https://api.example/v1", [("fp:k1:00", "k1"), ("fp:k2:00", "k2")])
+    store.update_batch_job("jobA", state=state, batch_id="batch_1" if state == "submitted" else None)
+    store.put_batch_results([("fp:k2:00", None, "HTTP 500: busy", 0, 0)])  # a result line stored before a crash
+    # A request file (or another batch) for the same lines: refused, naming the batch; nothing recorded.
+    for kind, target in (("file", "requests.jsonl"), ("openai", "https://api.example/v1")):
+        lines = [("fp:k0:00", "k0"), ("fp:k1:00", "k1"), ("fp:k2:00", "k2")]
+        with pytest.raises(RunningBatchError) as error:
+            store.record_batch_job("jobB", "fp", kind, target, lines)
+        named = "batch batch_1" if state == "submitted" else "the batch of job jobA"
+        assert named in str(error.value) and "2 request line(s)" in str(error.value)
+        assert str(store.path) in str(error.value) and "cancel_batches" in str(error.value)
+        assert store.lines_of_job("jobA") == {"fp:k1:00": (None, None), "fp:k2:00": (None, "HTTP 500: busy")}
+        assert store.lines_of_job("jobB") == {} and [job["job_key"] for job in store.batch_jobs()] == ["jobA"]
+    assert set(store.running_batch_lines(["fp:k0:00", "fp:k1:00", "fp:k2:00"])) == {"fp:k1:00", "fp:k2:00"}
+    # Once the batch is finished (its results read), its unanswered lines may be sent again; answered ones stay.
+    store.put_batch_results([("fp:k1:00", '{"content": "1"}', None, 1, 1)])
+    store.update_batch_job("jobA", state="finished", status="completed")
+    assert store.running_batch_lines(["fp:k1:00", "fp:k2:00"]) == {}
+    store.record_batch_job("jobB", "fp", "file", "requests.jsonl", [("fp:k1:00", "k1"), ("fp:k2:00", "k2")])
+    assert store.lines_of_job("jobA") == {"fp:k1:00": ('{"content": "1"}', None)}
+    assert store.lines_of_job("jobB") == {"fp:k2:00": (None, None)}

@@ -16,7 +16,7 @@ from .openai_client import JudgeClient, JudgeError, JudgeRequestError, RequestSt
 from .openai_judge import OpenAIJudge, OpenAIScoreJudge
 from .reward_funcs import judge_reward_func
 from .reward_trainer import DataCollatorForSoftPreference, RLAIFRewardConfig, RLAIFRewardTrainer
-from .store import LabelStore, LabelStoreError
+from .store import LabelStore, LabelStoreError, RunningBatchError
 from .templates import (
     HARMLESSNESS,
     HELPFULNESS,
@@ -46,6 +46,7 @@ __all__ = [
     "OpenAIJudge",
     "OpenAIScoreJudge",
     "PairwiseExemplar",
+    "RunningBatchError",
     "PairwiseJudge",
     "PairwiseJudgement",
     "PairwiseTemplate",

@@ -198,22 +198,22 @@ def _answer_of_line(data: dict, parse: Callable, secret: str | None) -> tuple[st
         stored = {"content": result.content, "top_logprobs": result.top_logprobs}
         stored.update(prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens)
         return json.dumps(stored), None, result.prompt_tokens, result.completion_tokens
-    message = _error_message(data.get("error")) or _error_message(body) or "no answer"
+    message = _error_message(data.get("error"), secret) or _error_message(body, secret) or "no answer"
     prefix = f"HTTP {status}: " if status is not None else ""
     return None, scrub(f"{prefix}{message}", secret)[:500], 0, 0
 
 
-def _error_message(value: Any) -> str | None:
+def _error_message(value: Any, secret: str | None) -> str | None:
     if isinstance(value, str) and value:
         return value
     if isinstance(value, dict):
         inner = value.get("error")
         if isinstance(inner, dict | str):
-            return _error_message(inner)
+            return _error_message(inner, secret)
         for key in ("message", "detail", "code"):
             if isinstance(value.get(key), str):
                 return value[key]
-        return json.dumps(value)[:300]
+        return scrub(json.dumps(value), secret)[:300]  # scrubbed before it is cut (a cut key is not found)
     return None
 
 
@@ -329,7 +329,9 @@ class BatchLabeler:
         lines = self.store.batch_lines(all_ids)
         jobs = {job["job_key"]: job for job in self.store.batch_jobs(requests.fingerprint)}
         active, to_send = [], []
-        for job_key in dict.fromkeys(state[0] for state in lines.values() if state[1] is None and state[2] is None):
+        # A job with a line still unanswered (an error line too: a crash may have cut its download short) is resumed
+        # unless it never reached a server or is finished; its lines are not sent again while it runs.
+        for job_key in dict.fromkeys(state[0] for state in lines.values() if state[1] is None):
             job = jobs.get(job_key)
             if job is None or job["kind"] != "openai" or job["state"] == "prepared":
                 if job is not None and job["state"] == "prepared":
@@ -342,9 +344,7 @@ class BatchLabeler:
         busy = {job["job_key"] for job in active}
         for cid in all_ids:
             state = lines.get(cid)
-            if state is None or (state[1] is None and state[2] is None and state[0] not in busy):
-                to_send.append(cid)
-            elif state[1] is None and state[2] is not None:
+            if state is None or (state[1] is None and state[0] not in busy):
                 to_send.append(cid)
         if active:
             logger.info("Resuming %d batch(es) recorded in %s.", len(active), self.store.path)
@@ -510,18 +510,19 @@ class BatchLabeler:
                             "again (the lines stored so far are kept).",
                         )
                         if cid not in expected:
-                            raise BatchFileError(
+                            raise self._file_error(
                                 f"Line {number} of file {file_id} of batch {batch.id} answers custom_id {cid}, which "
                                 "is not one of that batch's requests: the server mixed up its files."
                             )
                         writer.add([0], [(cid, *row)])
             finally:
                 writer.close()
-        reason = {
+        reason = {  # the batch's id and errors come from the server: scrubbed
             "expired": f"batch {batch.id} expired before this request ran",
             "cancelled": f"batch {batch.id} was cancelled before this request ran",
             "failed": f"batch {batch.id} failed: {self._batch_errors(batch)}",
         }.get(batch.status, f"batch {batch.id} finished without a result for this request")
+        reason = scrub(reason, self.secret)
         left = [
             cid
             for cid, (answer, error) in self.store.lines_of_job(job["job_key"]).items()
@@ -553,12 +554,16 @@ class BatchLabeler:
                 raise
             message = f"The server {self.target} could not be reached or failed when asked to {what}."
         except openai.APIStatusError as error:
-            message = (
-                f"The server {self.target} refused to {what} (HTTP {error.status_code}): {error.response.text[:300]}"
-            )
+            answer = scrub(error.response.text, self.secret)[:300]  # scrubbed before it is cut (a cut key is missed)
+            message = f"The server {self.target} refused to {what} (HTTP {error.status_code}): {answer}"
         raise JudgeError(scrub(message, self.secret) + " Run again to resume: nothing recorded is lost.")
 
     # ----------------------------------------------------------------------------------------------- files
+
+    def _file_error(self, message: str) -> BatchFileError:
+        """A [`BatchFileError`] whose message quotes a results file or a server's answer: the key is scrubbed from it
+        (a server may echo it back)."""
+        return BatchFileError(scrub(message, self.secret))
 
     def _result_row(self, where: str, number: int, text: str, parse: Callable, fix: str = "") -> tuple[str, tuple]:
         try:
@@ -568,7 +573,9 @@ class BatchLabeler:
                 "The file is damaged or truncated (a run-batch that was stopped?): run it again to rewrite the file, "
                 "or delete that line (its request is sent again by the next request file)."
             )
-            raise BatchFileError(f"{where}, line {number}: not JSON ({text[:80]!r}...). {fix}") from None
+            raise self._file_error(
+                f"{where}, line {number}: not JSON ({scrub(text, self.secret)[:80]!r}...). {fix}"
+            ) from None
         cid = data.get("custom_id") if isinstance(data, dict) else None
         if not isinstance(cid, str):
             raise BatchFileError(
@@ -600,13 +607,14 @@ class BatchLabeler:
                 parts = split_custom_id(cid)
                 if parts is None or parts[0] != fingerprint[:12]:
                     owner = "a judge of another fingerprint" if parts else "no trl_won request file"
-                    raise BatchFileError(
-                        f"The batch results file {path}, line {number}: custom_id {cid[:160]!r} is from {owner} "
+                    raise self._file_error(
+                        f"The batch results file {path}, line {number}: custom_id {scrub(cid, self.secret)[:160]!r} "
+                        f"is from {owner} "
                         f"(this judge's fingerprint is {fingerprint}). The file is from another run or other judge "
                         "settings: give the results of a request file this judge wrote, or the settings that wrote it."
                     )
                 if cid in seen:
-                    raise BatchFileError(
+                    raise self._file_error(
                         f"The batch results file {path}, line {number}: custom_id {cid} already answered on line "
                         f"{seen[cid]}. Give each request's result once (remove the duplicate line)."
                     )
@@ -615,7 +623,7 @@ class BatchLabeler:
         known = self.store.batch_lines(list(seen))
         unknown = [cid for cid in seen if cid not in known or known[cid][3] != fingerprint]
         if unknown:
-            raise BatchFileError(
+            raise self._file_error(
                 f"The batch results file {path}, line {seen[unknown[0]]}: custom_id {unknown[0]} is in no request "
                 f"file written into the label store {self.store.path} ({len(unknown)} such line(s)). Read the results "
                 "with the store that wrote the request file."
@@ -627,12 +635,39 @@ class BatchLabeler:
 
     def write_request_file(self, items: list[tuple], path: str | os.PathLike) -> int:
         """Write the request lines of `items` not answered yet to `path` (for `vllm run-batch -i`), recording them in
-        the store; return how many lines were written."""
+        the store; return how many lines were written.
+
+        Lines of a Batch API batch that is not finished are left out (a warning names the batch): that batch answers
+        them, and a Batch API labeling run with this store stores its results. The store's batch lock is held while
+        the file is written (a Batch API run on the same store at the same time is refused)."""
         check_batch_judge(self.judge, offline=True)
         requests = _Requests(self.judge, self.kind, items)
+        with _exclusive(self.store):
+            return self._write_request_file(requests, Path(path))
+
+    def _write_request_file(self, requests: _Requests, path: Path) -> int:
         lines = self.store.batch_lines([cid for ids in requests.ids for cid in ids])
         ids = [cid for ids in requests.ids for cid in ids if lines.get(cid) is None or lines[cid][1] is None]
-        path = Path(path)
+        running = self.store.running_batch_lines(ids)
+        if running:
+            batches = sorted(
+                {
+                    (f"batch {batch_id}" if batch_id else f"the batch of job {job_key} (its id is not recorded yet)")
+                    + f" on {target}"
+                    for job_key, batch_id, target in running.values()
+                }
+            )
+            logger.warning(
+                "%d request line(s) left out of %s: they belong to unfinished Batch API batches (%s), recorded in %s. "
+                "Run a Batch API labeling with this store to wait for them and store their results (a batch cancelled "
+                "with `cancel_batches` leaves its unanswered lines to later request files once such a run has read "
+                "it).",
+                len(running),
+                path,
+                ", ".join(batches),
+                self.store.path,
+            )
+            ids = [cid for cid in ids if cid not in running]
         path.parent.mkdir(parents=True, exist_ok=True)
         job_key = uuid.uuid4().hex
         self.store.record_batch_job(

@@ -197,7 +197,9 @@ def read_answer(text: str, parse: Callable[[Any], ChatResult], secret: str | Non
         data = json.loads(text)
         result = parse(data)
     except ValueError as error:
-        raise ValueError(scrub(f"the server's answer is not a completion ({error}): {text[:200]!r}", secret)) from None
+        # Scrubbed before it is cut and quoted: a key cut in two or escaped by repr would no longer be found.
+        text = scrub(text, secret)[:200]
+        raise ValueError(scrub(f"the server's answer is not a completion ({error}): {text!r}", secret)) from None
     if result.content is not None:
         result.content = scrub(result.content, secret)
     result.prompt_tokens, result.completion_tokens = usage_of(data)

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ..data_utils import Completion, Prompt
+from ..errors import TrlWonError
 from ..identity import json_sha256
 from .judgement import PairwiseJudgement, ScoreJudgement
 
@@ -114,6 +115,8 @@ BATCH_JOB_COLUMNS = (
     "created_at",
     "updated_at",
 )
+# The states of a Batch API job whose batch may exist on the server and not be finished: its lines stay with it.
+RUNNING_JOB_STATES = ("uploaded", "submitted")
 
 
 def content_key(*items: Any) -> str:
@@ -138,6 +141,11 @@ _DAMAGED = {
     "database disk image is malformed": "its pages are damaged (overwritten or truncated)",
     "file is not a database": "it is not a SQLite database (its header is overwritten, or it is another kind of file)",
 }
+
+
+class RunningBatchError(TrlWonError, RuntimeError):
+    """Request lines cannot move to another batch job: they belong to a Batch API batch that is not finished (it
+    would be paid for twice, or its results lost). The message names the batch and what to do."""
 
 
 def _damaged_file_error(path: Path, error: sqlite3.DatabaseError) -> LabelStoreError | None:
@@ -418,9 +426,20 @@ class LabelStore:
     ) -> None:
         """Record a batch job and its request lines (`(custom_id, content_key)`) in one transaction, before anything
         is sent. A line recorded before without an answer (a failed one, or one of a job that never reached the
-        server) moves to this job."""
+        server) moves to this job. A line of a Batch API job that is uploaded or submitted and not finished never
+        moves: a [`RunningBatchError`] names its batch, and nothing is recorded."""
         now = time.time()
         with self._write() as connection:
+            running = self._running_batch_lines(connection, [custom_id for custom_id, _ in lines])
+            if running:
+                custom_id, (job_key, batch_id, target) = next(iter(running.items()))
+                batch = f"batch {batch_id}" if batch_id else f"the batch of job {job_key} (its id is not recorded yet)"
+                raise RunningBatchError(
+                    f"{len(running)} request line(s) (first: {custom_id}) belong to {batch} on {target}, recorded in "
+                    f"the label store {self.path} and not finished: moving them to another job would pay for them "
+                    "twice or lose that batch's results. Let a Batch API labeling run with this store finish it (it "
+                    "resumes the batch and stores its results), or cancel it (`cancel_batches`) and run again."
+                )
             connection.execute(
                 "INSERT INTO batch_jobs VALUES (?, ?, ?, ?, 'prepared', NULL, NULL, NULL, ?, ?)",
                 (job_key, fingerprint, kind, target, now, now),
@@ -488,6 +507,28 @@ class LabelStore:
                 f"SELECT custom_id, job_key, answer, error, fingerprint FROM batch_lines WHERE custom_id IN ({marks})"
             )
             for row in connection.execute(query, chunk):
+                found[row[0]] = tuple(row[1:])
+        return found
+
+    @_reports_damage
+    def running_batch_lines(self, custom_ids: Sequence[str]) -> dict[str, tuple[str, str | None, str]]:
+        """`custom_id -> (job_key, batch_id, target)` of the lines among `custom_ids` without an answer that belong to
+        a Batch API job not finished (uploaded or submitted): their batch may still answer them."""
+        return self._running_batch_lines(self._connection(), custom_ids)
+
+    @staticmethod
+    def _running_batch_lines(connection: sqlite3.Connection, custom_ids: Sequence[str]) -> dict[str, tuple]:
+        found: dict[str, tuple] = {}
+        unique = list(dict.fromkeys(custom_ids))
+        states = ",".join("?" * len(RUNNING_JOB_STATES))
+        for start in range(0, len(unique), 500):
+            chunk = unique[start : start + 500]
+            query = (
+                "SELECT l.custom_id, j.job_key, j.batch_id, j.target FROM batch_lines AS l JOIN batch_jobs AS j "
+                f"ON l.job_key = j.job_key WHERE l.custom_id IN ({','.join('?' * len(chunk))}) AND l.answer IS NULL "
+                f"AND j.kind = 'openai' AND j.state IN ({states})"
+            )
+            for row in connection.execute(query, (*chunk, *RUNNING_JOB_STATES)):
                 found[row[0]] = tuple(row[1:])
         return found
 
