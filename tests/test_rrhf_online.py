@@ -251,6 +251,41 @@ def test_two_processes_sample_their_own_prompts_and_match_one_process(tiny_paths
         torch.testing.assert_close(weights[name], value, rtol=1e-5, atol=1e-6, msg=name)
 
 
+def test_two_processes_with_one_micro_batch_skipped_equal_one_process_on_the_other(tiny_paths, tokenizer, tmp_path):
+    # Process 0's reward function returns None for all of its candidates: its micro-batch is empty. It must still take
+    # part in the gradient all-reduce and the metrics gather (it hung there), and the step must be the one of the
+    # other process's prompts alone.
+    script = Path(__file__).parent / "scripts" / "rrhf_online_distributed.py"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1])}
+    command = [*LAUNCH, str(script), "--model", tiny_paths.policy, "--output_dir", str(tmp_path / "two")]
+    command += ["--none_on_rank", "0"]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+    call = json.loads((tmp_path / "two" / "calls-1.json").read_text())["calls"][0]
+    rows = [
+        {
+            "prompt_ids": prompt_ids_for_generation(tokenizer, group["prompts"][0]),
+            "completion_ids": group["completion_ids"],
+            "rewards": [float(sum(ids) % 101) for ids in group["completion_ids"]],
+        }
+        for group in groups(call, [K, K])
+    ]
+    args = RRHFConfig(
+        **cpu_training_kwargs(
+            tmp_path / "one", per_device_train_batch_size=2, max_steps=1, learning_rate=1e-3, optim="sgd"
+        )
+    )
+    one = RRHFTrainer(tiny_paths.policy, args=args, train_dataset=Dataset.from_list(rows))
+    one._get_train_sampler = lambda *args: SequentialSampler(one.train_dataset)
+    one.train()
+    weights = load_file(tmp_path / "two" / "model.safetensors")
+    before = AutoModelForCausalLM.from_pretrained(tiny_paths.policy).state_dict()
+    assert any(not torch.equal(weights[name], value) for name, value in before.items())  # it trained
+    for name, value in one.model.state_dict().items():
+        torch.testing.assert_close(weights[name], value, rtol=1e-5, atol=1e-6, msg=name)
+
+
 @pytest.mark.parametrize(
     "adapter",
     [
