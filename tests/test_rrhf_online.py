@@ -195,6 +195,37 @@ def test_resume_mid_generation_round_equals_an_uninterrupted_run(tiny_paths, tmp
     assert "has no generation buffer" in caplog.text and "sampling the round again" in caplog.text
 
 
+@pytest.mark.parametrize("stop", [4, 5], ids=["epoch-boundary", "mid-epoch-1"])
+def test_resume_in_a_later_epoch_equals_an_uninterrupted_run(tiny_paths, tmp_path, stop):
+    # 8 prompts, 2 per step: 4 steps per epoch, 2 epochs, each epoch shuffled. checkpoint-4 ends epoch 0, checkpoint-5
+    # is in epoch 1: a resumed run must see epoch 1's prompts in the uninterrupted run's order (it saw epoch 0's).
+    def run(name, callbacks=None, resume=None):
+        args = online_args(
+            tmp_path / name, max_steps=-1, num_train_epochs=2, save_strategy="steps", save_steps=1, seed=1
+        )
+        recorder = Recorder()
+        trainer = RRHFTrainer(
+            tiny_paths.policy,
+            args=args,
+            train_dataset=toy_prompt_dataset(),
+            reward_funcs=recorder,
+            callbacks=callbacks,
+        )
+        trainer.train(resume_from_checkpoint=resume)
+        return trainer, [call["prompts"][::K] for call in recorder.calls]
+
+    full, full_prompts = run("full")
+    assert len(full_prompts) == 8 and full.state.global_step == 8
+    epochs = [[p for prompts in full_prompts[e * 4 : (e + 1) * 4] for p in prompts] for e in (0, 1)]
+    assert sorted(epochs[0]) == sorted(epochs[1]) == sorted(TOY_PROMPTS) and epochs[0] != epochs[1]
+    run("resumed", callbacks=[StopAtStep(stop)])
+    resumed, resumed_prompts = run("resumed", resume=str(tmp_path / "resumed" / "out" / f"checkpoint-{stop}"))
+    assert resumed.state.global_step == 8
+    assert resumed_prompts == full_prompts[stop:]
+    for name, param in full.model.named_parameters():
+        assert torch.equal(resumed.model.get_parameter(name), param), name
+
+
 LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
 LAUNCH += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
 

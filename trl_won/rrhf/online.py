@@ -75,6 +75,25 @@ def fixed_completion_ids(tokenizer, prompt_ids: list[int], prompt, completion, r
     return full[len(prompt_ids) :]
 
 
+class EpochSeededRepeatSampler(RepeatSampler):
+    """TRL's `RepeatSampler` whose order in each epoch depends only on `(seed, epoch)`.
+
+    `RepeatSampler` seeds one generator when it is built and draws every epoch's permutation from it, so a run resumed
+    in epoch N (a new sampler) would repeat epoch 0's order. Here `set_epoch` (called by `Trainer` at each epoch)
+    reseeds the generator with `derived_seed(seed, epoch)`, so a resumed run sees the same prompts in the same order
+    as an uninterrupted one in every epoch.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        if self.shuffle and self.seed is not None:
+            self.generator.manual_seed(derived_seed(self.seed, epoch))
+
+
 def _as_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The online collator: a batch is the list of its rows (they are sampled for in `get_batch_samples`)."""
     return rows
@@ -177,7 +196,7 @@ class OnlineRRHFMixin:
     def _get_train_sampler(self, train_dataset=None):
         if not self.num_generations:
             return super()._get_train_sampler(train_dataset)
-        return RepeatSampler(
+        self._train_sampler = EpochSeededRepeatSampler(
             data_source=train_dataset if train_dataset is not None else self.train_dataset,
             mini_repeat_count=1,
             batch_size=self._prompts_per_round(),
@@ -185,6 +204,15 @@ class OnlineRRHFMixin:
             shuffle=self.args.shuffle_dataset,
             seed=self.args.seed,
         )
+        return self._train_sampler
+
+    def get_resumed_dataloader(self, dataloader, num_batches):
+        # Resuming mid-epoch, `Trainer` calls `set_epoch` on a dataloader whose batches are skipped by accelerate's
+        # `SkipBatchSampler`, which does not pass it on to the sampler: set the resumed epoch here.
+        sampler = getattr(self, "_train_sampler", None)
+        if self.num_generations and sampler is not None:
+            sampler.set_epoch(int(self.state.epoch))
+        return super().get_resumed_dataloader(dataloader, num_batches)
 
     def _remove_unused_columns(self, dataset, description=None):
         if self.num_generations and description == "Training":  # every column may feed a reward function
