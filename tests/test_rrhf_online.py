@@ -461,6 +461,33 @@ def test_every_group_skipped_trains_nothing(tiny_paths, tmp_path):
     assert trainer.state.log_history[0]["skipped_groups"] == 2
 
 
+def test_dataset_columns_of_any_name_reach_the_reward_functions(tiny_paths, tmp_path):
+    # GRPO passes every dataset column to the reward functions; a column named like an argument of the scoring helper
+    # ("where", "batch_description") crashed with "got multiple values for keyword argument".
+    columns = {"where": ["here", "there"], "batch_description": ["a", "b"], "reward_funcs": [1, 2]}
+    dataset = Dataset.from_dict({"prompt": TOY_PROMPTS[:2], **columns})
+    recorder = Recorder()
+    RRHFTrainer(tiny_paths.policy, args=online_args(tmp_path), train_dataset=dataset, reward_funcs=recorder).train()
+    call = recorder.calls[0]
+    first = 0 if call["prompts"][0] == TOY_PROMPTS[0] else 1
+    for name, values in columns.items():
+        assert call[name] == [values[first]] * K + [values[1 - first]] * K, name
+
+
+@pytest.mark.parametrize("sharding", ["fsdp", "zero3"])
+def test_sampling_with_transformers_under_fsdp_or_zero3_is_refused(tiny_paths, tmp_path, monkeypatch, sharding):
+    trainer = RRHFTrainer(
+        tiny_paths.policy, args=online_args(tmp_path), train_dataset=toy_prompt_dataset(), reward_funcs=Recorder()
+    )
+    if sharding == "fsdp":
+        trainer.is_fsdp_enabled = True
+    else:
+        monkeypatch.setattr("trl_won.rrhf.online.is_deepspeed_zero3_enabled", lambda: True)
+    name = "FSDP" if sharding == "fsdp" else "DeepSpeed ZeRO-3"
+    with pytest.raises(NotImplementedError, match=f"under {name} holds only a shard.*use_vllm=True"):
+        trainer._init_online()
+
+
 @pytest.mark.parametrize(
     "reward, message",
     [

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from accelerate.utils import gather_object
 from datasets import IterableDataset
+from transformers.integrations import is_deepspeed_zero3_enabled
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import is_rich_available
 from trl.trainer.utils import RepeatSampler, nanstd, print_prompt_completions_sample, repeat_iterable_dataset
@@ -144,6 +145,13 @@ class OnlineRRHFMixin:
                     func.model, "is_loaded_in_8bit", False
                 ):
                     func.model.to(self.accelerator.device)
+        if not self.args.use_vllm and (self.is_fsdp_enabled or is_deepspeed_zero3_enabled()):
+            raise NotImplementedError(
+                "Online RRHF samples with transformers' `generate` on the training model, which under "
+                f"{'FSDP' if self.is_fsdp_enabled else 'DeepSpeed ZeRO-3'} holds only a shard of each parameter on "
+                "each process: sampling is not supported there. Train without parameter sharding (DDP, ZeRO-1/2, "
+                "one GPU with LoRA/QLoRA), or set `use_vllm=True` (TRL's vLLM weight sync gathers the parameters)."
+            )
         self._collator = DataCollatorForRRHF(self.processing_class.pad_token_id, self.args.pad_to_multiple_of)
         if self.args.use_vllm:
             try:
@@ -305,12 +313,14 @@ class OnlineRRHFMixin:
             self.reward_funcs,
             [row["prompt"] for row, _ in flat],
             [c for pool in pools for c in pool["completions"]],
-            where=where,
-            completion_ids=[ids for pool in pools for ids in pool["completion_ids"]],
-            trainer_state=self.state,
-            log_extra=self._log_completion_extra,
-            log_metric=self._log_metric,
-            **{key: [row.get(key) for row, _ in flat] for key in extra_keys},
+            {
+                **{key: [row.get(key) for row, _ in flat] for key in extra_keys},  # first: GRPO's own names win
+                "completion_ids": [ids for pool in pools for ids in pool["completion_ids"]],
+                "trainer_state": self.state,
+                "log_extra": self._log_completion_extra,
+                "log_metric": self._log_metric,
+            },
+            batch_description=where,
         )
         totals = nan_weighted_sum(scores, args.reward_weights)
 
