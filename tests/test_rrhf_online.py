@@ -195,6 +195,37 @@ def test_resume_mid_generation_round_equals_an_uninterrupted_run(tiny_paths, tmp
     assert "has no generation buffer" in caplog.text and "sampling the round again" in caplog.text
 
 
+@pytest.mark.parametrize("stop", [4, 5], ids=["epoch-boundary", "mid-epoch-1"])
+def test_resume_in_a_later_epoch_equals_an_uninterrupted_run(tiny_paths, tmp_path, stop):
+    # 8 prompts, 2 per step: 4 steps per epoch, 2 epochs, each epoch shuffled. checkpoint-4 ends epoch 0, checkpoint-5
+    # is in epoch 1: a resumed run must see epoch 1's prompts in the uninterrupted run's order (it saw epoch 0's).
+    def run(name, callbacks=None, resume=None):
+        args = online_args(
+            tmp_path / name, max_steps=-1, num_train_epochs=2, save_strategy="steps", save_steps=1, seed=1
+        )
+        recorder = Recorder()
+        trainer = RRHFTrainer(
+            tiny_paths.policy,
+            args=args,
+            train_dataset=toy_prompt_dataset(),
+            reward_funcs=recorder,
+            callbacks=callbacks,
+        )
+        trainer.train(resume_from_checkpoint=resume)
+        return trainer, [call["prompts"][::K] for call in recorder.calls]
+
+    full, full_prompts = run("full")
+    assert len(full_prompts) == 8 and full.state.global_step == 8
+    epochs = [[p for prompts in full_prompts[e * 4 : (e + 1) * 4] for p in prompts] for e in (0, 1)]
+    assert sorted(epochs[0]) == sorted(epochs[1]) == sorted(TOY_PROMPTS) and epochs[0] != epochs[1]
+    run("resumed", callbacks=[StopAtStep(stop)])
+    resumed, resumed_prompts = run("resumed", resume=str(tmp_path / "resumed" / "out" / f"checkpoint-{stop}"))
+    assert resumed.state.global_step == 8
+    assert resumed_prompts == full_prompts[stop:]
+    for name, param in full.model.named_parameters():
+        assert torch.equal(resumed.model.get_parameter(name), param), name
+
+
 LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
 LAUNCH += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
 
@@ -247,6 +278,41 @@ def test_two_processes_sample_their_own_prompts_and_match_one_process(tiny_paths
     one = RRHFTrainer(tiny_paths.policy, args=args, train_dataset=Dataset.from_list(rows))
     one.train()
     weights = load_file(tmp_path / "two" / "model.safetensors")
+    for name, value in one.model.state_dict().items():
+        torch.testing.assert_close(weights[name], value, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_two_processes_with_one_micro_batch_skipped_equal_one_process_on_the_other(tiny_paths, tokenizer, tmp_path):
+    # Process 0's reward function returns None for all of its candidates: its micro-batch is empty. It must still take
+    # part in the gradient all-reduce and the metrics gather (it hung there), and the step must be the one of the
+    # other process's prompts alone.
+    script = Path(__file__).parent / "scripts" / "rrhf_online_distributed.py"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1])}
+    command = [*LAUNCH, str(script), "--model", tiny_paths.policy, "--output_dir", str(tmp_path / "two")]
+    command += ["--none_on_rank", "0"]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+    call = json.loads((tmp_path / "two" / "calls-1.json").read_text())["calls"][0]
+    rows = [
+        {
+            "prompt_ids": prompt_ids_for_generation(tokenizer, group["prompts"][0]),
+            "completion_ids": group["completion_ids"],
+            "rewards": [float(sum(ids) % 101) for ids in group["completion_ids"]],
+        }
+        for group in groups(call, [K, K])
+    ]
+    args = RRHFConfig(
+        **cpu_training_kwargs(
+            tmp_path / "one", per_device_train_batch_size=2, max_steps=1, learning_rate=1e-3, optim="sgd"
+        )
+    )
+    one = RRHFTrainer(tiny_paths.policy, args=args, train_dataset=Dataset.from_list(rows))
+    one._get_train_sampler = lambda *args: SequentialSampler(one.train_dataset)
+    one.train()
+    weights = load_file(tmp_path / "two" / "model.safetensors")
+    before = AutoModelForCausalLM.from_pretrained(tiny_paths.policy).state_dict()
+    assert any(not torch.equal(weights[name], value) for name, value in before.items())  # it trained
     for name, value in one.model.state_dict().items():
         torch.testing.assert_close(weights[name], value, rtol=1e-5, atol=1e-6, msg=name)
 
@@ -393,6 +459,33 @@ def test_every_group_skipped_trains_nothing(tiny_paths, tmp_path):
     trainer.train()
     assert len(unchanged(before, trainer.model)) == len(before)
     assert trainer.state.log_history[0]["skipped_groups"] == 2
+
+
+def test_dataset_columns_of_any_name_reach_the_reward_functions(tiny_paths, tmp_path):
+    # GRPO passes every dataset column to the reward functions; a column named like an argument of the scoring helper
+    # ("where", "batch_description") crashed with "got multiple values for keyword argument".
+    columns = {"where": ["here", "there"], "batch_description": ["a", "b"], "reward_funcs": [1, 2]}
+    dataset = Dataset.from_dict({"prompt": TOY_PROMPTS[:2], **columns})
+    recorder = Recorder()
+    RRHFTrainer(tiny_paths.policy, args=online_args(tmp_path), train_dataset=dataset, reward_funcs=recorder).train()
+    call = recorder.calls[0]
+    first = 0 if call["prompts"][0] == TOY_PROMPTS[0] else 1
+    for name, values in columns.items():
+        assert call[name] == [values[first]] * K + [values[1 - first]] * K, name
+
+
+@pytest.mark.parametrize("sharding", ["fsdp", "zero3"])
+def test_sampling_with_transformers_under_fsdp_or_zero3_is_refused(tiny_paths, tmp_path, monkeypatch, sharding):
+    trainer = RRHFTrainer(
+        tiny_paths.policy, args=online_args(tmp_path), train_dataset=toy_prompt_dataset(), reward_funcs=Recorder()
+    )
+    if sharding == "fsdp":
+        trainer.is_fsdp_enabled = True
+    else:
+        monkeypatch.setattr("trl_won.rrhf.online.is_deepspeed_zero3_enabled", lambda: True)
+    name = "FSDP" if sharding == "fsdp" else "DeepSpeed ZeRO-3"
+    with pytest.raises(NotImplementedError, match=f"under {name} holds only a shard.*use_vllm=True"):
+        trainer._init_online()
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ import json
 import logging
 import math
 import types
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -319,14 +319,17 @@ def rewards_per_function(
     reward_funcs: Sequence[Callable],
     prompts: Sequence[Prompt],
     completions: Sequence[Completion],
-    where: str = "this batch",
-    **kwargs,
+    reward_kwargs: Mapping[str, Any] | None = None,
+    *,
+    batch_description: str = "this batch",
 ) -> list[list[float]]:
     """Every reward function's scores of every completion, as TRL's `GRPOTrainer` computes them.
 
-    Each function gets `prompts`, `completions` and `**kwargs` (for instance `completion_ids`, the dataset's other
-    columns, `trainer_state`) as keyword arguments, or only those it declares. A `None` score means "does not apply"
-    and becomes NaN. Synchronous functions run one after the other, asynchronous ones concurrently on one event loop.
+    Each function gets `prompts`, `completions` and `reward_kwargs` (for instance `completion_ids`, the dataset's
+    other columns, `trainer_state`) as keyword arguments, or only those it declares. The extra arguments come as one
+    mapping, not as `**kwargs`, so that a dataset column of any name (`batch_description`, `where`, ...) reaches the
+    functions. A `None` score means "does not apply" and becomes NaN. Synchronous functions run one after the other,
+    asynchronous ones concurrently on one event loop.
 
     Args:
         reward_funcs (`Sequence[Callable]`):
@@ -335,27 +338,27 @@ def rewards_per_function(
             The prompt of each completion to score.
         completions (`Sequence`):
             The completions to score.
-        where (`str`, *optional*):
+        reward_kwargs (`Mapping[str, Any]`, *optional*):
+            Extra keyword arguments of the functions, one list entry per completion or any value.
+        batch_description (`str`, *optional*):
             The batch, as error messages name it (e.g. "step 3, dataset rows [4, 7]").
-        **kwargs (`Any`):
-            Extra keyword arguments, one list entry per completion or any value.
 
     Returns:
         `list[list[float]]`: For each function, one score per completion (NaN for `None`).
 
     Raises:
-        RewardFunctionError: naming the function and `where`, when a function raises or returns the wrong number of
-            values, or a value that is neither a finite number nor `None`.
+        RewardFunctionError: naming the function and `batch_description`, when a function raises or returns the
+            wrong number of values, or a value that is neither a finite number nor `None`.
     """
-    arguments = {"prompts": list(prompts), "completions": list(completions), **kwargs}
+    arguments = {"prompts": list(prompts), "completions": list(completions), **(reward_kwargs or {})}
     scores: list[list[float] | None] = [None] * len(reward_funcs)
     pending = []  # (index, coroutine) of the asynchronous functions
 
     def fail(func, error: BaseException):
         return RewardFunctionError(
-            f"The reward function {reward_func_name(func)!r} failed on {where} ({len(completions)} completions): "
-            f"{type(error).__name__}: {error} Nothing was trained on this batch; fix the function and resume from "
-            "the last checkpoint."
+            f"The reward function {reward_func_name(func)!r} failed on {batch_description} ({len(completions)} "
+            f"completions): {type(error).__name__}: {error} Nothing was trained on this batch; fix the function and "
+            "resume from the last checkpoint."
         )
 
     for index, func in enumerate(reward_funcs):

@@ -1,6 +1,8 @@
 """One online RRHF step; every process writes the candidates it sampled and scored. Run by tests/test_rrhf_online.py.
 
-Run it with `accelerate launch --multi_gpu --num_processes 2` (two CPU processes, gloo).
+Run it with `accelerate launch --multi_gpu --num_processes 2` (two CPU processes, gloo). With `--none_on_rank R` the
+reward function returns None ("does not apply") for every candidate of process R, so that process's micro-batch is
+empty (all of its prompt groups skipped) while the other one trains.
 """
 
 import argparse
@@ -16,13 +18,17 @@ from trl_won.tiny import toy_prompt_dataset
 parser = argparse.ArgumentParser()
 parser.add_argument("--model", required=True)
 parser.add_argument("--output_dir", required=True)
+parser.add_argument("--none_on_rank", type=int, default=-1)
 cli = parser.parse_args()
+RANK = int(os.environ.get("RANK", "0"))
 
 calls = []
 
 
 def token_sum_reward(prompts, completions, completion_ids, **kwargs):
     calls.append({"prompts": prompts, "completion_ids": completion_ids})
+    if RANK == cli.none_on_rank:
+        return [None] * len(completions)
     return [float(sum(ids) % 101) for ids in completion_ids]
 
 

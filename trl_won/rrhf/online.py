@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from accelerate.utils import gather_object
 from datasets import IterableDataset
+from transformers.integrations import is_deepspeed_zero3_enabled
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import is_rich_available
 from trl.trainer.utils import RepeatSampler, nanstd, print_prompt_completions_sample, repeat_iterable_dataset
@@ -73,6 +74,25 @@ def fixed_completion_ids(tokenizer, prompt_ids: list[int], prompt, completion, r
             "Start the completion with a space or a new line, or drop it.",
         )
     return full[len(prompt_ids) :]
+
+
+class EpochSeededRepeatSampler(RepeatSampler):
+    """TRL's `RepeatSampler` whose order in each epoch depends only on `(seed, epoch)`.
+
+    `RepeatSampler` seeds one generator when it is built and draws every epoch's permutation from it, so a run resumed
+    in epoch N (a new sampler) would repeat epoch 0's order. Here `set_epoch` (called by `Trainer` at each epoch)
+    reseeds the generator with `derived_seed(seed, epoch)`, so a resumed run sees the same prompts in the same order
+    as an uninterrupted one in every epoch.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        if self.shuffle and self.seed is not None:
+            self.generator.manual_seed(derived_seed(self.seed, epoch))
 
 
 def _as_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -125,6 +145,13 @@ class OnlineRRHFMixin:
                     func.model, "is_loaded_in_8bit", False
                 ):
                     func.model.to(self.accelerator.device)
+        if not self.args.use_vllm and (self.is_fsdp_enabled or is_deepspeed_zero3_enabled()):
+            raise NotImplementedError(
+                "Online RRHF samples with transformers' `generate` on the training model, which under "
+                f"{'FSDP' if self.is_fsdp_enabled else 'DeepSpeed ZeRO-3'} holds only a shard of each parameter on "
+                "each process: sampling is not supported there. Train without parameter sharding (DDP, ZeRO-1/2, "
+                "one GPU with LoRA/QLoRA), or set `use_vllm=True` (TRL's vLLM weight sync gathers the parameters)."
+            )
         self._collator = DataCollatorForRRHF(self.processing_class.pad_token_id, self.args.pad_to_multiple_of)
         if self.args.use_vllm:
             try:
@@ -177,7 +204,7 @@ class OnlineRRHFMixin:
     def _get_train_sampler(self, train_dataset=None):
         if not self.num_generations:
             return super()._get_train_sampler(train_dataset)
-        return RepeatSampler(
+        self._train_sampler = EpochSeededRepeatSampler(
             data_source=train_dataset if train_dataset is not None else self.train_dataset,
             mini_repeat_count=1,
             batch_size=self._prompts_per_round(),
@@ -185,6 +212,15 @@ class OnlineRRHFMixin:
             shuffle=self.args.shuffle_dataset,
             seed=self.args.seed,
         )
+        return self._train_sampler
+
+    def get_resumed_dataloader(self, dataloader, num_batches):
+        # Resuming mid-epoch, `Trainer` calls `set_epoch` on a dataloader whose batches are skipped by accelerate's
+        # `SkipBatchSampler`, which does not pass it on to the sampler: set the resumed epoch here.
+        sampler = getattr(self, "_train_sampler", None)
+        if self.num_generations and sampler is not None:
+            sampler.set_epoch(int(self.state.epoch))
+        return super().get_resumed_dataloader(dataloader, num_batches)
 
     def _remove_unused_columns(self, dataset, description=None):
         if self.num_generations and description == "Training":  # every column may feed a reward function
@@ -277,12 +313,14 @@ class OnlineRRHFMixin:
             self.reward_funcs,
             [row["prompt"] for row, _ in flat],
             [c for pool in pools for c in pool["completions"]],
-            where=where,
-            completion_ids=[ids for pool in pools for ids in pool["completion_ids"]],
-            trainer_state=self.state,
-            log_extra=self._log_completion_extra,
-            log_metric=self._log_metric,
-            **{key: [row.get(key) for row, _ in flat] for key in extra_keys},
+            {
+                **{key: [row.get(key) for row, _ in flat] for key in extra_keys},  # first: GRPO's own names win
+                "completion_ids": [ids for pool in pools for ids in pool["completion_ids"]],
+                "trainer_state": self.state,
+                "log_extra": self._log_completion_extra,
+                "log_metric": self._log_metric,
+            },
+            batch_description=where,
         )
         totals = nan_weighted_sum(scores, args.reward_weights)
 

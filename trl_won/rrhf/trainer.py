@@ -396,9 +396,22 @@ class RRHFTrainer(OnlineRRHFMixin, _BaseTrainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         mode = "train" if self.model.training else "eval"
         num_prompts = inputs["num_completions"].numel()
-        if num_prompts == 0:  # online: every prompt group of this micro-batch was skipped (no two scored candidates)
-            loss = sum(param.sum() for param in model.parameters() if param.requires_grad) * 0.0
-            return (loss, None) if return_outputs else loss
+        if num_prompts == 0:
+            # Online: every prompt group of this micro-batch was skipped (no two scored candidates). Other processes
+            # may have prompts: this one still runs a forward through `model` (under DDP its backward then joins the
+            # gradient all-reduce, which the forward arms) and gathers its (zero) metrics, or the processes would
+            # wait on each other forever. Its loss is zero, so the step's gradient is the mean over the other prompts.
+            pad_id = self.processing_class.pad_token_id or 0
+            device = self.accelerator.device
+            outputs = model(
+                input_ids=torch.full((1, 2), pad_id, dtype=torch.long, device=device),
+                attention_mask=torch.ones(1, 2, dtype=torch.long, device=device),
+                logprob_mask=torch.tensor([[0, 1]], device=device),  # one scored token: the LM head is used too
+                use_cache=False,
+            )
+            loss = outputs.token_logps.sum() * 0.0
+            self._gather_metrics(mode, torch.zeros(8, device=device))
+            return (loss, outputs) if return_outputs else loss
         outputs = self._completion_logps(model, inputs)
         out = rrhf_loss(
             outputs.token_logps,
@@ -466,15 +479,22 @@ class RRHFTrainer(OnlineRRHFMixin, _BaseTrainer):
                     inputs["completion_mask"].sum().to(out.loss.dtype),
                 ]
             ).float()
+        self._gather_metrics(mode, stats)
+
+    def _gather_metrics(self, mode: str, stats: torch.Tensor) -> None:
+        """Sum a micro-batch's `_record_metrics` stats over the processes (every process calls this, also one whose
+        micro-batch was empty, with zeros) and record the means over the prompts."""
+        with torch.no_grad():
             stats = self.accelerator.gather(stats).view(-1, stats.numel()).sum(dim=0).tolist()
         rank, sft, correct, pairs, best, worst, prompts, tokens = stats
         metrics = self._metrics[mode]
-        metrics["rank_loss"].append(rank / prompts)
-        metrics["sft_loss"].append(sft / prompts)
+        if prompts > 0:
+            metrics["rank_loss"].append(rank / prompts)
+            metrics["sft_loss"].append(sft / prompts)
+            metrics["logps/best"].append(best / prompts)
+            metrics["logps/worst"].append(worst / prompts)
         if pairs > 0:
             metrics["ranking_accuracy"].append(correct / pairs)
-        metrics["logps/best"].append(best / prompts)
-        metrics["logps/worst"].append(worst / prompts)
         if mode == "train":
             self._total_train_tokens += int(tokens)
             metrics["num_tokens"] = [self._total_train_tokens]
