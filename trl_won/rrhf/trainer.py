@@ -96,7 +96,9 @@ class RRHFTrainer(OnlineRRHFMixin, _BaseTrainer):
             they score a dataset without a `rewards` column once before training. Online they score every candidate
             of every generation round, called exactly as `GRPOTrainer` calls them (keyword arguments `prompts`,
             `completions`, `completion_ids`, the dataset's other columns and `trainer_state`; `None` for "does not
-            apply"; async functions run concurrently).
+            apply"; async functions run concurrently). Reward models score text as TRL's `RewardTrainer` tokenizes
+            its training data (EOS appended to standard text, special tokens added), not as `GRPOTrainer` scores
+            standard text (neither), so their rewards can differ slightly from GRPO's.
         reward_processing_classes ([`~transformers.PreTrainedTokenizerBase`] or `list`, *optional*):
             Tokenizers of the reward models in `reward_funcs`, in the same order (`None` loads the model's own).
         callbacks (list of [`~transformers.TrainerCallback`], *optional*):
