@@ -215,7 +215,8 @@ def test_wrong_paths_and_splits_are_one_line_errors(tiny_paths, data, tmp_path, 
     assert "has no split 'test' (it has ['train']); set --dataset_test_split to one of them" in line
 
 
-def test_missing_column_is_a_one_line_error(tiny_paths, tmp_path, capsys):
+def test_missing_column_is_a_one_line_error(tiny_paths, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # `label` writes to ./rlaif-labels by default: never into the repository
     bad = write_jsonl(tmp_path / "bad.jsonl", [{"question": "Q?", "completion_a": "a", "completion_b": "b"}])
     line = failed_run(capsys, ["label", "--judge_model_name_or_path", tiny_paths.policy, "--dataset_name", bad])
     assert "has no column 'prompt'" in line and "question" in line
