@@ -3,6 +3,8 @@
 import os
 import sys
 
+from transformers import TrainerCallback
+
 
 def cpu_training_kwargs(output_dir, **overrides) -> dict:
     """`TrainingArguments` for short, deterministic runs on the CPU: float32, no logging backends, no checkpoints, no
@@ -37,3 +39,14 @@ def exit_distributed_script() -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
+
+
+class StopAtStep(TrainerCallback):
+    """Stop training after optimizer step `step` (to save a checkpoint mid-run and resume from it)."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            control.should_training_stop = True

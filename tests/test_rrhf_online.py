@@ -14,9 +14,9 @@ from datasets import Dataset
 from peft import LoraConfig
 from safetensors.torch import load_file
 from torch.utils.data import SequentialSampler
-from transformers import AutoModelForCausalLM, BitsAndBytesConfig, TrainerCallback, TrainerState
+from transformers import AutoModelForCausalLM, BitsAndBytesConfig, TrainerState
 
-from tests.helpers import cpu_training_kwargs
+from tests.helpers import StopAtStep, cpu_training_kwargs
 from tests.rlaif_helpers import LengthScorer
 from trl_won.data_utils import DatasetFormatError, completion_text
 from trl_won.generation import prompt_ids_for_generation, sample_completions
@@ -144,15 +144,6 @@ def test_one_online_step_equals_an_offline_step_on_the_same_candidates(tiny_path
     assert online_log["loss"] == offline_log["loss"] and online_log["rank_loss"] > 0
     for name, param in offline.model.named_parameters():
         assert torch.equal(online.model.get_parameter(name), param), name
-
-
-class StopAtStep(TrainerCallback):
-    def __init__(self, step):
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            control.should_training_stop = True
 
 
 def test_resume_mid_generation_round_equals_an_uninterrupted_run(tiny_paths, tmp_path, caplog):

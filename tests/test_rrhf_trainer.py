@@ -5,9 +5,9 @@ import pytest
 import torch
 from datasets import Dataset
 from peft import LoraConfig
-from transformers import AutoModelForCausalLM, BitsAndBytesConfig, TrainerCallback
+from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
-from tests.helpers import cpu_training_kwargs
+from tests.helpers import StopAtStep, cpu_training_kwargs
 from trl_won.data_utils import DatasetFormatError, tokenize_prompt_completion
 from trl_won.logprobs import USE_FORWARD
 from trl_won.rrhf import RRHFConfig, RRHFTrainer
@@ -278,15 +278,6 @@ def test_model_card_on_save(tiny_paths, tmp_path):
     reloaded = AutoModelForCausalLM.from_pretrained(str(tmp_path / "out"))
     for name, value in reloaded.state_dict().items():
         torch.testing.assert_close(value, trainer.model.state_dict()[name])
-
-
-class StopAtStep(TrainerCallback):
-    def __init__(self, step):
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            control.should_training_stop = True
 
 
 def test_resume_from_checkpoint_matches_an_uninterrupted_run(tiny_paths, tmp_path):
