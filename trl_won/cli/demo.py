@@ -25,10 +25,17 @@ EXAMPLES = """examples:
   # bigger: more West-of-N samples and more human pairs
   trl-won demo --sizes '{"won_n": 32, "human_pairs": 3000}' --output_dir demo-big
 
+  # a study: the papers' trends over a sweep and seeds 0, 1, 2 (study.md, study.png, study.json); see docs/demo.md
+  trl-won demo --study west-of-n --output_dir study-west-of-n
+  trl-won demo --study rlaif --seeds 0 1 2 3 4 --output_dir study-rlaif
+
   # real models on a GPU (the world supplies prompts, oracle and labels; the models are fine-tuned on them)
   trl-won demo --policy_name_or_path Qwen/Qwen2.5-0.5B --reward_model_name_or_path Qwen/Qwen2.5-0.5B \\
       --judge_model_name_or_path Qwen/Qwen2.5-7B-Instruct --output_dir demo-real
 """
+
+
+DEFAULT_OUTPUT_DIR = "trl-won-demo"
 
 
 @dataclass
@@ -41,7 +48,7 @@ class DemoArguments:
         seed (`int`, *optional*, defaults to `0`):
             Seed every random draw derives from: one seed, one exact run.
         output_dir (`str`, *optional*, defaults to `"trl-won-demo"`):
-            Where models, `results.json`, `report.md` and `demo.png` go.
+            Where models, `results.json`, `report.md` and `demo.png` go (a study's default: `trl-won-study-NAME`).
         policy_name_or_path (`str`, *optional*):
             A causal LM (path or hub id) to fine-tune on the world's demonstrations instead of the tiny one.
         reward_model_name_or_path (`str`, *optional*):
@@ -52,11 +59,16 @@ class DemoArguments:
         sizes (`str`, *optional*):
             JSON object of size overrides, e.g. `'{"won_n": 32, "human_pairs": 3000}'`; the fields are those of
             `trl_won.demo.DemoSizes`.
+        study (`str`, *optional*):
+            Run a study instead of the demo: `"west-of-n"`, `"rlaif"` or `"rrhf"` (a sweep over several seeds; see
+            docs/demo.md). With `--quick`, the reduced sweep of the test suite.
+        seeds (`list[int]`, *optional*, defaults to `[0, 1, 2]`):
+            Seeds a study runs (`--seed` is the demo's).
     """
 
     quick: bool = field(default=False, metadata={"help": "The reduced size of the test suite (under a minute)."})
     seed: int = field(default=0, metadata={"help": "Seed every random draw derives from."})
-    output_dir: str = field(default="trl-won-demo", metadata={"help": "Where models and the report go."})
+    output_dir: str = field(default=DEFAULT_OUTPUT_DIR, metadata={"help": "Where models and the report go."})
     policy_name_or_path: str | None = field(
         default=None, metadata={"help": "A causal LM to use instead of the tiny policy."}
     )
@@ -67,6 +79,12 @@ class DemoArguments:
     sizes: str | None = field(
         default=None, metadata={"help": "JSON size overrides, e.g. '{\"won_n\": 32}' (fields of DemoSizes)."}
     )
+
+    study: str | None = field(
+        default=None,
+        metadata={"help": "Run a study instead of the demo.", "choices": ["west-of-n", "rlaif", "rrhf"]},
+    )
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={"help": "Seeds a study runs."})
 
     def __post_init__(self):
         demo_sizes(self)  # a wrong --sizes fails while parsing, with the argument named
@@ -104,6 +122,8 @@ def main(args: DemoArguments) -> dict:
     from ..demo.report import findings
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if args.study is not None:
+        return run_study(args)
     pipeline = DemoPipeline(
         demo_sizes(args),
         args.output_dir,
@@ -119,6 +139,31 @@ def main(args: DemoArguments) -> dict:
     for name, path in pipeline.files.items():
         print(f"{name:>8}: {path}")
     return results
+
+
+def run_study(args: DemoArguments) -> dict:
+    """`--study NAME`: run the study and print where its files are."""
+    from ..demo.studies import run_study as run
+    from ..errors import UsageError
+
+    given = [
+        flag
+        for flag, value in (
+            ("--sizes", args.sizes),
+            ("--policy_name_or_path", args.policy_name_or_path),
+            ("--reward_model_name_or_path", args.reward_model_name_or_path),
+            ("--judge_model_name_or_path", args.judge_model_name_or_path),
+        )
+        if value is not None
+    ]
+    if given:
+        raise UsageError(f"--study runs its own sizes and tiny models; leave out {', '.join(given)}.")
+    output_dir = f"trl-won-study-{args.study}" if args.output_dir == DEFAULT_OUTPUT_DIR else args.output_dir
+    files = run(args.study, output_dir, args.seeds, quick=args.quick)
+    print()
+    for name, path in files.items():
+        print(f"{name:>8}: {path}")
+    return {name: str(path) for name, path in files.items()}
 
 
 def make_parser(prog: str | None = None) -> TrlParser:
