@@ -20,9 +20,9 @@ import torch
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, PrinterCallback
 
 from ..data_utils import as_completion
-from ..generation import SamplingParams, sample_completions
+from ..generation import Sample, SamplingParams, sample_completions
 from ..rewards import RewardModelScorer
-from ..rlaif import LabelStore, label_preferences
+from ..rlaif import LabelStore, PairwiseJudgement, label_preferences
 from ..rlaif.labeling import alignment_metrics
 from ..tiny import build_tiny_causal_lm
 from ..west_of_n import WestOfNConfig, WestOfNGenerator, mix_preference_datasets
@@ -90,6 +90,33 @@ def _agreement(gaps: list[float]) -> float:
     return sum(graded) / max(1, len(graded))
 
 
+def judge_metrics(judgements: list[PairwiseJudgement], a_better: list[bool]) -> dict:
+    """A judge against the oracle from its judgements of pairs `(a, b)` in both orders and whether each `a` is truly
+    better: alignment from one order (`a` shown first) and with both orders averaged, the share of pairs whose
+    preferred *position* is the same in both orders (so its verdict flips with the order; the RLAIF paper's position
+    bias), the share of verdicts for the response shown first, the mean P("1"), and the paired gain of averaging.
+    Pairs the judge could not label are left out."""
+    judged = [(j, better) for j, better in zip(judgements, a_better, strict=True) if j.probability is not None]
+    if not judged:
+        raise RuntimeError("The judge labeled none of the held-out pairs; see the reasons it logged.")
+    judgements, a_better = [j for j, _ in judged], [better for _, better in judged]
+    averaged = alignment_metrics(judgements, ["a" if better else "b" for better in a_better])
+    # P("1") in each order: P(a) with a shown first, and P(b) = 1 - P(a) with b shown first.
+    answer_1 = [(j.probability_a_first, 1.0 - j.probability_a_second) for j in judgements]
+    one_order_hits = judge_hits([j.probability_a_first for j in judgements], a_better)
+    averaged_hits = judge_hits([j.probability for j in judgements], a_better)
+    gain, gain_stderr = paired_difference(averaged_hits, one_order_hits)
+    return {
+        "alignment_one_order": sum(one_order_hits) / len(one_order_hits),
+        "alignment_order_averaged": averaged.accuracy,
+        "same_position_rate": averaged.same_position_rate,
+        "first_position_preference": sum((x > 0.5) + (y > 0.5) for x, y in answer_1) / (2 * len(answer_1)),
+        "mean_p_answer_1": sum(x + y for x, y in answer_1) / (2 * len(answer_1)),
+        "pairs_judged": len(judgements),
+        "averaging_gain": {"difference": gain, "stderr": gain_stderr},
+    }
+
+
 class DemoPipeline:
     """One demo run. Call [`run`] for everything, or the stage methods in the order `run` calls them.
 
@@ -140,9 +167,8 @@ class DemoPipeline:
             show_progress=self.show_progress,
         )
 
-    def _sample(self, model, tasks, n: int, draw: Draw) -> tuple[list, list[list[str]]]:
-        prompts = [as_prompt(t) for t in tasks]
-        samples = sample_completions(
+    def _sample_raw(self, model, prompts, n: int, draw: Draw) -> list[list[Sample]]:
+        return sample_completions(
             model,
             self.policy_tokenizer,
             prompts,
@@ -152,6 +178,10 @@ class DemoPipeline:
             seed=draw_seed(self.sizes, draw),
             show_progress=self.show_progress,
         )
+
+    def _sample(self, model, tasks, n: int, draw: Draw) -> tuple[list, list[list[str]]]:
+        prompts = [as_prompt(t) for t in tasks]
+        samples = self._sample_raw(model, prompts, n, draw)
         return prompts, [[s.text for s in group] for group in samples]
 
     def _oracle_rewards(self, name: str, model, tasks, n: int, draw: Draw) -> tuple[list[list[float]], list, list]:
@@ -184,31 +214,50 @@ class DemoPipeline:
     def train_policy(self):
         with self.timer.stage("policy SFT"):
             if self.policy_source is None:
-                source = build_tiny_causal_lm(
-                    self._dir("models/policy_init"),
-                    self.tokenizer,
-                    seed=self.sizes.seed,
+                self.policy_tokenizer = self.tokenizer
+                self.policy, self.policy_path = self.train_tiny_lm(
+                    "policy",
                     hidden_size=self.sizes.hidden_size,
                     num_layers=self.sizes.num_layers,
-                    num_attention_heads=self.sizes.num_heads,
-                    num_key_value_heads=self.sizes.num_kv_heads,
+                    num_heads=self.sizes.num_heads,
+                    num_kv_heads=self.sizes.num_kv_heads,
                 )
-                self.policy_tokenizer = self.tokenizer
-            else:
-                source = self.policy_source
-                self.policy_tokenizer = AutoTokenizer.from_pretrained(source)
-            model = AutoModelForCausalLM.from_pretrained(source)
-            self.policy = train_sft(
-                model,
-                self.policy_tokenizer,
-                [as_prompt(t) for t in self.world.sft_tasks],
-                [as_answer(d) for d in self.world.sft_demos],
-                self._settings("policy", self.sizes.sft_epochs, self.sizes.sft_learning_rate),
-            )
+                return self.policy
+            self.policy_tokenizer = AutoTokenizer.from_pretrained(self.policy_source)
+            model = AutoModelForCausalLM.from_pretrained(self.policy_source)
+            self.policy = self._sft(model, self.policy_tokenizer, "policy")
             self.policy_path = self._dir("models/policy")
             self.policy.save_pretrained(self.policy_path)
             self.policy_tokenizer.save_pretrained(self.policy_path)
         return self.policy
+
+    def _sft(self, model, tokenizer, name: str):
+        """`model` fine-tuned on the world's demonstrations with the policy's settings."""
+        return train_sft(
+            model,
+            tokenizer,
+            [as_prompt(t) for t in self.world.sft_tasks],
+            [as_answer(d) for d in self.world.sft_demos],
+            self._settings(name, self.sizes.sft_epochs, self.sizes.sft_learning_rate),
+        )
+
+    def train_tiny_lm(self, name: str, hidden_size: int, num_layers: int, num_heads: int, num_kv_heads: int):
+        """A tiny LM of the given architecture (seeded by `sizes.seed`, on the world tokenizer) fine-tuned on the
+        world's demonstrations exactly as the tiny policy is, and saved to `models/<name>`: returns it and the path."""
+        source = build_tiny_causal_lm(
+            self._dir(f"models/{name}_init"),
+            self.tokenizer,
+            seed=self.sizes.seed,
+            hidden_size=hidden_size,
+            num_layers=num_layers,
+            num_attention_heads=num_heads,
+            num_key_value_heads=num_kv_heads,
+        )
+        model = self._sft(AutoModelForCausalLM.from_pretrained(source), self.tokenizer, name)
+        path = self._dir(f"models/{name}")
+        model.save_pretrained(path)
+        self.tokenizer.save_pretrained(path)
+        return model, path
 
     def label_pairs(self):
         """Two policy samples per prompt: noisy human labels (HF100%) and oracle labels (held-out evaluation)."""
@@ -235,21 +284,26 @@ class DemoPipeline:
                 chat = bool(getattr(tokenizer, "chat_template", None))
                 self.judge = build_judge(self.judge_source, tokenizer, self.judge_source, chat, self.show_progress)
                 return self.judge
-            model = AutoModelForCausalLM.from_pretrained(self.policy_path)
-            model = train_judge_lm(
-                model,
-                self.tokenizer,
-                self.world.judge_requests,
-                self.world.judge_targets,
-                self._settings("judge", self.sizes.judge_epochs, self.sizes.judge_learning_rate),
-                answer_token_ids(self.tokenizer, JUDGE_TEMPLATE.ending, ["1", "2"]),
-            )
-            judge_path = self._dir("models/judge")
-            model.save_pretrained(judge_path)
-            self.tokenizer.save_pretrained(judge_path)
-            # The label store tells judges apart by name and a digest of their weights.
-            self.judge = build_judge(model, self.tokenizer, judge_path, show_progress=self.show_progress)
+            self.judge = self.train_tiny_judge(self.policy_path, "judge")
         return self.judge
+
+    def train_tiny_judge(self, start_from: str, name: str):
+        """The tiny LM at `start_from` trained on the world's judge requests towards the biased targets (the judge's
+        settings), saved to `models/<name>`, as a `TransformersJudge` named by that path."""
+        model = AutoModelForCausalLM.from_pretrained(start_from)
+        model = train_judge_lm(
+            model,
+            self.tokenizer,
+            self.world.judge_requests,
+            self.world.judge_targets,
+            self._settings(name, self.sizes.judge_epochs, self.sizes.judge_learning_rate),
+            answer_token_ids(self.tokenizer, JUDGE_TEMPLATE.ending, ["1", "2"]),
+        )
+        judge_path = self._dir(f"models/{name}")
+        model.save_pretrained(judge_path)
+        self.tokenizer.save_pretrained(judge_path)
+        # The label store tells judges apart by name and a digest of their weights.
+        return build_judge(model, self.tokenizer, judge_path, show_progress=self.show_progress)
 
     # -- reward models ------------------------------------------------------------------------------------------
 
@@ -347,75 +401,110 @@ class DemoPipeline:
                 self._record_policy(f"Best-of-{n} ({name})", [oracle[i][j] for i, j in enumerate(picks)])
             self._record_policy(f"Best-of-{n} ({ORACLE})", [max(group) for group in oracle])
 
-    def rrhf(self, reward_models: tuple[str, ...] = (HF100, JUDGE_LABELS, ORACLE)):
-        """RRHF on `rrhf_k` policy samples per prompt, ranked by each of `reward_models` (names of the reward models
-        trained so far, or `ORACLE` for the true reward: the ceiling of what better reward models can give)."""
-        from datasets import Dataset
+    def rrhf_candidates(self) -> tuple[list, list[list[Sample]]]:
+        """The RRHF prompts and the SFT policy's `rrhf_k` samples of each (drawn once, then kept)."""
+        if getattr(self, "_rrhf_candidates", None) is None:
+            prompts = [as_prompt(t) for t in self.world.rrhf_tasks]
+            samples = self._sample_raw(self.policy, prompts, self.sizes.rrhf_k, Draw.RRHF)
+            self._rrhf_candidates = prompts, samples
+        return self._rrhf_candidates
 
-        from ..rrhf import RRHFConfig, RRHFTrainer
-
-        prompts, texts = self._sample(self.policy, self.world.rrhf_tasks, self.sizes.rrhf_k, Draw.RRHF)
+    def rrhf_offline_rows(self) -> dict[str, list]:
+        """The offline RRHF dataset: each prompt with its distinct non-empty samples (prompts with fewer than two are
+        left out), as conversational completions that `RRHFTrainer` tokenizes (each then closed by EOS)."""
         rows = {"prompt": [], "completions": []}
-        for prompt, group in zip(prompts, texts, strict=True):
+        for prompt, group in zip(*self.rrhf_candidates(), strict=True):
             # An empty sample (EOS first) has no token to rank; a prompt needs two different samples to rank.
-            kept = list(dict.fromkeys(t for t in group if t.strip()))
+            kept = list(dict.fromkeys(s.text for s in group if s.text.strip()))
             if len(kept) >= 2:
                 rows["prompt"].append(prompt)
                 rows["completions"].append([as_answer(t) for t in kept])
-        for i, name in enumerate(reward_models):
-            with self.timer.stage(f"RRHF ({name})"):
-                reward = oracle_reward_func if name == ORACLE else self.reward_models[name]
-                # One output directory per reward: RRHFTrainer caches the scores there under the reward functions'
-                # names, and the demo's reward models all share the name of the checkpoint they start from.
-                lr = self.sizes.rrhf_learning_rate
-                settings = self._settings(f"rrhf_{i}", self.sizes.rrhf_epochs, lr, batch_size=8)
-                args = RRHFConfig(**settings.trainer_kwargs(), gradient_checkpointing=False, max_length=None)
-                trainer = RRHFTrainer(
-                    model=AutoModelForCausalLM.from_pretrained(self.policy_path),
-                    args=args,
-                    train_dataset=Dataset.from_dict(rows),
-                    processing_class=self.policy_tokenizer,
-                    reward_funcs=reward,
-                )
-                trainer.train()
-                policy = trainer.model.eval()
-                self._oracle_rewards(f"RRHF ({name})", policy, self.world.bon_tasks, self.sizes.bon_n, Draw.BEST_OF_N)
+        return rows
 
-    def rrhf_on_policy(self, reward_model: str = HF100):
-        """On-policy RRHF with the reward model `reward_model` (or `ORACLE`, the true reward): a prompt-only dataset
-        and `reward_funcs`, so `RRHFTrainer` samples `rrhf_k` responses per prompt from the policy being trained, at
-        every step (with the same sampling settings as the offline arm's samples), and ranks them by the reward."""
+    def train_rrhf(
+        self,
+        rows: dict[str, list],
+        reward,
+        output_name: str,
+        epochs: float | None = None,
+        num_generations: int | None = None,
+        reward_weights: list[float] | None = None,
+    ):
+        """`RRHFTrainer` from the SFT policy on the dataset `rows` (its columns), ranked by `reward` (reward
+        functions or models; `None` for tokenized rows with their own `rewards`), for `epochs` (default `rrhf_epochs`)
+        with the demo's RRHF settings; returns the trained trainer.
+
+        With `num_generations` it samples that many responses per prompt from the policy being trained at every step
+        (after the row's fixed `completions`, if any), with the offline samples' sampling settings, and logs every
+        step. `output_name` must differ between calls with different rewards: `RRHFTrainer` caches the scores in its
+        output directory under the reward functions' names, and the demo's reward models share one name.
+        """
         from datasets import Dataset
 
         from ..rrhf import RRHFConfig, RRHFTrainer
 
-        name = f"{RRHF_ON_POLICY} ({reward_model})"
-        with self.timer.stage(name):
-            count = self.sizes.rrhf_on_policy_prompts or len(self.world.rrhf_tasks)
-            prompts = [as_prompt(t) for t in self.world.rrhf_tasks[:count]]
-            lr = self.sizes.rrhf_learning_rate
-            settings = self._settings("rrhf_on_policy", self.sizes.rrhf_epochs, lr, batch_size=8)
+        lr = self.sizes.rrhf_learning_rate
+        settings = self._settings(output_name, epochs or self.sizes.rrhf_epochs, lr, batch_size=8)
+        kwargs = settings.trainer_kwargs()
+        if num_generations:
             # Every step logged (into the trainer's history, not printed): the reward of each round's samples.
-            trainer_kwargs = {**settings.trainer_kwargs(), "logging_strategy": "steps", "logging_steps": 1}
-            args = RRHFConfig(
-                **trainer_kwargs,
-                gradient_checkpointing=False,
-                max_length=None,
-                num_generations=self.sizes.rrhf_k,
+            kwargs.update(
+                logging_strategy="steps",
+                logging_steps=1,
+                num_generations=num_generations,
                 max_completion_length=self.sizes.max_new_tokens,
                 temperature=self.sizes.temperature,
                 top_p=1.0,
                 top_k=0,
             )
-            trainer = RRHFTrainer(
-                model=AutoModelForCausalLM.from_pretrained(self.policy_path),
-                args=args,
-                train_dataset=Dataset.from_dict({"prompt": prompts}),
-                processing_class=self.policy_tokenizer,
-                reward_funcs=oracle_reward_func if reward_model == ORACLE else self.reward_models[reward_model],
-            )
+            if reward_weights is not None:
+                kwargs["reward_weights"] = reward_weights
+        args = RRHFConfig(**kwargs, gradient_checkpointing=False, max_length=None)
+        trainer = RRHFTrainer(
+            model=AutoModelForCausalLM.from_pretrained(self.policy_path),
+            args=args,
+            train_dataset=Dataset.from_dict(rows),
+            processing_class=self.policy_tokenizer,
+            reward_funcs=reward,
+        )
+        if num_generations:
             trainer.remove_callback(PrinterCallback)
-            trainer.train()
+        trainer.train()
+        trainer.model.eval()
+        return trainer
+
+    def rrhf_reward(self, name: str):
+        """The reward called `name`: the oracle (`ORACLE`), or a reward model trained so far."""
+        return oracle_reward_func if name == ORACLE else self.reward_models[name]
+
+    def evaluate_policy(self, name: str, policy) -> None:
+        """Record `policy`'s mean oracle reward (and standard error) over the evaluation prompts under `name`."""
+        self._oracle_rewards(name, policy, self.world.bon_tasks, self.sizes.bon_n, Draw.BEST_OF_N)
+
+    def rrhf(self, reward_models: tuple[str, ...] = (HF100, JUDGE_LABELS, ORACLE)):
+        """RRHF on `rrhf_k` policy samples per prompt, ranked by each of `reward_models` (names of the reward models
+        trained so far, or `ORACLE` for the true reward: the ceiling of what better reward models can give)."""
+        rows = self.rrhf_offline_rows()
+        for i, name in enumerate(reward_models):
+            with self.timer.stage(f"RRHF ({name})"):
+                # One output directory per reward (see `train_rrhf`).
+                trainer = self.train_rrhf(rows, self.rrhf_reward(name), f"rrhf_{i}")
+                self.evaluate_policy(f"RRHF ({name})", trainer.model)
+
+    def rrhf_on_policy(self, reward_model: str = HF100):
+        """On-policy RRHF with the reward model `reward_model` (or `ORACLE`, the true reward): a prompt-only dataset
+        and `reward_funcs`, so `RRHFTrainer` samples `rrhf_k` responses per prompt from the policy being trained, at
+        every step (with the same sampling settings as the offline arm's samples), and ranks them by the reward."""
+        name = f"{RRHF_ON_POLICY} ({reward_model})"
+        with self.timer.stage(name):
+            count = self.sizes.rrhf_on_policy_prompts or len(self.world.rrhf_tasks)
+            prompts = [as_prompt(t) for t in self.world.rrhf_tasks[:count]]
+            trainer = self.train_rrhf(
+                {"prompt": prompts},
+                self.rrhf_reward(reward_model),
+                "rrhf_on_policy",
+                num_generations=self.sizes.rrhf_k,
+            )
             # The reward model's mean score of each step's samples: what the policy was resampled and ranked on.
             logged = [entry["reward"] for entry in trainer.state.log_history if "reward" in entry]
             self.results.setdefault("rrhf_on_policy", {})[reward_model] = {
@@ -425,55 +514,42 @@ class DemoPipeline:
                 "reward_model_score_first_step": logged[0] if logged else None,
                 "reward_model_score_last_step": logged[-1] if logged else None,
             }
-            policy = trainer.model.eval()
-            self._oracle_rewards(name, policy, self.world.bon_tasks, self.sizes.bon_n, Draw.BEST_OF_N)
+            self.evaluate_policy(name, trainer.model)
 
     # -- RLAIF --------------------------------------------------------------------------------------------------
+
+    def judge_held_out_pairs(self, judge) -> tuple[list[PairwiseJudgement], list[bool]]:
+        """`judge`'s judgements of the held-out pairs, both orders, and for each whether its `a` is the truly better
+        response: the better one is `a` (shown first in the first order) in every other pair, `b` in the others."""
+        pairs = self.eval_pairs
+        prompts = [as_prompt(p.task) for p in pairs]
+        a = [as_answer(p.chosen if i % 2 == 0 else p.rejected) for i, p in enumerate(pairs)]
+        b = [as_answer(p.rejected if i % 2 == 0 else p.chosen) for i, p in enumerate(pairs)]
+        return judge.judge_pairs(prompts, a, b), [i % 2 == 0 for i in range(len(pairs))]
 
     def rlaif(self):
         """The judge against the oracle (one order, both orders averaged), then a reward model on its soft labels."""
         with self.timer.stage("RLAIF judge"):
-            pairs = self.eval_pairs
-            prompts = [as_prompt(p.task) for p in pairs]
-            # The truly better response is shown first in half of the pairs and second in the other half.
-            a = [as_answer(p.chosen if i % 2 == 0 else p.rejected) for i, p in enumerate(pairs)]
-            b = [as_answer(p.rejected if i % 2 == 0 else p.chosen) for i, p in enumerate(pairs)]
-            all_judgements = self.judge.judge_pairs(prompts, a, b)
-            judged = [(j, i % 2 == 0) for i, j in enumerate(all_judgements) if j.probability is not None]
-            if not judged:
-                raise RuntimeError("The judge labeled none of the held-out pairs; see the reasons it logged.")
-            judgements, a_better = [j for j, _ in judged], [better for _, better in judged]
-            averaged = alignment_metrics(judgements, ["a" if better else "b" for better in a_better])
-            # P("1") in each order: P(a) with a shown first, and P(b) = 1 - P(a) with b shown first.
-            answer_1 = [(j.probability_a_first, 1.0 - j.probability_a_second) for j in judgements]
-            one_order_hits = judge_hits([j.probability_a_first for j in judgements], a_better)
-            averaged_hits = judge_hits([j.probability for j in judgements], a_better)
-            gain, gain_stderr = paired_difference(averaged_hits, one_order_hits)
-            self.results["judge"] = {
-                "alignment_one_order": sum(one_order_hits) / len(one_order_hits),
-                "alignment_order_averaged": averaged.accuracy,
-                "same_position_rate": averaged.same_position_rate,
-                "first_position_preference": sum((x > 0.5) + (y > 0.5) for x, y in answer_1) / (2 * len(answer_1)),
-                "mean_p_answer_1": sum(x + y for x, y in answer_1) / (2 * len(answer_1)),
-                "pairs_judged": len(judgements),
-                "averaging_gain": {"difference": gain, "stderr": gain_stderr},
-            }
+            self.results["judge"] = judge_metrics(*self.judge_held_out_pairs(self.judge))
         with self.timer.stage("RM on judge labels"):
             # The judge labels the pairs the humans labeled (HF100%); the store keeps its labels across runs.
-            prompts, first, second = _rows(self.human_pairs)
-            rows = [
-                {"prompt": p, "completion_a": x, "completion_b": y}
-                for p, x, y in zip(prompts, first, second, strict=True)
-            ]
-            store = LabelStore(self.output_dir / "judge_labels.sqlite")
-            try:
-                labeled = label_preferences(rows, self.judge, store=store, chunk_size=256, show_progress=False)
-            finally:
-                store.close()
+            labeled = self.judge_labels(self.judge, self.output_dir / "judge_labels.sqlite")
             self.results["judge"]["label_accuracy"] = _agreement(_oracle_gaps(labeled))
             self._train_rm(
                 JUDGE_LABELS, labeled["prompt"], labeled["chosen"], labeled["rejected"], labeled["soft_label"]
             )
+
+    def judge_labels(self, judge, store_path: Path):
+        """`judge`'s labels of the human-labeled pairs (`label_preferences` into the `LabelStore` at `store_path`)."""
+        prompts, first, second = _rows(self.human_pairs)
+        rows = [
+            {"prompt": p, "completion_a": x, "completion_b": y} for p, x, y in zip(prompts, first, second, strict=True)
+        ]
+        store = LabelStore(store_path)
+        try:
+            return label_preferences(rows, judge, store=store, chunk_size=256, show_progress=False)
+        finally:
+            store.close()
 
     def compare_reward_models(self):
         """Paired differences of held-out accuracy for the comparisons the papers make."""

@@ -2,6 +2,7 @@
 
 import json
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +23,25 @@ def base_pipeline(sizes: DemoSizes, output_dir: Path, human_reward_models: bool 
     if human_reward_models:
         pipeline.train_human_reward_models()
     return pipeline
+
+
+@contextmanager
+def quiet_stages():
+    """Silence the inner stages' progress bars and warnings (`datasets`' map bars, `transformers`' warnings) while
+    a study runs, so that its own progress bar is the one shown; restores both after."""
+    import datasets
+    from transformers.utils import logging as transformers_logging
+
+    bars_were_on = datasets.is_progress_bar_enabled()
+    verbosity = transformers_logging.get_verbosity()
+    datasets.disable_progress_bars()
+    transformers_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        transformers_logging.set_verbosity(verbosity)
+        if bars_were_on:
+            datasets.enable_progress_bars()
 
 
 def over_seeds(values: Sequence[float]) -> dict:
