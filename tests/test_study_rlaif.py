@@ -14,7 +14,7 @@ from trl_won.cli.main import main
 from trl_won.demo import DemoPipeline, DemoSizes
 from trl_won.demo.evaluation import mean_and_stderr
 from trl_won.demo.labels import JudgeBias
-from trl_won.demo.studies.rlaif import MEASURES, QUICK_JUDGE_SIZES, JudgeSize, summarize
+from trl_won.demo.studies.rlaif import MEASURES, QUICK_JUDGE_SIZES, JudgeSize, flip_threshold, summarize
 
 
 @pytest.fixture(scope="module")
@@ -84,11 +84,14 @@ def test_ideal_judge_equals_its_targets_from_judge_bias(study):
     assert ideal["alignment_one_order"] == pytest.approx(one_order / n, abs=1e-12)
     assert ideal["first_position_preference"] == pytest.approx(first / (2 * n), abs=1e-12)
     assert ideal["same_position_rate"] == pytest.approx(same_position / n, abs=1e-12)
-    # Closed form: both orders answer "1" exactly when 0.7 * sigmoid(2 |d|) < 1/2, i.e. |d| < ln(2.5) / 2; averaged,
-    # the targets are on the oracle's side of 1/2 on every pair.
+    # Closed form: both orders answer "1" exactly when 0.7 * sigmoid(2 |d|) < 1/2, i.e. |d| < ln(2.5) / 2 (none of
+    # this world's pairs: rewards come in steps of 0.5); averaged, the targets are on the oracle's side on every pair,
+    # and the mean P("1") over both orders is 0.3 + 0.7 / 2.
+    assert flip_threshold(bias) == pytest.approx(math.log(2.5) / 2)
     close = sum(abs(ra - rb) < math.log(2.5) / 2 for ra, rb in zip(pairs["reward_a"], pairs["reward_b"]))
-    assert ideal["same_position_rate"] == pytest.approx(close / n, abs=1e-12) and 0 < close < n
+    assert ideal["same_position_rate"] == pytest.approx(close / n, abs=1e-12)
     assert ideal["alignment_order_averaged"] == 1.0
+    assert ideal["mean_p_answer_1"] == pytest.approx(0.65, abs=1e-12)
 
 
 def test_judge_of_the_demo_size_is_the_demo_pipelines_judge(study, tmp_path):

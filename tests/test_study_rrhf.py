@@ -76,12 +76,12 @@ def test_on_policy_arms_log_every_step(study):
         for arm in (ON_POLICY, BOTH):
             logs = arms[arm_key(arm, reward, 1)]
             # One generation round per step: 8 prompts per step, one epoch (both: only the offline rows' prompts).
-            assert len(logs["reward_score"]) == len(logs["oracle_reward"]) == logs["steps"] > 0
+            assert len(logs["step_reward_score"]) == len(logs["step_oracle_reward"]) == logs["steps"] > 0
             if arm == ON_POLICY:
                 assert logs["steps"] == math.ceil(sizes.rrhf_prompts / 8)
     oracle_arm, hf100_arm = arms[arm_key(ON_POLICY, ORACLE, 1)], arms[arm_key(ON_POLICY, HF100, 1)]
-    assert oracle_arm["reward_score"] == oracle_arm["oracle_reward"]  # ranked by the oracle: one and the same
-    assert hf100_arm["reward_score"] != hf100_arm["oracle_reward"]  # the reward model's scale is its own
+    assert oracle_arm["step_reward_score"] == oracle_arm["step_oracle_reward"]  # ranked by the oracle
+    assert hf100_arm["step_reward_score"] != hf100_arm["step_oracle_reward"]  # the reward model's scale is its own
 
 
 def test_offline_arm_and_sft_equal_the_demo_pipelines(study, pipeline):

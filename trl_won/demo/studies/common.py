@@ -27,21 +27,48 @@ def base_pipeline(sizes: DemoSizes, output_dir: Path, human_reward_models: bool 
 
 @contextmanager
 def quiet_stages():
-    """Silence the inner stages' progress bars and warnings (`datasets`' map bars, `transformers`' warnings) while
-    a study runs, so that its own progress bar is the one shown; restores both after."""
+    """Silence the inner stages while a study runs (`datasets`' and `transformers`' bars and warnings, the trainers'
+    printed end-of-training metrics on stdout), so that its own progress bar (stderr) is what shows; restores them
+    after."""
+    import contextlib
+    import io
+
     import datasets
     from transformers.utils import logging as transformers_logging
 
-    bars_were_on = datasets.is_progress_bar_enabled()
+    bars_were_on = datasets.is_progress_bar_enabled(), transformers_logging.is_progress_bar_enabled()
     verbosity = transformers_logging.get_verbosity()
     datasets.disable_progress_bars()
+    transformers_logging.disable_progress_bar()
     transformers_logging.set_verbosity_error()
     try:
-        yield
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
     finally:
         transformers_logging.set_verbosity(verbosity)
-        if bars_were_on:
+        if bars_were_on[0]:
             datasets.enable_progress_bars()
+        if bars_were_on[1]:
+            transformers_logging.enable_progress_bar()
+
+
+def seed_result(path: Path, identity: dict, compute: Callable[[], dict]) -> dict:
+    """One seed's results, kept in the JSON file `path` as soon as they are computed: a rerun of the same study (same
+    `identity`: sizes, sweep) reuses them instead of training again, so a crash or an interrupted run loses at most
+    the seed in progress. A file of another study setting is replaced; an unreadable one is an error naming it."""
+    from ...utils import atomic_write_text
+
+    if path.exists():
+        try:
+            stored = json.loads(path.read_text())
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path} is not valid JSON ({error}); delete it to run this seed again.") from None
+        if stored.get("identity") == json.loads(json.dumps(identity, default=str)):
+            return stored["result"]
+    result = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps({"identity": identity, "result": result}, default=str))
+    return json.loads(json.dumps(result, default=str))
 
 
 def over_seeds(values: Sequence[float]) -> dict:

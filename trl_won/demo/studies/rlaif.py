@@ -8,15 +8,17 @@ judge (`JudgeBias`: `P("1") = 0.3 + 0.7 * sigmoid((r1 - r2) / 0.5)`). The judge 
 seed's policy itself, so it is the demo's judge. Every judge of a seed is measured on the same held-out pairs, as
 `DemoPipeline.rlaif` measures its judge ([`judge_metrics`]), and labels the seed's human pairs.
 
-The reference is the *ideal judge* of this world: the targets themselves, in both orders, on the same pairs. Order
-averaging makes it agree with the oracle on every pair, but one order at a time it still prefers the first response
-on close pairs: its same-position rate is the floor a judge that fits its targets perfectly reaches. In this world a
-larger judge can only approach that floor (its targets are biased); the paper's larger LLMs are less biased for
-reasons this world does not model.
+The reference is the *ideal judge* of this world: the targets themselves, in both orders, on the same pairs. Its bias
+of 0.3 towards "1" flips a verdict only for pairs less than 0.46 apart in oracle reward ([`flip_threshold`]), and
+the world's rewards come in steps of 0.5, so it never prefers the same position in both orders: its bias shows in its
+probabilities (mean P("1") = 0.65), not in its verdicts. A trained judge's flips are thus a failure to fit its
+targets, which size can reduce; the paper's larger LLMs are less biased for reasons this world does not model.
 """
 
+import math
 import time
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 from ...rlaif import PairwiseJudgement
@@ -31,6 +33,7 @@ from .common import (
     markdown_table,
     over_seeds,
     quiet_stages,
+    seed_result,
     write_line_figure,
     write_study_files,
 )
@@ -50,12 +53,13 @@ class JudgeSize:
         return f"judge-h{self.hidden_size}-l{self.num_layers}"
 
 
-# Heads of 8 to 16 dimensions, depth growing with width. 64 is the full demo's judge, 32 the quick demo's.
+# Width is the axis (heads of 8 to 16 dimensions; one layer at the smallest, two above, as the demo; a deeper 128
+# would cost too much CPU for three seeds). 64 is the full demo's judge, 32 the quick demo's.
 JUDGE_SIZES = (
     JudgeSize(16, 1, 2, 1),
     JudgeSize(32, 2, 4, 2),
     JudgeSize(64, 2, 4, 2),
-    JudgeSize(128, 4, 8, 4),
+    JudgeSize(128, 2, 8, 4),
 )
 QUICK_JUDGE_SIZES = (JUDGE_SIZES[0], JUDGE_SIZES[1])
 IDEAL = "ideal judge (its training targets)"
@@ -65,6 +69,7 @@ MEASURES = {
     "alignment_order_averaged": "alignment, both orders averaged",
     "same_position_rate": "same position in both orders (position bias)",
     "first_position_preference": "verdicts for the response shown first",
+    "mean_p_answer_1": 'mean P("1")',
     "label_accuracy": "label accuracy on the human pairs",
 }
 
@@ -155,7 +160,17 @@ def _pm(entry: dict, percent: bool = True) -> str:
     return f"{scale * entry['mean']:.1f} ± {scale * entry['stderr']:.1f}"
 
 
-def findings(summary: dict, judge_sizes, seeds: list[int]) -> list[str]:
+def flip_threshold(bias: JudgeBias) -> float:
+    """The oracle-reward gap below which the targets prefer the response shown first in both orders: `P("1") > 1/2`
+    with the worse response first when `b + (1 - b) * sigmoid(-gap / T) > 1/2`, i.e. `gap < T * ln((1 - b) /
+    (1/2 - b) - 1)` (every gap when `b >= 1/2`)."""
+    if bias.position_bias >= 0.5:
+        return math.inf
+    q = (0.5 - bias.position_bias) / (1 - bias.position_bias)
+    return bias.temperature * math.log(1 / q - 1)
+
+
+def findings(summary: dict, judge_sizes, seeds: list[int], bias: JudgeBias, min_gap: float) -> list[str]:
     """One line per part of the paper's trend, judged against the standard error over seeds."""
     smallest, largest = judge_sizes[0], judge_sizes[-1]
     what = f"the largest judge (hidden {largest.hidden_size}) minus the smallest (hidden {smallest.hidden_size})"
@@ -172,18 +187,24 @@ def findings(summary: dict, judge_sizes, seeds: list[int]) -> list[str]:
             f"**{claim}**: {verdict(sign * d['mean'], d['stderr'])} ({what}: {100 * d['mean']:+.1f} ± "
             f"{100 * d['stderr']:.1f} points over {len(seeds)} seed(s))."
         )
-    floor = summary["largest_minus_ideal"]["same_position_rate"]
-    ideal = summary["ideal"]["same_position_rate"]
+    ideal, largest_entry = summary["ideal"], summary["judges"][largest.name]
+    threshold = flip_threshold(bias)
     lines.append(
-        f"**The ideal judge's floor**: its targets prefer the same position in both orders on "
-        f"{_pm(ideal)}% of the pairs (the close ones); the largest judge is {100 * floor['mean']:+.1f} ± "
-        f"{100 * floor['stderr']:.1f} points from that floor. A judge here cannot go below it by fitting its targets "
-        "better: in this world size buys fit to biased targets, not freedom from the bias."
+        f"**The ideal judge** (the targets, in both orders) prefers the same position in both orders on "
+        f"{_pm(ideal['same_position_rate'])}% of the pairs and agrees with the oracle from one order on "
+        f"{_pm(ideal['alignment_one_order'])}%: the targets' bias of {bias.position_bias:g} flips a verdict only "
+        f"for pairs less than {threshold:.2f} apart in oracle reward, and the closest held-out pairs are "
+        f'{min_gap:g} apart. Its bias shows in its probabilities instead (mean P("1") '
+        f"{_pm(ideal['mean_p_answer_1'])}%, against {_pm(largest_entry['mean_p_answer_1'])}% for the largest judge). "
+        "So here every verdict a judge flips with the order is a failure to fit its targets, which size can reduce; "
+        "the paper's larger LLMs are less biased for reasons this world does not model."
     )
     return lines
 
 
-def render(summary: dict, judge_sizes, seeds: list[int], seconds: dict, figure: bool) -> str:
+def render(
+    summary: dict, judge_sizes, seeds: list[int], seconds: dict, figure: bool, bias: JudgeBias, min_gap: float
+) -> str:
     lines = [
         "# RLAIF study: position bias and alignment against judge size",
         "",
@@ -194,7 +215,7 @@ def render(summary: dict, judge_sizes, seeds: list[int], seconds: dict, figure: 
         "## What shows and what does not",
         "",
     ]
-    lines += [f"- {line}" for line in findings(summary, judge_sizes, seeds)]
+    lines += [f"- {line}" for line in findings(summary, judge_sizes, seeds, bias, min_gap)]
     lines += ["", "## Judges by size", ""]
     header = ["judge", "parameters", *MEASURES.values()]
     rows = []
@@ -245,13 +266,18 @@ def draw(path: Path, summary: dict, judge_sizes) -> Path:
         log_x=True,
     )
     bias = Panel(
-        "Position bias: same position in both orders",
+        "Position bias (one order at a time)",
         "judge parameters (thousands)",
         "% of pairs",
-        [curve("judge", "same_position_rate"), curve("verdicts for the first response", "first_position_preference")],
+        [
+            curve("same position in both orders", "same_position_rate"),
+            curve("verdicts for the first response", "first_position_preference"),
+            curve('mean P("1")', "mean_p_answer_1"),
+        ],
         {
-            "ideal judge (floor)": reference("same_position_rate"),
+            "ideal judge, same position": reference("same_position_rate"),
             "ideal judge, first response": reference("first_position_preference"),
+            'ideal judge, mean P("1")': reference("mean_p_answer_1"),
         },
         log_x=True,
     )
@@ -269,9 +295,14 @@ def run(output_dir: Path, seeds: list[int], quick: bool, show_progress: bool) ->
         quiet_stages(),
         tqdm(total=len(seeds) * (1 + len(judge_sizes)), desc="RLAIF study", disable=not show_progress) as progress,
     ):
-        for seed in seeds:
+        for i, seed in enumerate(seeds):
             progress.set_postfix(seed=seed)
-            per_seed[seed] = run_seed(make(seed=seed), output_dir / f"seed-{seed}", judge_sizes, progress)
+            sizes, seed_dir = make(seed=seed), output_dir / f"seed-{seed}"
+            identity = {"sizes": asdict(sizes), "judge_sizes": [asdict(s) for s in judge_sizes]}
+            per_seed[seed] = seed_result(
+                seed_dir / "seed.json", identity, partial(run_seed, sizes, seed_dir, judge_sizes, progress)
+            )
+            progress.update((i + 1) * (1 + len(judge_sizes)) - progress.n)  # a seed kept from an earlier run
             seconds[seed] = per_seed[seed]["timings_s"]["total"]
     summary = summarize(per_seed, judge_sizes)
     results = {
@@ -288,7 +319,12 @@ def run(output_dir: Path, seeds: list[int], quick: bool, show_progress: bool) ->
         has_figure = True
     except ImportError:
         has_figure = False
-    report = render(summary, judge_sizes, seeds, seconds, has_figure)
+    min_gap = min(
+        abs(a - b)
+        for seed in per_seed.values()
+        for a, b in zip(seed["pairs"]["reward_a"], seed["pairs"]["reward_b"], strict=True)
+    )
+    report = render(summary, judge_sizes, seeds, seconds, has_figure, make().judge_bias, min_gap)
     return write_study_files(
         output_dir, results, report, (lambda path: draw(path, summary, judge_sizes)) if has_figure else None
     )

@@ -25,6 +25,7 @@ through the chat template (which closes every response with EOS):
 
 import time
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 
 from ...generation import prompt_ids_for_generation
@@ -43,6 +44,7 @@ from .common import (
     markdown_table,
     over_seeds,
     quiet_stages,
+    seed_result,
     write_line_figure,
     write_study_files,
 )
@@ -107,8 +109,8 @@ def run_arm(pipeline: DemoPipeline, arm: str, reward_name: str, epochs: float, i
         if reward_name != ORACLE:  # the oracle reward of each step's samples rides along with weight 0
             funcs, weights = [reward, oracle_reward_func], [1.0, 0.0]
         trainer = pipeline.train_rrhf(rows, funcs, output_name, epochs, num_generations=k, reward_weights=weights)
-        names = trainer.reward_func_names
-        for name, key in ((names[0], "reward_score"), (reward_func_name(oracle_reward_func), "oracle_reward")):
+        oracle_name = reward_func_name(oracle_reward_func)
+        for name, key in ((trainer.reward_func_names[0], "step_reward_score"), (oracle_name, "step_oracle_reward")):
             logs[key] = [e[f"rewards/{name}/mean"] for e in trainer.state.log_history if f"rewards/{name}/mean" in e]
         logs["steps"] = trainer.state.global_step
     else:
@@ -254,11 +256,11 @@ def render(summary: dict, per_seed: dict, epochs_sweep, seeds: list[int], second
     last = epochs_sweep[-1]
     key = arm_key(ON_POLICY, HF100, last)
     first_seed = per_seed[seeds[0]]["arms"][key]
-    if first_seed.get("reward_score"):
-        score_first = over_seeds([per_seed[s]["arms"][key]["reward_score"][0] for s in seeds])
-        score_last = over_seeds([per_seed[s]["arms"][key]["reward_score"][-1] for s in seeds])
-        oracle_first = over_seeds([per_seed[s]["arms"][key]["oracle_reward"][0] for s in seeds])
-        oracle_last = over_seeds([per_seed[s]["arms"][key]["oracle_reward"][-1] for s in seeds])
+    if first_seed.get("step_reward_score"):
+        score_first = over_seeds([per_seed[s]["arms"][key]["step_reward_score"][0] for s in seeds])
+        score_last = over_seeds([per_seed[s]["arms"][key]["step_reward_score"][-1] for s in seeds])
+        oracle_first = over_seeds([per_seed[s]["arms"][key]["step_oracle_reward"][0] for s in seeds])
+        oracle_last = over_seeds([per_seed[s]["arms"][key]["step_oracle_reward"][-1] for s in seeds])
         lines += [
             "",
             f"On-policy with the HF100% reward model ({last:g} epoch(s), {first_seed['steps']} steps): the reward "
@@ -300,7 +302,7 @@ def draw(path: Path, summary: dict, per_seed: dict, epochs_sweep) -> Path:
     key = arm_key(ON_POLICY, HF100, epochs_sweep[-1])
     seeds = list(per_seed)
     curves = []
-    for log, label in (("reward_score", "HF100% reward model score"), ("oracle_reward", "oracle reward")):
+    for log, label in (("step_reward_score", "HF100% reward model score"), ("step_oracle_reward", "oracle reward")):
         series = [_windowed(per_seed[s]["arms"][key][log], STEP_WINDOW) for s in seeds]
         points = min(len(values) for values in series)
         stats = [mean_and_stderr([values[i] for values in series]) for i in range(points)]
@@ -327,9 +329,14 @@ def run(output_dir: Path, seeds: list[int], quick: bool, show_progress: bool) ->
     per_seed, seconds = {}, {}
     total = len(seeds) * (1 + len(plan(epochs_sweep)))
     with quiet_stages(), tqdm(total=total, desc="RRHF study", disable=not show_progress) as progress:
-        for seed in seeds:
+        for i, seed in enumerate(seeds):
             progress.set_postfix(seed=seed)
-            per_seed[seed] = run_seed(make(seed=seed), output_dir / f"seed-{seed}", epochs_sweep, progress)
+            sizes, seed_dir = make(seed=seed), output_dir / f"seed-{seed}"
+            identity = {"sizes": asdict(sizes), "epochs": list(epochs_sweep)}
+            per_seed[seed] = seed_result(
+                seed_dir / "seed.json", identity, partial(run_seed, sizes, seed_dir, epochs_sweep, progress)
+            )
+            progress.update((i + 1) * (1 + len(plan(epochs_sweep))) - progress.n)  # a seed kept from an earlier run
             seconds[seed] = per_seed[seed]["timings_s"]["total"]
     summary = summarize(per_seed, epochs_sweep)
     results = {
