@@ -77,6 +77,14 @@ def over_seeds(values: Sequence[float]) -> dict:
     return {"mean": mean, "stderr": stderr, "per_seed": list(values)}
 
 
+def judged(difference: float, stderr: float, seeds: int) -> str:
+    """The demo report's verdict on a claim that `difference > 0` (`"shows"` beyond 2 standard errors, `"within
+    noise"`, `"does not show"`), or `"one seed: not judged"` when there is no standard error over seeds."""
+    from ..report import verdict
+
+    return verdict(difference, stderr) if seeds > 1 else "one seed: not judged"
+
+
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
     """A Markdown table; floats are printed as they come, so format them before."""
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]

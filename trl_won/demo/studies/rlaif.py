@@ -24,12 +24,12 @@ from pathlib import Path
 from ...rlaif import PairwiseJudgement
 from ..labels import JudgeBias
 from ..pipeline import DemoPipeline, _agreement, _oracle_gaps, judge_metrics
-from ..report import verdict
 from ..sizes import DemoSizes
 from .common import (
     Curve,
     Panel,
     base_pipeline,
+    judged,
     markdown_table,
     over_seeds,
     quiet_stages,
@@ -184,7 +184,7 @@ def findings(summary: dict, judge_sizes, seeds: list[int], bias: JudgeBias, min_
     ):
         d = diff[key]
         lines.append(
-            f"**{claim}**: {verdict(sign * d['mean'], d['stderr'])} ({what}: {100 * d['mean']:+.1f} ± "
+            f"**{claim}**: {judged(sign * d['mean'], d['stderr'], len(seeds))} ({what}: {100 * d['mean']:+.1f} ± "
             f"{100 * d['stderr']:.1f} points over {len(seeds)} seed(s))."
         )
     ideal, largest_entry = summary["ideal"], summary["judges"][largest.name]
@@ -244,7 +244,7 @@ def render(
 
 
 def draw(path: Path, summary: dict, judge_sizes) -> Path:
-    x = [summary["judges"][s.name]["parameters"] / 1000 for s in judge_sizes]
+    x = [round(summary["judges"][s.name]["parameters"] / 1000, 1) for s in judge_sizes]
 
     def curve(label: str, key: str) -> Curve:
         entries = [summary["judges"][s.name][key] for s in judge_sizes]

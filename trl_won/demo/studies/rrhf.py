@@ -34,13 +34,13 @@ from ..data import as_answer
 from ..evaluation import mean_and_stderr
 from ..names import HF100, ORACLE, SFT
 from ..pipeline import DemoPipeline
-from ..report import verdict
 from ..sizes import DemoSizes
 from ..world import oracle_reward_func
 from .common import (
     Curve,
     Panel,
     base_pipeline,
+    judged,
     markdown_table,
     over_seeds,
     quiet_stages,
@@ -202,7 +202,7 @@ def findings(summary: dict, epochs_sweep, seeds: list[int]) -> list[str]:
         parts = []
         for epochs in epochs_sweep:
             d = comparisons[f"{arm_key(better_arm, reward, epochs)} vs {arm_key(worse_arm, reward, epochs)}"]
-            parts.append(f"{epochs:g} epoch(s): {_signed(d)} ({verdict(d['mean'], d['stderr'])})")
+            parts.append(f"{epochs:g} epoch(s): {_signed(d)} ({judged(d['mean'], d['stderr'], len(seeds))})")
         return "; ".join(parts)
 
     for reward in REWARDS:
@@ -210,7 +210,7 @@ def findings(summary: dict, epochs_sweep, seeds: list[int]) -> list[str]:
             parts = []
             for epochs in epochs_sweep:
                 d = minus_sft[arm_key(arm, reward, epochs)]
-                parts.append(f"{epochs:g} epoch(s): {_signed(d)} ({verdict(d['mean'], d['stderr'])})")
+                parts.append(f"{epochs:g} epoch(s): {_signed(d)} ({judged(d['mean'], d['stderr'], len(seeds))})")
             lines.append(f"**RRHF {arm} with the {reward} beats SFT**: " + "; ".join(parts) + f", over {n}.")
         lines.append(f"**On-policy beats offline with the {reward}**: " + per_epochs(ON_POLICY, OFFLINE, reward) + ".")
         lines.append(f"**Both beats offline with the {reward}**: " + per_epochs(BOTH, OFFLINE, reward) + ".")
