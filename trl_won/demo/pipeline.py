@@ -325,10 +325,13 @@ class DemoPipeline:
         hits = self.eval_hits[name] = pairwise_hits(scorer(prompts, chosen), scorer(prompts, rejected))
         return sum(hits) / len(hits)
 
-    def train_human_reward_models(self):
+    def train_human_reward_models(self, names: tuple[str, ...] = (HF50, HF100)):
+        """The reward models on the human labels: HF50% (the first half of the pairs) and HF100% (all of them)."""
         with self.timer.stage("reward models HF50% / HF100%"):
-            self._train_rm(HF50, *_rows(self.hf50_pairs))
-            self._train_rm(HF100, *_rows(self.human_pairs))
+            if HF50 in names:
+                self._train_rm(HF50, *_rows(self.hf50_pairs))
+            if HF100 in names:
+                self._train_rm(HF100, *_rows(self.human_pairs))
 
     def _west_of_n_pairs(self, strategy: str, n: int):
         """`WestOfNGenerator` pairs for the West-of-N prompts, labeled by the HF50% reward model."""
