@@ -148,6 +148,15 @@ def summarize(per_seed: dict, judge_sizes) -> dict:
         key: over_seeds([per_seed[s]["judges"][largest][key] - per_seed[s]["judges"][smallest][key] for s in seeds])
         for key in MEASURES
     }
+    summary["size_steps"] = {
+        f"{larger.name} minus {smaller.name}": {
+            key: over_seeds(
+                [per_seed[s]["judges"][larger.name][key] - per_seed[s]["judges"][smaller.name][key] for s in seeds]
+            )
+            for key in MEASURES
+        }
+        for smaller, larger in zip(judge_sizes, judge_sizes[1:])
+    }
     summary["largest_minus_ideal"] = {
         key: over_seeds([per_seed[s]["judges"][largest][key] - per_seed[s]["ideal"][key] for s in seeds])
         for key in ("alignment_one_order", "alignment_order_averaged", "same_position_rate")
@@ -187,6 +196,18 @@ def findings(summary: dict, judge_sizes, seeds: list[int], bias: JudgeBias, min_
             f"**{claim}**: {judged(sign * d['mean'], d['stderr'], len(seeds))} ({what}: {100 * d['mean']:+.1f} ± "
             f"{100 * d['stderr']:.1f} points over {len(seeds)} seed(s))."
         )
+    for key, claim, sign in (
+        ("alignment_order_averaged", "alignment (both orders averaged) rises", 1),
+        ("same_position_rate", "position bias falls", -1),
+    ):
+        parts = []
+        for smaller, larger in zip(judge_sizes, judge_sizes[1:]):
+            d = summary["size_steps"][f"{larger.name} minus {smaller.name}"][key]
+            parts.append(
+                f"hidden {smaller.hidden_size} to {larger.hidden_size}: {100 * d['mean']:+.1f} ± "
+                f"{100 * d['stderr']:.1f} ({judged(sign * d['mean'], d['stderr'], len(seeds))})"
+            )
+        lines.append(f"**At each step up in size, {claim}**: " + "; ".join(parts) + ".")
     ideal, largest_entry = summary["ideal"], summary["judges"][largest.name]
     threshold = flip_threshold(bias)
     lines.append(
