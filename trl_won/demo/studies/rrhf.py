@@ -14,7 +14,7 @@ evaluated by the mean oracle reward of its samples on the seed's evaluation prom
 The on-policy arms log, at every step, the mean reward-model score and the mean oracle reward of that step's samples
 (the oracle rides along with weight 0 in the HF100% arm, so it does not change the ranking).
 
-Two more arms (oracle reward, the first number of epochs) ask why on-policy RRHF is below offline with the oracle:
+Two more arms (oracle reward, the first number of epochs) separate what differs between offline and on-policy RRHF:
 they train offline on the very same SFT samples but as the on-policy trainer holds samples, i.e. the sampled token ids
 (EOS included when one was sampled, none for a response cut at `max_new_tokens`) instead of the text re-tokenized
 through the chat template (which closes every response with EOS):
@@ -212,10 +212,10 @@ def findings(summary: dict, epochs_sweep, seeds: list[int]) -> list[str]:
             for epochs in epochs_sweep:
                 d = minus_sft[arm_key(arm, reward, epochs)]
                 parts.append(f"{epochs:g} epoch(s): {_signed(d)} ({judged(d['mean'], d['stderr'], len(seeds))})")
-            lines.append(f"**RRHF {arm} with the {reward} beats SFT**: " + "; ".join(parts) + f", over {n}.")
-        lines.append(f"**On-policy beats offline with the {reward}**: " + per_epochs(ON_POLICY, OFFLINE, reward) + ".")
-        lines.append(f"**Both beats offline with the {reward}**: " + per_epochs(BOTH, OFFLINE, reward) + ".")
-        lines.append(f"**Both beats on-policy with the {reward}**: " + per_epochs(BOTH, ON_POLICY, reward) + ".")
+            lines.append(f"**RRHF {arm} ranked by {reward} beats SFT**: " + "; ".join(parts) + f", over {n}.")
+        for better, worse in ((ON_POLICY, OFFLINE), (BOTH, OFFLINE), (BOTH, ON_POLICY)):
+            claim = f"**{better.capitalize()} beats {worse}, ranked by {reward}**: "
+            lines.append(claim + per_epochs(better, worse, reward) + ".")
     first = epochs_sweep[0]
     chain = [(OFFLINE, "re-tokenized text (EOS closes every response)"), (SAMPLED_DEDUP, "sampled tokens")]
     chain += [(SAMPLED, "duplicates and empty responses kept"), (ON_POLICY, "resampled from the policy in training")]
@@ -224,9 +224,10 @@ def findings(summary: dict, epochs_sweep, seeds: list[int]) -> list[str]:
         d = comparisons[f"{arm_key(a, ORACLE, first)} vs {arm_key(b, ORACLE, first)}"]
         steps.append(f"{a} minus {b} ({what}): {_signed(d)}")
     lines.append(
-        f"**Why on-policy is below offline with the oracle** ({first:g} epoch(s), each step changes one thing): "
+        f"**What separates offline from on-policy with the oracle** ({first:g} epoch(s), each step changes one "
+        "thing): "
         + "; ".join(steps)
-        + ". A step more than twice its standard error is where the gap comes from."
+        + ". A step more than twice its standard error is where the difference comes from."
     )
     return lines
 
@@ -292,7 +293,7 @@ def draw(path: Path, summary: dict, per_seed: dict, epochs_sweep) -> Path:
             curves.append(Curve(arm, x, [e["mean"] for e in entries], [e["stderr"] for e in entries]))
         panels.append(
             Panel(
-                f"RRHF ranked by the {reward}",
+                f"RRHF ranked by: {reward}",
                 "epochs",
                 "mean oracle reward of the trained policy",
                 curves,
