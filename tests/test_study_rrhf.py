@@ -14,6 +14,7 @@ from trl_won.cli.main import main
 from trl_won.demo import DemoPipeline, DemoSizes
 from trl_won.demo.evaluation import mean_and_stderr
 from trl_won.demo.names import HF100, ORACLE, SFT
+from trl_won.demo.studies.common import seed_result
 from trl_won.demo.studies.rrhf import (
     BOTH,
     OFFLINE,
@@ -136,3 +137,21 @@ def test_summary_is_mean_and_stderr_over_seeds():
     ]
     comparison = summary["comparisons"][f"{better} vs {worse}"]
     assert (comparison["mean"], comparison["stderr"]) == pytest.approx(mean_and_stderr(difference))
+
+
+def test_seed_results_are_kept_and_reused_for_the_same_setting(tmp_path):
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"oracle_reward": 1.5, "epochs": (1, 2)}
+
+    path = tmp_path / "seed-0" / "seed.json"
+    assert seed_result(path, {"epochs": [1, 2]}, compute) == {"oracle_reward": 1.5, "epochs": [1, 2]}
+    assert seed_result(path, {"epochs": [1, 2]}, compute) == {"oracle_reward": 1.5, "epochs": [1, 2]}
+    assert len(calls) == 1  # the second call read the file
+    seed_result(path, {"epochs": [1, 2, 4]}, compute)  # another sweep: computed again, and the file replaced
+    assert len(calls) == 2 and json.loads(path.read_text())["identity"] == {"epochs": [1, 2, 4]}
+    path.write_text('{"identity": ')  # a damaged file
+    with pytest.raises(ValueError, match="seed.json is not valid JSON.*delete it"):
+        seed_result(path, {"epochs": [1, 2, 4]}, compute)
