@@ -17,7 +17,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, PrinterCallback
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+from transformers.utils import logging as transformers_logging
 
 from ..data_utils import as_completion
 from ..generation import SamplingParams, sample_completions
@@ -55,19 +56,53 @@ RM_COMPARISONS = (
 
 
 class Stopwatch:
-    """Wall-clock seconds per named stage."""
+    """Wall-clock seconds per named stage; with `show_progress`, one progress bar per stage (the training steps of
+    its trainers, which all advance `bar`) and a one-line summary when it ends (set by the stage with [`summary`]).
+    Libraries' own bars (loading and writing weights, tokenizing datasets) are off during a stage."""
 
-    def __init__(self, log=print):
+    def __init__(self, show_progress: bool = True):
         self.seconds: dict[str, float] = {}
-        self.log = log
+        self.show_progress = show_progress
+        self.bar = None  # the running stage's bar
+        self._summary = ""
+
+    def summary(self, text: str) -> None:
+        """What the running stage found, printed after its time."""
+        self._summary = text
 
     @contextmanager
     def stage(self, name: str):
-        self.log(f"[demo] {name} ...")
+        from tqdm.auto import tqdm
+
+        self._summary = ""
+        # Shown after a second: stages without training steps finish before that, silently.
+        self.bar = tqdm(total=0, desc=name, unit="step", leave=False, delay=1.0, disable=not self.show_progress)
         start = time.perf_counter()
-        yield
+        try:
+            with _library_progress_bars_off():
+                yield
+        finally:
+            self.bar.close()
+            self.bar = None
         self.seconds[name] = round(time.perf_counter() - start, 2)
-        self.log(f"[demo] {name}: {self.seconds[name]:.1f} s")
+        if self.show_progress:
+            print(f"[demo] {name}: {self.seconds[name]:.1f} s" + (f"  {self._summary}" if self._summary else ""))
+
+
+@contextmanager
+def _library_progress_bars_off():
+    import datasets
+
+    datasets_on, transformers_on = datasets.is_progress_bar_enabled(), transformers_logging.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if datasets_on:
+            datasets.enable_progress_bars()
+        if transformers_on:
+            transformers_logging.enable_progress_bar()
 
 
 def _rows(pairs: list[LabeledPair]) -> tuple[list, list, list]:
@@ -82,6 +117,10 @@ def _oracle_gaps(pairs) -> list[float]:
     """Oracle reward of `chosen` minus that of `rejected`, for each row of a preference dataset."""
     rows = zip(pairs["prompt"], pairs["chosen"], pairs["rejected"], strict=True)
     return [oracle_reward(p, c) - oracle_reward(p, r) for p, c, r in rows]
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
 
 
 def _agreement(gaps: list[float]) -> float:
@@ -117,7 +156,9 @@ class DemoPipeline:
         self.reward_model_source = reward_model
         self.judge_source = judge
         self.show_progress = show_progress
-        self.timer = Stopwatch(log=print if show_progress else (lambda *_: None))
+        self.timer = Stopwatch(show_progress)
+        # The bars of sampling, scoring and judging inside a stage: only for real models, where they take a while.
+        self.inner_progress = show_progress and any(m is not None for m in (policy, reward_model, judge))
         self.results: dict = {"sizes": asdict(sizes)}
         self.sampling = SamplingParams(temperature=sizes.temperature, max_new_tokens=sizes.max_new_tokens)
         self.reward_models: dict[str, RewardModelScorer] = {}
@@ -137,7 +178,7 @@ class DemoPipeline:
             learning_rate=learning_rate,
             batch_size=batch_size,
             seed=self.sizes.seed,
-            show_progress=self.show_progress,
+            progress=self.timer.bar,
         )
 
     def _sample(self, model, tasks, n: int, draw: Draw) -> tuple[list, list[list[str]]]:
@@ -150,7 +191,7 @@ class DemoPipeline:
             self.sampling,
             batch_size=256,
             seed=draw_seed(self.sizes, draw),
-            show_progress=self.show_progress,
+            show_progress=self.inner_progress,
         )
         return prompts, [[s.text for s in group] for group in samples]
 
@@ -167,6 +208,14 @@ class DemoPipeline:
         self.results.setdefault("policy_oracle_reward", {})[name] = mean
         self.results.setdefault("policy_oracle_reward_stderr", {})[name] = stderr
 
+    def _accuracies(self, *names: str) -> str:
+        accuracies = self.results["reward_model_accuracy"]
+        return ", ".join(f"{name} {_pct(accuracies[name])}" for name in names)
+
+    def _rewards(self, *names: str) -> str:
+        rewards = self.results["policy_oracle_reward"]
+        return ", ".join(f"{name} {rewards[name]:.2f}" for name in names if name in rewards)
+
     # -- world and models ---------------------------------------------------------------------------------------
 
     def build_world(self) -> WorldData:
@@ -174,6 +223,8 @@ class DemoPipeline:
             self.world = build_world_data(self.sizes)
             demo_rewards = [oracle_reward(t.prompt, d) for t, d in zip(self.world.sft_tasks, self.world.sft_demos)]
             self.results["world"] = {"mean_demonstration_reward": mean_and_stderr(demo_rewards)[0]}
+            mean_reward = self.results["world"]["mean_demonstration_reward"]
+            self.timer.summary(f"{len(demo_rewards)} demonstrations, mean oracle reward {mean_reward:.2f}")
         return self.world
 
     def build_tokenizer(self):
@@ -226,6 +277,11 @@ class DemoPipeline:
                 human_label_accuracy=sum(graded) / max(1, len(graded)),
                 eval_pairs=len(self.eval_pairs),
             )
+            world = self.results["world"]
+            self.timer.summary(
+                f"{world['human_pairs']} human pairs ({_pct(world['human_label_accuracy'])} agree with the oracle), "
+                f"{world['eval_pairs']} held-out pairs"
+            )
 
     def train_judge(self):
         """The judge: the SFT policy trained to answer "1"/"2" after the RLAIF prompt, read by `TransformersJudge`."""
@@ -233,7 +289,7 @@ class DemoPipeline:
             if self.judge_source is not None:
                 tokenizer = AutoTokenizer.from_pretrained(self.judge_source)
                 chat = bool(getattr(tokenizer, "chat_template", None))
-                self.judge = build_judge(self.judge_source, tokenizer, self.judge_source, chat, self.show_progress)
+                self.judge = build_judge(self.judge_source, tokenizer, self.judge_source, chat, self.inner_progress)
                 return self.judge
             model = AutoModelForCausalLM.from_pretrained(self.policy_path)
             model = train_judge_lm(
@@ -248,7 +304,7 @@ class DemoPipeline:
             model.save_pretrained(judge_path)
             self.tokenizer.save_pretrained(judge_path)
             # The label store tells judges apart by name and a digest of their weights.
-            self.judge = build_judge(model, self.tokenizer, judge_path, show_progress=self.show_progress)
+            self.judge = build_judge(model, self.tokenizer, judge_path, show_progress=self.inner_progress)
         return self.judge
 
     # -- reward models ------------------------------------------------------------------------------------------
@@ -257,7 +313,12 @@ class DemoPipeline:
         source = self.reward_model_source or self.policy_path
         tokenizer = AutoTokenizer.from_pretrained(source)
         torch.manual_seed(self.sizes.seed)  # the new score head
-        model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=1)
+        verbosity = transformers_logging.get_verbosity()
+        transformers_logging.set_verbosity_error()  # not the load report of the new score head, which is by design
+        try:
+            model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=1)
+        finally:
+            transformers_logging.set_verbosity(verbosity)
         settings = self._settings(f"rm_{len(self.reward_models)}", self.sizes.rm_epochs, self.sizes.rm_learning_rate)
         model = train_reward_model(model, tokenizer, prompts, chosen, rejected, settings, soft_labels=soft_labels)
         scorer = RewardModelScorer(model, tokenizer, batch_size=256)
@@ -275,6 +336,7 @@ class DemoPipeline:
         with self.timer.stage("reward models HF50% / HF100%"):
             self._train_rm(HF50, *_rows(self.hf50_pairs))
             self._train_rm(HF100, *_rows(self.human_pairs))
+            self.timer.summary(f"held-out accuracy {self._accuracies(HF50, HF100)}")
 
     def _west_of_n_pairs(self, strategy: str, n: int):
         """`WestOfNGenerator` pairs for the West-of-N prompts, labeled by the HF50% reward model."""
@@ -288,7 +350,7 @@ class DemoPipeline:
             generation_batch_size=256,
             scoring_batch_size=256,
             pairs_dir=str(self.output_dir / "west_of_n" / strategy),
-            show_progress=self.show_progress,
+            show_progress=self.inner_progress,
         )
         generator = WestOfNGenerator(
             self.policy,
@@ -332,6 +394,10 @@ class DemoPipeline:
                 }
                 mixed = mix_preference_datasets(hf50, pairs, ratio=None, seed=self.sizes.seed)
                 self._train_rm(name, mixed["prompt"], mixed["chosen"], mixed["rejected"])
+                self.timer.summary(
+                    f"{len(gaps)} pairs ({_pct(details[name]['pair_accuracy'])} agree with the oracle); "
+                    f"held-out accuracy {self._accuracies(name)}"
+                )
 
     # -- policies -----------------------------------------------------------------------------------------------
 
@@ -346,6 +412,8 @@ class DemoPipeline:
                 picks = [max(range(n), key=lambda j, i=i: scores[i * n + j]) for i in range(len(prompts))]
                 self._record_policy(f"Best-of-{n} ({name})", [oracle[i][j] for i, j in enumerate(picks)])
             self._record_policy(f"Best-of-{n} ({ORACLE})", [max(group) for group in oracle])
+            shown = self._rewards(SFT, f"Best-of-{n} ({HF100})", f"Best-of-{n} ({ORACLE})")
+            self.timer.summary(f"mean oracle reward {shown}")
 
     def rrhf(self, reward_models: tuple[str, ...] = (HF100, JUDGE_LABELS, ORACLE)):
         """RRHF on `rrhf_k` policy samples per prompt, ranked by each of `reward_models` (names of the reward models
@@ -377,9 +445,10 @@ class DemoPipeline:
                     processing_class=self.policy_tokenizer,
                     reward_funcs=reward,
                 )
-                trainer.train()
+                settings.quiet(trainer).train()
                 policy = trainer.model.eval()
                 self._oracle_rewards(f"RRHF ({name})", policy, self.world.bon_tasks, self.sizes.bon_n, Draw.BEST_OF_N)
+                self.timer.summary(f"mean oracle reward {self._rewards(SFT, f'RRHF ({name})')}")
 
     def rrhf_on_policy(self, reward_model: str = HF100):
         """On-policy RRHF with the reward model `reward_model` (or `ORACLE`, the true reward): a prompt-only dataset
@@ -414,8 +483,7 @@ class DemoPipeline:
                 processing_class=self.policy_tokenizer,
                 reward_funcs=oracle_reward_func if reward_model == ORACLE else self.reward_models[reward_model],
             )
-            trainer.remove_callback(PrinterCallback)
-            trainer.train()
+            settings.quiet(trainer).train()
             # The reward model's mean score of each step's samples: what the policy was resampled and ranked on.
             logged = [entry["reward"] for entry in trainer.state.log_history if "reward" in entry]
             self.results.setdefault("rrhf_on_policy", {})[reward_model] = {
@@ -427,6 +495,7 @@ class DemoPipeline:
             }
             policy = trainer.model.eval()
             self._oracle_rewards(name, policy, self.world.bon_tasks, self.sizes.bon_n, Draw.BEST_OF_N)
+            self.timer.summary(f"mean oracle reward {self._rewards(SFT, name)}")
 
     # -- RLAIF --------------------------------------------------------------------------------------------------
 
@@ -458,6 +527,10 @@ class DemoPipeline:
                 "pairs_judged": len(judgements),
                 "averaging_gain": {"difference": gain, "stderr": gain_stderr},
             }
+            self.timer.summary(
+                f"alignment with the oracle {_pct(self.results['judge']['alignment_one_order'])} (one order), "
+                f"{_pct(averaged.accuracy)} (both orders averaged)"
+            )
         with self.timer.stage("RM on judge labels"):
             # The judge labels the pairs the humans labeled (HF100%); the store keeps its labels across runs.
             prompts, first, second = _rows(self.human_pairs)
@@ -473,6 +546,10 @@ class DemoPipeline:
             self.results["judge"]["label_accuracy"] = _agreement(_oracle_gaps(labeled))
             self._train_rm(
                 JUDGE_LABELS, labeled["prompt"], labeled["chosen"], labeled["rejected"], labeled["soft_label"]
+            )
+            self.timer.summary(
+                f"{len(labeled)} labels ({_pct(self.results['judge']['label_accuracy'])} agree with the oracle); "
+                f"held-out accuracy {self._accuracies(JUDGE_LABELS)}"
             )
 
     def compare_reward_models(self):
