@@ -104,7 +104,8 @@ def pytest_sessionfinish(session):
     shown = lines[:50] + ([f"... and {len(lines) - 50} more"] if len(lines) > 50 else [])
     message = (
         f"The tests wrote into the repository tree {root} ({len(lines)} path(s)); tests must write under tmp_path "
-        "(or another temporary directory) and leave the tree as they found it:\n" + "\n".join(f"  {line}" for line in shown)
+        "(or another temporary directory) and leave the tree as they found it:\n"
+        + "\n".join(f"  {line}" for line in shown)
     )
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:

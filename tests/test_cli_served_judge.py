@@ -4,6 +4,7 @@ never an empty result with status 0."""
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from rlaif_server import JudgeServer, Reply, chat_body, completion_body

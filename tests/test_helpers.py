@@ -253,7 +253,11 @@ def test_reward_func_names_are_the_names_grpo_logs(tiny_paths, tokenizer, tmp_pa
     funcs = [_length, functools.partial(_length, scale=2.0), _Scorer(), scorer]
     assert [reward_func_name(f) for f in funcs] == ["_length", "_length", "_Scorer", scorer.name]
     args = GRPOConfig(
-        output_dir=str(tmp_path / "unused"), per_device_train_batch_size=2, num_generations=2, report_to=[], use_cpu=True
+        output_dir=str(tmp_path / "unused"),
+        per_device_train_batch_size=2,
+        num_generations=2,
+        report_to=[],
+        use_cpu=True,
     )
     dataset = Dataset.from_list([{"prompt": "a"}, {"prompt": "b"}])
     trainer = GRPOTrainer(
