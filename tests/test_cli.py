@@ -420,6 +420,9 @@ def test_every_missing_required_argument_is_named_at_once(capsys, data):
     assert "(2) Either `datasets` or `dataset_name` must be provided: --dataset_name" in line
     line = usage_error(capsys, ["label", "--dataset_name", data["pairs"]])
     assert "--judge_model_name_or_path is required" in line and "missing" not in line and "(1)" not in line
+    line = usage_error(capsys, ["label", "--judge_base_url", "http://127.0.0.1:9/v1"])
+    assert "(1) --judge_base_url needs --judge_model_name_or_path: the model name the server knows." in line
+    assert "(2) Either `datasets` or `dataset_name` must be provided" in line
     line = usage_error(capsys, ["rrhf"])
     assert "2 required arguments are missing: (1) --model_name_or_path is required" in line
     assert "(2) Either `datasets` or `dataset_name` must be provided" in line
@@ -427,6 +430,10 @@ def test_every_missing_required_argument_is_named_at_once(capsys, data):
     assert "5 required arguments are missing: (1) --policy_name_or_path is required" in line
     assert "(2) Either `datasets`" in line and "(3) A base preference model is required" in line
     assert "(4) --human_dataset_name is required" in line and "(5) --model_name_or_path is required" in line
+    line = usage_error(
+        capsys, ["west-of-n", "--policy_name_or_path", "p", "--judge_base_url", "http://127.0.0.1:9/v1"]
+    )
+    assert "(2) A base preference model is required" in line and "(3) --judge_base_url needs" in line
 
 
 # TRL's mixture flags that label and west-of-n cannot honour are left out of their help and rejected by name.

@@ -144,6 +144,7 @@ def check_produced(count: int, what: str, why: str):
 
 
 JUDGE_MODEL = "the judge (a local causal LM, or a served model's name)"
+JUDGE_NAME_FOR_URL = "--judge_base_url needs --judge_model_name_or_path: the model name the server knows."
 
 
 @dataclass
@@ -247,7 +248,7 @@ def make_judge(args: JudgeArguments, required: bool = True):
     }
     if args.judge_model_name_or_path is None:
         if args.judge_base_url is not None:
-            raise UsageError("--judge_base_url needs --judge_model_name_or_path: the model name the server knows.")
+            raise UsageError(JUDGE_NAME_FOR_URL)
         if required:
             require(None, "--judge_model_name_or_path", JUDGE_MODEL)
         return None

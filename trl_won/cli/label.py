@@ -21,6 +21,7 @@ from ..dataset_loading import load_dataset_dict, select_split
 from ..errors import UsageError
 from .common import (
     JUDGE_MODEL,
+    JUDGE_NAME_FOR_URL,
     NO_DATASET,
     JudgeArguments,
     check_produced,
@@ -139,18 +140,18 @@ class LabelArguments:
 
 def main(args: LabelArguments, judge_args: JudgeArguments, dataset_args: DatasetMixtureConfig | None = None) -> dict:
     """Label the dataset, write `preferences.jsonl` and the label store to `output_dir`, return a summary."""
-    from ..rlaif.labeling import check_labeling_dataset
-    from ..rlaif.openai_client import OPENAI_API
-
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     reject_unsupported_mixture_flags(dataset_args, "trl-won label")
     check_required(
         (
-            judge_args.judge_model_name_or_path is not None or judge_args.judge_base_url is not None,
-            required("--judge_model_name_or_path", JUDGE_MODEL),
+            judge_args.judge_model_name_or_path is not None,
+            JUDGE_NAME_FOR_URL if judge_args.judge_base_url else required("--judge_model_name_or_path", JUDGE_MODEL),
         ),
         (has_dataset(args.dataset_name, dataset_args), NO_DATASET),
     )
+    from ..rlaif.labeling import check_labeling_dataset  # the judges' package: imported once the arguments are checked
+    from ..rlaif.openai_client import OPENAI_API
+
     dataset = load_script_dataset(args.dataset_name, args.dataset_config, dataset_args)
     pairs = select_split(dataset, args.dataset_train_split, dataset_source(args.dataset_name, dataset_args))
     if args.max_samples is not None:

@@ -114,10 +114,6 @@ def main(
 ):
     """Train with RRHF as the command-line arguments say, save the model and return the trainer (an
     [`RRHFTrainer`])."""
-    from trl import get_peft_config, get_quantization_config
-
-    from ..rrhf import RRHFTrainer
-
     check_required(
         (
             bool(model_args.model_name_or_path),
@@ -125,6 +121,10 @@ def main(
         ),
         (has_dataset(script_args.dataset_name, dataset_args), NO_DATASET),
     )
+    from trl import get_peft_config, get_quantization_config
+
+    from ..rrhf import RRHFTrainer
+
     model = check_model_path(model_args.model_name_or_path, "--model_name_or_path")
     reward_model = check_model_path(script_args.reward_model_name_or_path, "--reward_model_name_or_path")
     training_args.model_init_kwargs = {

@@ -9,6 +9,7 @@ from ..dataset_loading import load_dataset_dict, select_split
 from ..errors import UsageError
 from ..west_of_n import WestOfNConfig
 from .common import (
+    JUDGE_NAME_FOR_URL,
     NO_DATASET,
     JudgeArguments,
     bnb_config,
@@ -154,22 +155,14 @@ def main(
     dataset_args: DatasetMixtureConfig | None = None,
 ):
     """Generate the pairs (resumably, in `won_args.pairs_dir`), then optionally train the student."""
-    from trl import RewardTrainer, get_peft_config, get_quantization_config
-    from trl.data_utils import maybe_extract_prompt
-
-    from ..west_of_n import WestOfNGenerator, mix_preference_datasets
-
     reject_unsupported_mixture_flags(dataset_args, "trl-won west-of-n")
     student_flag = script_args.train_student
-    base_model = (
-        judge_args.judge_model_name_or_path,
-        judge_args.judge_base_url,
-        script_args.reward_model_name_or_path,
-    )
+    judge = judge_args.judge_model_name_or_path
     check_required(  # every missing input named at once, before anything is loaded
         (bool(script_args.policy_name_or_path), required("--policy_name_or_path", "the causal LM to sample from")),
         (has_dataset(script_args.dataset_name, dataset_args), NO_DATASET),
-        (any(value is not None for value in base_model), NO_BASE_MODEL),
+        (judge is not None or script_args.reward_model_name_or_path is not None, NO_BASE_MODEL),
+        (judge is not None or judge_args.judge_base_url is None, JUDGE_NAME_FOR_URL),
         (
             not student_flag or bool(script_args.human_dataset_name),
             required("--human_dataset_name", "--train_student mixes these labeled pairs"),
@@ -179,6 +172,11 @@ def main(
             required("--model_name_or_path", "the student reward model to train"),
         ),
     )
+    from trl import RewardTrainer, get_peft_config, get_quantization_config
+    from trl.data_utils import maybe_extract_prompt
+
+    from ..west_of_n import WestOfNGenerator, mix_preference_datasets
+
     policy = check_model_path(script_args.policy_name_or_path, "--policy_name_or_path")
     human = student = None
     if script_args.train_student:  # check everything the student needs before spending time on generation
