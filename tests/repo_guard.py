@@ -12,7 +12,8 @@ there: `.git` (git's own files), `.venv`/`venv` (the environment: pip may write 
 written on import), `.pytest_cache` (pytest's cache plugin), `.ruff_cache`/`.mypy_cache` (linters run beside the
 tests), `*.egg-info` (setuptools, on an editable install), `.coverage*` (pytest-cov's data files) and the top-level
 `site/` (`mkdocs build`'s output). Directories' own modification times are not compared (a skipped `__pycache__`
-appearing inside one changes it); their appearing or disappearing is.
+appearing inside one changes it); their appearing or disappearing is. A file edited by hand while the suite runs is
+reported too: rerun the suite once the edits are done.
 """
 
 import os
@@ -104,12 +105,12 @@ def pytest_sessionfinish(session):
     shown = lines[:50] + ([f"... and {len(lines) - 50} more"] if len(lines) > 50 else [])
     message = (
         f"The tests wrote into the repository tree {root} ({len(lines)} path(s)); tests must write under tmp_path "
-        "(or another temporary directory) and leave the tree as they found it:\n"
-        + "\n".join(f"  {line}" for line in shown)
+        "(or another temporary directory) and leave the tree as they found it (a file edited while the suite ran "
+        "shows here too):\n" + "\n".join(f"  {line}" for line in shown)
     )
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
-        reporter.ensure_newline()
+        reporter.write_line("")  # end the progress line
         reporter.write_sep("=", "tests wrote into the repository", red=True)
         reporter.write_line(message)
     else:
