@@ -249,7 +249,8 @@ def _label_store(output_dir: str):
     try:
         yield store
     except BaseException:
-        if created_store:
+        # Under a launcher another process may hold the same new store open: then nothing is removed.
+        if created_store and int(os.environ.get("WORLD_SIZE", "1")) == 1:
             _remove_if_empty(store, created_folders)
         raise
 
