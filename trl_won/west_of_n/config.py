@@ -5,9 +5,11 @@ import math
 import numbers
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..generation import SamplingParams
+
+if TYPE_CHECKING:
+    from ..generation import SamplingParams
 
 
 STRATEGIES = ("west_of_n", "best_random", "naive")
@@ -312,8 +314,10 @@ class WestOfNConfig:
         )
 
     @property
-    def sampling_params(self) -> SamplingParams:
+    def sampling_params(self) -> "SamplingParams":
         """The sampling settings as [`~trl_won.generation.SamplingParams`]."""
+        from ..generation import SamplingParams  # imported here: `trl-won west-of-n --help` needs only the config
+
         return SamplingParams(
             temperature=self.temperature, top_p=self.top_p, top_k=self.top_k, max_new_tokens=self.max_new_tokens
         )
