@@ -9,7 +9,7 @@ from trl import DatasetMixtureConfig, ModelConfig, ScriptArguments, TrlParser, g
 from ..dataset_loading import select_split
 from ..errors import UsageError
 from ..rrhf import RRHFConfig, RRHFTrainer
-from .common import check_model_path, dataset_source, load_script_dataset, require
+from .common import add_checkpointing_off_flags, check_model_path, dataset_source, load_script_dataset, require
 
 
 EXAMPLES = """examples:
@@ -158,4 +158,5 @@ def make_parser(prog: str | None = None) -> TrlParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.set_defaults(output_dir="rrhf-output")
+    add_checkpointing_off_flags(parser)
     return parser

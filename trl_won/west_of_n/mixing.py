@@ -11,6 +11,7 @@ import math
 import os
 import random
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -19,6 +20,8 @@ from trl import RewardConfig, RewardTrainer
 from trl.data_utils import maybe_extract_prompt
 
 from ..data_utils import DatasetFormatError, is_conversational_prompt, require_columns, row_error
+from ..models import restore_adapter_dtypes
+from ..utils import CheckpointingOnByDefault
 from .config import WestOfNConfig
 from .generator import WestOfNGenerator
 
@@ -26,6 +29,14 @@ from .generator import WestOfNGenerator
 logger = logging.getLogger(__name__)
 
 PAIR_COLUMNS = ["prompt", "chosen", "rejected"]
+
+
+@dataclass
+class StudentRewardConfig(CheckpointingOnByDefault, RewardConfig):
+    """TRL's [`~trl.RewardConfig`] for a West-of-N student, with activation checkpointing on by default under
+    transformers' current name `activation_checkpointing` (TRL sets it under the deprecated `gradient_checkpointing`,
+    which makes transformers warn). `trl-won west-of-n --train_student` trains with it, and [`iterative_west_of_n`]
+    when no `reward_args` are given."""
 
 
 def _check_formats(first: Dataset, second: Dataset, first_name: str, second_name: str) -> None:
@@ -294,7 +305,7 @@ def iterative_west_of_n(
             _free_memory()
             logger.info("Round %d: %d West-of-N pairs labeled by %s.", round_index, len(pairs), base)
             if reward_args is None:
-                training_args = RewardConfig(output_dir=str(student_dir))
+                training_args = StudentRewardConfig(output_dir=str(student_dir))
             else:
                 training_args = copy.deepcopy(reward_args)
                 training_args.output_dir = str(student_dir)
@@ -308,6 +319,7 @@ def iterative_west_of_n(
                 processing_class=copy.deepcopy(reward_processing_class),
                 peft_config=copy.deepcopy(peft_config),
             )
+            restore_adapter_dtypes(trainer.model, training_args)  # for a student quantized in `model_init_kwargs`
             trainer.train()
             trainer.save_model(str(student_dir))
             del trainer
