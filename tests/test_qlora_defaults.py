@@ -146,6 +146,6 @@ def test_the_trainer_checkpoints_as_configured(enabled, tiny_paths, tmp_path):
     )
     trainer.train()
     model = trainer.model.get_base_model()
-    assert model.is_gradient_checkpointing is enabled
+    assert model.is_activation_checkpointing is enabled
     embeddings = model.get_input_embeddings()
     assert bool(embeddings._forward_hooks) is enabled  # PEFT's enable_input_require_grads hook

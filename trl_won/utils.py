@@ -98,8 +98,7 @@ class CheckpointingOnByDefault:
     given `activation_checkpointing` is set to `True`. A user's own `gradient_checkpointing=...` (or
     `--gradient_checkpointing false`) still decides, with transformers' warning; given both names,
     `activation_checkpointing` wins, as in transformers. After `__post_init__` both names hold the same value, which is
-    what the trainers read. With a transformers older than 5.23 (no `activation_checkpointing`),
-    `gradient_checkpointing` is set to `True` instead.
+    what the trainers read.
     """
 
     gradient_checkpointing: bool | None = field(
@@ -113,9 +112,6 @@ class CheckpointingOnByDefault:
     )
 
     def __post_init__(self):
-        if self.gradient_checkpointing is None and getattr(self, "activation_checkpointing", None) is None:
-            if hasattr(self, "activation_checkpointing"):
-                self.activation_checkpointing = True
-            else:  # transformers < 5.23
-                self.gradient_checkpointing = True
+        if self.gradient_checkpointing is None and self.activation_checkpointing is None:
+            self.activation_checkpointing = True
         super().__post_init__()
