@@ -2,6 +2,7 @@
 config, and a wheel that carries its license expression and `py.typed`."""
 
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -83,8 +84,12 @@ def test_the_deprecated_name_still_warns_when_the_user_gives_it(tmp_path):
 def test_wheel_has_license_expression_and_py_typed(tmp_path):
     """The built wheel: `License-Expression` metadata (PEP 639) and `trl_won/py.typed`; the build prints no license
     deprecation. Built with pip, as users build from a source checkout."""
+    # setuptools builds in the source tree (build/, *.egg-info): build a copy so that the checkout is left as it was.
+    source = tmp_path / "source"
+    skip = (".git", ".venv", "build", "dist", "site", "*.egg-info", "__pycache__", ".*_cache")
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(*skip))
     result = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", str(REPO), "--no-deps", "-w", str(tmp_path / "dist"), "-v"],
+        [sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "-w", str(tmp_path / "dist"), "-v"],
         cwd=tmp_path,
         capture_output=True,
         text=True,
