@@ -219,6 +219,21 @@ class JudgeArguments:
     judge_load_in_8bit: bool = field(default=False, metadata={"help": "Local judge: load in 8-bit."})
 
 
+def add_checkpointing_off_flags(parser) -> None:
+    """`--no_activation_checkpointing`, and TRL's `--no_gradient_checkpointing` (its deprecated alias), on a parser of
+    a training config with [`~trl_won.utils.CheckpointingOnByDefault`]: the parser only makes `--no_*` flags for
+    fields that default to `True`, and these default to unset (which means on)."""
+    for name in ("activation_checkpointing", "gradient_checkpointing"):
+        parser.add_argument(
+            f"--no_{name}",
+            f"--no-{name.replace('_', '-')}",
+            action="store_false",
+            dest=name,
+            default=None,
+            help=f"Turn activation checkpointing off (the same as `--{name} false`).",
+        )
+
+
 def bnb_config(load_in_4bit: bool, load_in_8bit: bool, flag_prefix: str):
     """A bitsandbytes config for `--{prefix}_load_in_4bit`/`_8bit`, or `None`."""
     if load_in_4bit and load_in_8bit:

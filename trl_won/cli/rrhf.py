@@ -11,6 +11,7 @@ from ..errors import UsageError
 from ..rrhf import RRHFConfig
 from .common import (
     NO_DATASET,
+    add_checkpointing_off_flags,
     check_model_path,
     check_required,
     dataset_source,
@@ -177,4 +178,5 @@ def make_parser(prog: str | None = None) -> TrlParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.set_defaults(output_dir="rrhf-output")
+    add_checkpointing_off_flags(parser)
     return parser

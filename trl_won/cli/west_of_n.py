@@ -3,15 +3,16 @@
 import argparse
 from dataclasses import dataclass, field, fields
 
-from trl import DatasetMixtureConfig, ModelConfig, RewardConfig, TrlParser
+from trl import DatasetMixtureConfig, ModelConfig, TrlParser
 
 from ..dataset_loading import load_dataset_dict, select_split
 from ..errors import UsageError
-from ..west_of_n import WestOfNConfig
+from ..west_of_n.config import StudentRewardConfig, WestOfNConfig
 from .common import (
     JUDGE_NAME_FOR_URL,
     NO_DATASET,
     JudgeArguments,
+    add_checkpointing_off_flags,
     bnb_config,
     check_model_path,
     check_produced,
@@ -150,7 +151,7 @@ def main(
     script_args: WestOfNScriptArguments,
     judge_args: JudgeArguments,
     won_args: WestOfNConfig,
-    reward_args: RewardConfig,
+    reward_args: StudentRewardConfig,
     model_args: ModelConfig,
     dataset_args: DatasetMixtureConfig | None = None,
 ):
@@ -175,6 +176,7 @@ def main(
     from trl import RewardTrainer, get_peft_config, get_quantization_config
     from trl.data_utils import maybe_extract_prompt
 
+    from ..models import restore_adapter_dtypes
     from ..west_of_n import WestOfNGenerator, mix_preference_datasets
 
     policy = check_model_path(script_args.policy_name_or_path, "--policy_name_or_path")
@@ -222,6 +224,9 @@ def main(
         quantization_config=get_quantization_config(model_args),
         peft_config=get_peft_config(model_args),
     )
+    # RewardTrainer casts a 4-bit student's LoRA and score weights to bfloat16 even without bf16 (the CPU default),
+    # where the float32 activations then meet a bfloat16 score head: back to the dtypes PEFT gave them.
+    restore_adapter_dtypes(trainer.model, reward_args)
     trainer.train()
     if script_args.dataset_test_split in human:
         test = human[script_args.dataset_test_split].map(maybe_extract_prompt)
@@ -235,7 +240,14 @@ def make_parser(prog: str | None = None) -> TrlParser:
     import torch
 
     parser = TrlParser(
-        (WestOfNScriptArguments, JudgeArguments, WestOfNConfig, RewardConfig, ModelConfig, DatasetMixtureConfig),
+        (
+            WestOfNScriptArguments,
+            JudgeArguments,
+            WestOfNConfig,
+            StudentRewardConfig,
+            ModelConfig,
+            DatasetMixtureConfig,
+        ),
         prog=prog,
         description="Generate West-of-N preference pairs (best and worst of N policy samples, as ranked by a base "
         "preference model), resumably, and optionally train the student reward model on human pairs mixed 1:1 with "
@@ -248,4 +260,5 @@ def make_parser(prog: str | None = None) -> TrlParser:
     if not torch.cuda.is_available():
         defaults.update(bf16=False)  # TRL's RewardConfig defaults to bf16, which needs a GPU
     parser.set_defaults(**defaults)
+    add_checkpointing_off_flags(parser)
     return parser

@@ -437,7 +437,7 @@ class DemoPipeline:
                 # names, and the demo's reward models all share the name of the checkpoint they start from.
                 lr = self.sizes.rrhf_learning_rate
                 settings = self._settings(f"rrhf_{i}", self.sizes.rrhf_epochs, lr, batch_size=8)
-                args = RRHFConfig(**settings.trainer_kwargs(), gradient_checkpointing=False, max_length=None)
+                args = RRHFConfig(**settings.trainer_kwargs(), activation_checkpointing=False, max_length=None)
                 trainer = RRHFTrainer(
                     model=AutoModelForCausalLM.from_pretrained(self.policy_path),
                     args=args,
@@ -468,7 +468,7 @@ class DemoPipeline:
             trainer_kwargs = {**settings.trainer_kwargs(), "logging_strategy": "steps", "logging_steps": 1}
             args = RRHFConfig(
                 **trainer_kwargs,
-                gradient_checkpointing=False,
+                activation_checkpointing=False,
                 max_length=None,
                 num_generations=self.sizes.rrhf_k,
                 max_completion_length=self.sizes.max_new_tokens,

@@ -86,7 +86,9 @@ def train_sft(model, tokenizer, prompts: Sequence, completions: Sequence, settin
     from trl import SFTConfig, SFTTrainer
 
     dataset = Dataset.from_dict({"prompt": list(prompts), "completion": list(completions)})
-    args = SFTConfig(**settings.trainer_kwargs(), max_length=None, dataset_num_proc=None)
+    args = SFTConfig(
+        **settings.trainer_kwargs(), max_length=None, dataset_num_proc=None, activation_checkpointing=True
+    )
     trainer = SFTTrainer(
         model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config
     )
@@ -118,7 +120,7 @@ def train_reward_model(
     if soft_labels is not None:
         columns["soft_label"] = list(soft_labels)
         config_class, trainer_class = RLAIFRewardConfig, RLAIFRewardTrainer
-    args = config_class(**settings.trainer_kwargs(), max_length=None)
+    args = config_class(**settings.trainer_kwargs(), max_length=None, activation_checkpointing=True)
     if getattr(model, "config", None) is not None and model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     trainer = trainer_class(

@@ -7,6 +7,10 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from trl import RewardConfig
+
+from ..utils import CheckpointingOnByDefault
+
 
 if TYPE_CHECKING:
     from ..generation import SamplingParams
@@ -339,3 +343,11 @@ class WestOfNConfig:
 def _check(condition: bool, name: str, value, requirement: str) -> None:
     if not condition:
         raise ValueError(f"`{name}` {requirement}, got {value!r}.")
+
+
+@dataclass
+class StudentRewardConfig(CheckpointingOnByDefault, RewardConfig):
+    """TRL's [`~trl.RewardConfig`] for a West-of-N student, with activation checkpointing on by default under
+    transformers' current name `activation_checkpointing` (TRL sets it under the deprecated `gradient_checkpointing`,
+    which makes transformers warn). `trl-won west-of-n --train_student` trains with it, and [`iterative_west_of_n`]
+    when no `reward_args` are given."""
