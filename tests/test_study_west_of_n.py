@@ -73,6 +73,21 @@ def test_quick_study_measures_every_point(quick_study):
     assert math.isfinite(results["summary"]["seconds_per_seed"]["mean"])
 
 
+def test_oracle_picks_from_the_same_samples(quick_study):
+    """The oracle best/worst arm differs from the West-of-N student only in who picks: same prompts, same samples."""
+    from trl_won.west_of_n.storage import read_results
+
+    _, output_dir = quick_study
+    plan = StudyPlan.quick()
+    arms = {arm.key: arm for arm in plan.arms()}
+    pairs_dirs = output_dir / f"seed-{SEED}" / "west_of_n"
+    by_hf50 = read_results(pairs_dirs / arms[plan.reference_key].pairs_name)
+    by_oracle = read_results(pairs_dirs / arms["oracle best/worst"].pairs_name)
+    assert len(by_hf50) == plan.prompt_counts[0] and by_hf50.keys() == by_oracle.keys()
+    assert all(by_hf50[i].completions == by_oracle[i].completions for i in by_hf50)
+    assert any(by_hf50[i].chosen != by_oracle[i].chosen for i in by_hf50)  # but they pick differently
+
+
 def test_quick_study_equals_the_demo_stages(quick_study, tmp_path):
     """The study's HF50%, HF100% and West-of-N student at the demo's N and prompts equal the demo's own stages
     (`DemoPipeline.west_of_n`, on the demo's `won_prompts`; the study draws twice as many West-of-N prompts and uses
@@ -183,3 +198,23 @@ def test_gap_bins_and_plan_checks():
     # The full plan: N in {2, ..., 32} on the demo's prompts, up to 4 times as many prompts at N = 16.
     full = StudyPlan.full()
     assert full.n_values == (2, 4, 8, 16, 32) and full.prompt_counts == (750, 1500, 3000) and full.n == 16
+
+
+def test_rerun_reuses_the_finished_seeds(quick_study, monkeypatch):
+    """A finished seed is saved as it ends; a rerun of the same plan reuses it instead of training again."""
+    from trl_won.demo.studies import west_of_n
+
+    results, output_dir = quick_study
+
+    def no_training(self):
+        raise AssertionError("the saved seed should have been reused")
+
+    monkeypatch.setattr(west_of_n._Seed, "build", no_training)
+    args = ["demo", "--study", "west-of-n", "--quick", "--seeds", str(SEED), "--output_dir", str(output_dir)]
+    assert main(args) == 0
+    again = json.loads((output_dir / "study.json").read_text())
+    assert again["per_seed"] == results["per_seed"] and again["summary"] == results["summary"]
+    record = output_dir / f"seed-{SEED}" / "record.json"
+    record.write_text("{not json")
+    with pytest.raises(ValueError, match="delete it to run that seed again"):
+        main(args)
