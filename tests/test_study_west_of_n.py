@@ -55,7 +55,9 @@ def test_quick_study_measures_every_point(quick_study):
         by_gap = point["accuracy_by_gap"]
         assert sum(shares[b] * (by_gap[b] or 0.0) for b in BIN_NAMES) == pytest.approx(point["accuracy"])
         assert sum(point["pair_gap_shares"].values()) == pytest.approx(1.0)
-        if arm.labeler == "oracle":  # perfect labels: the oracle agrees with every pair, and no pair is an oracle tie
+        if (
+            arm.labeler == "oracle" or arm.relabel
+        ):  # perfect labels: the oracle agrees with every pair, and no pair is an oracle tie
             assert point["pair_accuracy"] == 1.0 and point["oracle_ties"] == 0.0 and point["mean_oracle_gap"] > 0
         if arm.mix == "confident 1:1":  # the paper's mix: as many generated pairs as HF50% has
             assert point["training_pairs"] == 2 * record["hf50_pairs"]

@@ -87,6 +87,9 @@ class Arm:
         confidence_quantile (`float`, *optional*): `WestOfNConfig.confidence_quantile`.
         likelihood_quantile (`float`, *optional*): Drop pairs with a response whose policy log-likelihood is below
             this quantile of the picked responses' (`WestOfNConfig.min_logp` set to that value).
+        relabel (`str`, *optional*): After the base model picked the pairs, `"drop wrong"` drops those the oracle
+            disagrees with (and oracle ties); `"oracle"` also gives them the oracle's order (swaps chosen and
+            rejected where the oracle disagrees).
         what (`str`): What the arm tests, for the report.
     """
 
@@ -99,6 +102,7 @@ class Arm:
     mix: str = "all"
     confidence_quantile: float | None = None
     likelihood_quantile: float | None = None
+    relabel: str | None = None
     what: str = ""
 
     @property
@@ -186,6 +190,22 @@ class StudyPlan:
                 what=f"the same on {most} prompts (how far the student model goes with more correct close pairs)",
             ),
             Arm(
+                "West-of-N, wrong pairs dropped",
+                "investigation",
+                n,
+                base,
+                relabel="drop wrong",
+                what="the West-of-N pairs without those the oracle disagrees with (a perfect filter)",
+            ),
+            Arm(
+                "West-of-N, oracle order",
+                "investigation",
+                n,
+                base,
+                relabel="oracle",
+                what="the pairs HF50% picked (best, worst), put in the oracle's order (HF50%'s picks, perfect labels)",
+            ),
+            Arm(
                 "confidence filter 0.5",
                 "investigation",
                 n,
@@ -222,7 +242,7 @@ class StudyPlan:
             (f"{most} prompts, confident 1:1", f"{most} prompts, all pairs"),
         ]
         pairs += [(arm.key, ref) for arm in self.arms() if arm.group == "investigation"]
-        pairs += [("gold random pairs", "oracle best/worst")]
+        pairs += [("gold random pairs", "oracle best/worst"), ("oracle best/worst", "West-of-N, oracle order")]
         return pairs
 
 
@@ -241,6 +261,27 @@ def _gap_shares(gaps: list[float]) -> dict[str, float]:
     for gap in gaps:
         counts[gap_bin(gap)] += 1
     return {name: counts[name] / max(1, len(gaps)) for name in names}
+
+
+def _relabeled(pairs, how: str):
+    """`pairs` without those the oracle disagrees with or ties (`"drop wrong"`), or with those put in the oracle's
+    order and the ties dropped (`"oracle"`)."""
+    from datasets import Dataset
+
+    if how not in ("drop wrong", "oracle"):
+        raise ValueError(f"`relabel` must be 'drop wrong' or 'oracle', got {how!r}.")
+    rows = {"prompt": [], "chosen": [], "rejected": []}
+    for prompt, chosen, rejected, gap in zip(
+        pairs["prompt"], pairs["chosen"], pairs["rejected"], _oracle_gaps(pairs), strict=True
+    ):
+        if gap == 0 or (gap < 0 and how == "drop wrong"):
+            continue
+        if gap < 0:
+            chosen, rejected = rejected, chosen
+        rows["prompt"].append(prompt)
+        rows["chosen"].append(chosen)
+        rows["rejected"].append(rejected)
+    return Dataset.from_dict(rows)
 
 
 def _difference(a: list[float], b: list[float]) -> dict:
@@ -304,6 +345,8 @@ class _Seed:
         from ...west_of_n import WestOfNConfig, read_west_of_n_pairs
 
         pairs = self._generated(arm)
+        if arm.relabel is not None:
+            return _relabeled(pairs, arm.relabel)
         if arm.confidence_quantile is None and arm.likelihood_quantile is None:
             return pairs
         min_logp = None
