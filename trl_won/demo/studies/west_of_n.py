@@ -12,7 +12,8 @@ labeled by HF50%, `mix_preference_datasets` with HF50%, `RewardTrainer`, accurac
   pair), or the paper's 1:1 mix with the confidence filter choosing the pairs (the most confident 750);
 - the investigation at N = 16 on 750 prompts: the same samples with the oracle picking best and worst (perfect
   labels, the same distribution); gold-labeled pairs of two random samples (the held-out pairs' distribution, perfect
-  labels), on 750 and on 3000 prompts; the confidence and likelihood filters; West-of-N pairs without HF50%; and the
+  labels), on 750 and on 3000 prompts; HF50%'s pairs without those the oracle disagrees with, and in the oracle's
+  order (its picks, perfect labels); the confidence and likelihood filters; West-of-N pairs without HF50%; and the
   held-out accuracy split by the held-out pair's oracle gap, beside how the training pairs spread over the same gaps.
 
 Per seed and point: the student's held-out accuracy, its paired difference against HF50% and HF100% (same held-out
