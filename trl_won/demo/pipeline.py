@@ -129,6 +129,18 @@ def _agreement(gaps: list[float]) -> float:
     return sum(graded) / max(1, len(graded))
 
 
+def pair_details(pairs) -> dict:
+    """Number of generated pairs, the share the oracle agrees with (ties left out), the share of oracle ties and the
+    mean oracle gap (chosen minus rejected)."""
+    gaps = _oracle_gaps(pairs)
+    return {
+        "pairs": len(gaps),
+        "pair_accuracy": _agreement(gaps),
+        "oracle_ties": sum(g == 0 for g in gaps) / max(1, len(gaps)),
+        "mean_oracle_gap": mean_and_stderr(gaps)[0] if gaps else 0.0,
+    }
+
+
 class DemoPipeline:
     """One demo run. Call [`run`] for everything, or the stage methods in the order `run` calls them.
 
@@ -338,9 +350,9 @@ class DemoPipeline:
             self._train_rm(HF100, *_rows(self.human_pairs))
             self.timer.summary(f"held-out accuracy {self._accuracies(HF50, HF100)}")
 
-    def _west_of_n_pairs(self, strategy: str, n: int):
-        """`WestOfNGenerator` pairs for the West-of-N prompts, labeled by the HF50% reward model."""
-        base = self.reward_models[HF50]
+    def _west_of_n_pairs(self, strategy: str, n: int, tasks=None, pairs_dir: str | None = None, reward_funcs=None):
+        """`WestOfNGenerator` pairs for the West-of-N prompts (or `tasks`), labeled by the HF50% reward model (or by
+        `reward_funcs`, e.g. the oracle), kept in `pairs_dir` (default `west_of_n/<strategy>`)."""
         args = WestOfNConfig(
             n=n,
             strategy=strategy,
@@ -349,17 +361,16 @@ class DemoPipeline:
             sampling_seed=draw_seed(self.sizes, Draw.WEST_OF_N),
             generation_batch_size=256,
             scoring_batch_size=256,
-            pairs_dir=str(self.output_dir / "west_of_n" / strategy),
+            pairs_dir=pairs_dir or str(self.output_dir / "west_of_n" / strategy),
             show_progress=self.inner_progress,
         )
-        generator = WestOfNGenerator(
-            self.policy,
-            args,
-            reward_model=base.model,
-            processing_class=self.policy_tokenizer,
-            reward_processing_class=base.tokenizer,
-        )
-        prompts = [as_prompt(t) for t in self.world.won_tasks]
+        if reward_funcs is None:
+            base = self.reward_models[HF50]
+            labeler = {"reward_model": base.model, "reward_processing_class": base.tokenizer}
+        else:
+            labeler = {"reward_funcs": reward_funcs}
+        generator = WestOfNGenerator(self.policy, args, processing_class=self.policy_tokenizer, **labeler)
+        prompts = [as_prompt(t) for t in (self.world.won_tasks if tasks is None else tasks)]
         try:
             return generator.generate(prompts)  # resumes when an identical earlier run left its results
         except ResumeMismatchError:
@@ -367,16 +378,24 @@ class DemoPipeline:
             shutil.rmtree(args.pairs_dir)
             return generator.generate(prompts)
 
+    def _hf50_dataset(self):
+        from datasets import Dataset
+
+        return Dataset.from_dict(dict(zip(("prompt", "chosen", "rejected"), _rows(self.hf50_pairs), strict=True)))
+
+    def _train_student(self, name: str, pairs, ratio: float | None = None) -> RewardModelScorer:
+        """A student reward model on HF50% mixed with generated `pairs` (`ratio`: generated pairs per HF50% pair, as
+        `mix_preference_datasets` takes it; `None`: all of them)."""
+        mixed = mix_preference_datasets(self._hf50_dataset(), pairs, ratio=ratio, seed=self.sizes.seed)
+        return self._train_rm(name, mixed["prompt"], mixed["chosen"], mixed["rejected"])
+
     def west_of_n(self):
         """HF50% + West-of-N pairs, and the paper's controls (naive self-training, best/random pairs).
 
         Every strategy labels samples of the same prompts with the same seed, so West-of-N and (best, random) pick
         from the very same responses. The number of West-of-N prompts equals HF50%'s size: the paper's 1:1 mix.
         """
-        from datasets import Dataset
-
         details = self.results.setdefault("west_of_n", {})
-        hf50 = Dataset.from_dict(dict(zip(("prompt", "chosen", "rejected"), _rows(self.hf50_pairs), strict=True)))
         strategies = (
             (WEST_OF_N, "west_of_n", self.sizes.won_n),
             (NAIVE, "naive", 2),
@@ -385,17 +404,10 @@ class DemoPipeline:
         for name, strategy, n in strategies:
             with self.timer.stage(name):
                 pairs = self._west_of_n_pairs(strategy, n)
-                gaps = _oracle_gaps(pairs)
-                details[name] = {
-                    "pairs": len(gaps),
-                    "pair_accuracy": _agreement(gaps),
-                    "oracle_ties": sum(g == 0 for g in gaps) / max(1, len(gaps)),
-                    "mean_oracle_gap": mean_and_stderr(gaps)[0] if gaps else 0.0,
-                }
-                mixed = mix_preference_datasets(hf50, pairs, ratio=None, seed=self.sizes.seed)
-                self._train_rm(name, mixed["prompt"], mixed["chosen"], mixed["rejected"])
+                details[name] = pair_details(pairs)
+                self._train_student(name, pairs)
                 self.timer.summary(
-                    f"{len(gaps)} pairs ({_pct(details[name]['pair_accuracy'])} agree with the oracle); "
+                    f"{details[name]['pairs']} pairs ({_pct(details[name]['pair_accuracy'])} agree with the oracle); "
                     f"held-out accuracy {self._accuracies(name)}"
                 )
 

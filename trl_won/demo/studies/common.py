@@ -1,7 +1,10 @@
 """What the studies share: the per-seed base pipeline, aggregation over seeds, tables, the line figure, the files."""
 
+import io
 import json
+import warnings
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +25,31 @@ def base_pipeline(sizes: DemoSizes, output_dir: Path, human_reward_models: bool 
     if human_reward_models:
         pipeline.train_human_reward_models()
     return pipeline
+
+
+@contextmanager
+def quiet_stages():
+    """Silence what the inner stages print (trainer metrics, progress bars of `datasets` and `transformers`, model
+    load reports), so that a study shows only its own progress bar. Errors still raise; settings are restored."""
+    import datasets
+    import transformers
+
+    datasets_bars = datasets.is_progress_bar_enabled()
+    transformers_bars = transformers.utils.logging.is_progress_bar_enabled()
+    verbosity = transformers.utils.logging.get_verbosity()
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+    try:
+        with redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            yield
+    finally:
+        transformers.utils.logging.set_verbosity(verbosity)
+        if transformers_bars:
+            transformers.utils.logging.enable_progress_bar()
+        if datasets_bars:
+            datasets.enable_progress_bars()
 
 
 def over_seeds(values: Sequence[float]) -> dict:
