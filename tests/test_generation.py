@@ -1,3 +1,5 @@
+import inspect
+
 import pytest
 import torch
 
@@ -95,6 +97,22 @@ def test_shared_prefill_gives_the_samples_of_the_unshared_path(policy, tokenizer
         assert len({tuple(s.token_ids) for row in shared for s in row}) > 8  # really sampled
     # run to run, the shared path is reproducible for a seed
     assert _ids(sample_completions(policy, tokenizer, MIXED_LENGTHS, 4, share_prompt=True, **kwargs)) == _ids(shared)
+
+
+def test_shared_prefill_under_a_patched_forward_gives_the_samples_of_the_plain_model(policy, tokenizer):
+    """RRHFTrainer patches the forward (`add_logprob_forward`: `**kwargs`, no `position_ids` in its signature), so
+    `generate` does not derive positions from the mask by itself. The shared path must still continue the prefilled
+    cache at the positions the prefill used: before the fix, every left-padded prompt's samples were garbage."""
+    import copy
+
+    from trl_won.logprobs import add_logprob_forward
+
+    patched = add_logprob_forward(copy.deepcopy(policy))
+    assert "position_ids" not in inspect.signature(patched.forward).parameters
+    params = SamplingParams(temperature=1.0, top_k=50, max_new_tokens=8)
+    kwargs = dict(params=params, batch_size=16, seed=11)
+    plain = sample_completions(policy, tokenizer, MIXED_LENGTHS, 4, **kwargs)
+    assert _ids(sample_completions(patched, tokenizer, MIXED_LENGTHS, 4, share_prompt=True, **kwargs)) == _ids(plain)
 
 
 def test_shared_prefill_logprobs_equal_a_teacher_forced_pass(policy, tokenizer):

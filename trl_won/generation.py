@@ -286,6 +286,12 @@ def sample_completions(
             encoded = {key: value.repeat_interleave(num_samples, dim=0) for key, value in encoded.items()}
             if cache is not None:
                 encoded["cache"] = cache
+                # The positions the prefill used, as `generate` derives them from the mask. `generate` derives them
+                # itself only when the forward's signature names `position_ids`: a patched forward (RRHF's log-prob
+                # forward takes `**kwargs`) hides it, and positions counted over the left padding would not continue
+                # the prefilled cache (the samples of every padded prompt would be garbage).
+                mask = encoded["attention_mask"]
+                encoded["position_ids"] = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
             recorder = _SampledTokenLogprobs() if return_logprobs else None
             output = model.generate(
                 **encoded,
