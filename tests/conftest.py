@@ -39,6 +39,15 @@ def reward_model(tiny_paths):
     return AutoModelForSequenceClassification.from_pretrained(tiny_paths.reward_model)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _help_cache(tmp_path_factory):
+    """`trl-won <command> --help` caches its text (trl_won/cli/help_cache.py): in a folder of the session, never in
+    the user's ~/.cache (subprocesses inherit the variable)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TRL_WON_CACHE_DIR", str(tmp_path_factory.mktemp("trl-won-cache")))
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

@@ -51,13 +51,38 @@ def run(name: str, argv: list[str], prog: str | None = None, defaults: dict | No
     """Parse `argv` for the command `name` and run it: 0 when done, 1 when it failed at its job (one line on stderr),
     2 (argparse's `SystemExit`) for a wrong or missing argument. `prog` and `defaults` let an example script reuse it.
     """
-    module = importlib.import_module(f"trl_won.cli.{COMMANDS[name][0]}")
     prog = prog or f"trl-won {name}"
+    if argv in (["-h"], ["--help"]):
+        print_help(name, prog, defaults)
+    parser = build_parser(name, prog, defaults)
+    return run_script(parser, importlib.import_module(f"trl_won.cli.{COMMANDS[name][0]}").main, argv)
+
+
+def build_parser(name: str, prog: str, defaults: dict | None = None):
+    """The `TrlParser` of the command `name` (this imports its config dataclasses: for rrhf and west-of-n, TRL's
+    training arguments, hence torch)."""
+    module = importlib.import_module(f"trl_won.cli.{COMMANDS[name][0]}")
     parser = module.make_parser(prog=prog)
     parser.usage = f"{prog} [--config file.yaml] [options]   (--help lists the options, with examples)"
     if defaults:
         parser.set_defaults(**defaults)
-    return run_script(parser, module.main, argv)
+    return parser
+
+
+def print_help(name: str, prog: str, defaults: dict | None = None) -> None:
+    """Print the help of the command `name` and exit 0, as argparse's `--help` does, from the help cache
+    (trl_won/cli/help_cache.py) when it holds this help, so that no config dataclass (and no torch) is imported.
+
+    Only `<command> --help` (or `-h`) alone is answered here: with other arguments (`--config`, which sets defaults,
+    or a value argparse would reject first) the parser answers as usual."""
+    from .help_cache import cached_help
+
+    text = cached_help(name, prog, defaults, lambda: build_parser(name, prog, defaults).format_help())
+    try:
+        sys.stdout.write(text)
+    except (AttributeError, OSError):  # no stdout, or a closed pipe: as argparse's print_help
+        pass
+    raise SystemExit(0)
 
 
 def run_script(parser, main_function, argv: list[str] | None = None) -> int:
