@@ -86,6 +86,14 @@ def test_only_a_lone_help_flag_is_answered_from_the_cache(tmp_path, monkeypatch,
     with pytest.raises(SystemExit):
         main(["label", "--output_dir", "x", "--help"])
     assert capsys.readouterr().out == live_help("label")
+    # HfArgumentParser reads a `.args` file beside the script first: the parser answers.
+    (tmp_path / "script.args").write_text("--output_dir x\n")
+    monkeypatch.setattr(sys, "argv", [str(tmp_path / "script.py"), "label", "--help"])
+    with pytest.raises(SystemExit) as exit_info:
+        main(["label", "--help"])
+    assert exit_info.value.code == 0 and capsys.readouterr().out == live_help("label")
+    monkeypatch.undo()
+    monkeypatch.setenv("TRL_WON_CACHE_DIR", str(tmp_path))
     from trl_won.cli.main import run
 
     with pytest.raises(SystemExit):
