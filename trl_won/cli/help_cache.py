@@ -5,12 +5,12 @@ import pulls torch, peft and bitsandbytes: seconds. The text argparse prints is 
 first `trl-won <command> --help` builds the parser and stores its `format_help()`; later ones print the stored text.
 
 An entry is found by a digest of everything the text depends on: the command, its `prog` and the `defaults` an example
-script sets, the Python version, the installed versions of trl_won and the libraries whose dataclasses make the
-options (TRL, transformers, peft, accelerate, datasets, torch), the terminal width argparse wraps to, and the bytes of
-every file of the `trl_won` package (so an edited or reinstalled trl_won, or an upgraded library, builds the help
-anew). The entry holds the digest and a SHA-256 of its text, checked on every read: an entry that does not match (a
-truncated or edited file) is built again, never printed. Entries are written atomically (a temporary file renamed over
-the entry).
+script sets, the Python version, the installed versions of the libraries whose dataclasses make the options (TRL,
+transformers, peft, accelerate, datasets, torch), the terminal width argparse wraps to, and the bytes of every file of
+the `trl_won` package (so an edited, upgraded or reinstalled trl_won or library builds the help anew). With one of
+those libraries installed in editable mode (its source can change without its version) nothing is cached. The entry
+holds the digest and a SHA-256 of its text, checked on every read: an entry that does not match (a truncated or edited
+file) is built again, never printed. Entries are written atomically (a temporary file renamed over the entry).
 
 The cache lives in `$TRL_WON_CACHE_DIR/help` if that is set, else in `$XDG_CACHE_HOME/trl-won/help`, else in
 `~/.cache/trl-won/help`; deleting the folder clears it. A cache that cannot be read or written is skipped: the help is
@@ -60,8 +60,9 @@ def source_digest(root: str | None = None) -> str:
 def installed_libraries() -> list[list] | None:
     """Where and which version of each of `LIBRARIES` is installed: `[folder on sys.path, metadata folder name (it
     holds the version, e.g. `trl-1.16.0.dist-info`), the modification time of its METADATA]` for every such folder on
-    `sys.path`, in order (a reinstall changes the time). None when one of them other than trl_won is an editable or
-    legacy development install, whose source can change without its version: no help is cached then.
+    `sys.path`, in order (a reinstall changes the time). None when one of them is an editable install, or has an
+    `.egg-info` (a legacy or development install), whose source can change without its version: no help is cached
+    then.
 
     This reads folder names rather than importing `importlib.metadata`, whose import (email parsing) alone costs
     about what all of `trl-won --help` does."""
@@ -74,7 +75,7 @@ def installed_libraries() -> list[list] | None:
         for name in sorted(names):
             if not name.endswith((".dist-info", ".egg-info")):
                 continue
-            library = name.rpartition(".")[0].split("-")[0].lower().replace(".", "_")  # trl_won-0.1.0.dist-info
+            library = name.rpartition(".")[0].split("-")[0].lower().replace(".", "_")  # trl-1.16.0.dist-info: trl
             if library not in LIBRARIES:
                 continue
             if name.endswith(".egg-info") or is_editable(os.path.join(folder, name)):
@@ -93,7 +94,7 @@ def is_editable(dist_info: str) -> bool:
     try:
         with open(os.path.join(dist_info, "direct_url.json"), encoding="utf-8") as f:
             return bool(json.load(f).get("dir_info", {}).get("editable"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, AttributeError):  # unreadable, not JSON, not a JSON object
         return False
 
 
