@@ -120,7 +120,7 @@ def training_args(work: Path, dry_run: bool, **overrides):
         max_steps=3,
         per_device_train_batch_size=4,
         learning_rate=1e-5,
-        gradient_checkpointing=not dry_run,
+        activation_checkpointing=not dry_run,
         bf16=not dry_run,
         use_cpu=dry_run,
         seed=0,

@@ -129,7 +129,7 @@ def common_args(output_dir: str, steps: int, completion_length: int) -> dict:
         save_strategy="no",
         logging_steps=1,
         disable_tqdm=True,
-        gradient_checkpointing=False,
+        activation_checkpointing=False,
         max_steps=steps,
         learning_rate=1e-6,
         seed=0,

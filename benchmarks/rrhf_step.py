@@ -170,7 +170,7 @@ def worker(args):
             learning_rate=1e-5,
             report_to="none",
             bf16=False,
-            gradient_checkpointing=False,
+            activation_checkpointing=False,
             disable_tqdm=True,
             max_length=None,
             logprob_chunk_size=args.logprob_chunk_size,

@@ -340,3 +340,138 @@ def test_label_command_writes_labels(tiny_paths, tmp_path):
     assert main(argv + ["--output_dir", str(output_dir), "--judge_template", "summarization"]) == 0
     rows = [json.loads(line) for line in (output_dir / "preferences.jsonl").read_text().splitlines()]
     assert len(rows) == 3 and all(0.0 <= row["soft_label"] <= 1.0 for row in rows)
+
+
+# A failed run leaves nothing behind in the user's directory (issue 17): the arguments and the dataset are checked
+# before anything is written, and `label` removes the store it created if the run fails before its first label.
+def never_answers(body, attempt, headers):
+    return Reply(body=chat_body("I cannot tell."))
+
+
+@pytest.mark.parametrize(
+    "argv, code",
+    [
+        (["label", "--judge_model_name_or_path", "{policy}", "--dataset_name", "{bad}"], 1),
+        (["label", "--judge_model_name_or_path", "{policy}", "--dataset_name", "{bad}", "--output_dir", "a/b"], 1),
+        (
+            ["label", "--judge_model_name_or_path", "judge", "--judge_base_url", "{url}", "--dataset_name", "{pairs}"],
+            1,
+        ),
+        (
+            ["label", "--judge_model_name_or_path", "judge", "--judge_base_url", "{url}", "--dataset_name", "{pairs}"]
+            + ["--output_dir", "runs/labels"],
+            1,
+        ),
+        (
+            ["label", "--judge_model_name_or_path", "{policy}", "--dataset_name", "{pairs}"]
+            + ["--judge_max_concurrency", "4"],
+            2,
+        ),
+        (["label", "--judge_model_name_or_path", "./no-judge", "--dataset_name", "{pairs}"], 2),
+        (["rrhf", "--model_name_or_path", "{policy}", "--dataset_name", "{bad}", "--report_to", "none"], 1),
+        (
+            ["west-of-n", "--policy_name_or_path", "{policy}", "--reward_model_name_or_path", "{reward_model}"]
+            + ["--dataset_name", "{bad}"],
+            1,
+        ),
+    ],
+)
+def test_a_failed_run_leaves_nothing_in_the_working_directory(tiny_paths, tmp_path, capsys, monkeypatch, argv, code):
+    data = tmp_path / "data"
+    data.mkdir()
+    bad = write_jsonl(data / "bad.jsonl", [{"question": "Q?", "completion_a": "a", "completion_b": "b"}])
+    pairs = write_jsonl(data / "pairs.jsonl", [{"prompt": "Q?", "completion_a": " a.", "completion_b": " b."}])
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    with JudgeServer(never_answers) as server:
+        names = {"policy": tiny_paths.policy, "reward_model": tiny_paths.reward_model, "url": server.base_url}
+        argv = [a.format(bad=bad, pairs=pairs, **names) for a in argv]
+        if code == 1:
+            failed_run(capsys, argv)
+        else:
+            usage_error(capsys, argv)
+    assert sorted(p.name for p in work.iterdir()) == []
+
+
+def test_a_failed_label_run_keeps_the_stores_labels_and_a_store_that_was_there(tiny_paths, data, tmp_path, capsys):
+    from trl_won.rlaif import LabelStore
+
+    # A store that existed before the run (even empty) is never removed.
+    existing = LabelStore(tmp_path / "existing" / "labels.sqlite")
+    existing.close()
+    with JudgeServer(never_answers) as server:
+        argv = ["label", "--judge_model_name_or_path", "judge", "--judge_base_url", server.base_url]
+        failed_run(capsys, argv + ["--dataset_name", data["pairs"], "--output_dir", str(tmp_path / "existing")])
+    assert existing.path.exists()
+    # A run that stored labels and then failed (every pair dropped by --min_confidence) keeps them.
+    argv = ["label", "--judge_model_name_or_path", tiny_paths.policy, "--dataset_name", data["pairs"]]
+    line = failed_run(capsys, argv + ["--min_confidence", "1.0", "--output_dir", str(tmp_path / "labeled")])
+    assert "0 labeled pairs produced" in line
+    rows = [json.loads(line) for line in Path(data["pairs"]).read_text().splitlines()]
+    pairs = sum(len(row["completions"]) * (len(row["completions"]) - 1) // 2 for row in rows)  # every pair of a row
+    assert LabelStore(tmp_path / "labeled" / "labels.sqlite").count() == pairs  # paid for, and kept
+
+
+# Every missing required argument is named in one error, not one per try (issue 17).
+def test_every_missing_required_argument_is_named_at_once(capsys, data):
+    line = usage_error(capsys, ["label"])
+    assert "2 required arguments are missing: (1) --judge_model_name_or_path is required: the judge" in line
+    assert "(2) Either `datasets` or `dataset_name` must be provided: --dataset_name" in line
+    line = usage_error(capsys, ["label", "--dataset_name", data["pairs"]])
+    assert "--judge_model_name_or_path is required" in line and "missing" not in line and "(1)" not in line
+    line = usage_error(capsys, ["label", "--judge_base_url", "http://127.0.0.1:9/v1"])
+    assert "(1) --judge_base_url needs --judge_model_name_or_path: the model name the server knows." in line
+    assert "(2) Either `datasets` or `dataset_name` must be provided" in line
+    line = usage_error(capsys, ["rrhf"])
+    assert "2 required arguments are missing: (1) --model_name_or_path is required" in line
+    assert "(2) Either `datasets` or `dataset_name` must be provided" in line
+    line = usage_error(capsys, ["west-of-n", "--train_student"])
+    assert "5 required arguments are missing: (1) --policy_name_or_path is required" in line
+    assert "(2) Either `datasets`" in line and "(3) A base preference model is required" in line
+    assert "(4) --human_dataset_name is required" in line and "(5) --model_name_or_path is required" in line
+    line = usage_error(
+        capsys, ["west-of-n", "--policy_name_or_path", "p", "--judge_base_url", "http://127.0.0.1:9/v1"]
+    )
+    assert "(2) A base preference model is required" in line and "(3) --judge_base_url needs" in line
+
+
+# TRL's mixture flags that label and west-of-n cannot honour are left out of their help and rejected by name.
+@pytest.mark.parametrize("command", ["label", "west-of-n"])
+def test_unsupported_mixture_flags_are_not_in_the_help_and_are_rejected(command, capsys):
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    out = capsys.readouterr().out
+    assert "--streaming" not in out and "--test_split_size" not in out and "--datasets" in out
+    line = usage_error(capsys, [command, "--streaming"])
+    assert f"--streaming is not supported by trl-won {command}: it reads the whole split into memory" in line
+    line = usage_error(capsys, [command, "--test_split_size", "0.1"])
+    assert f"--test_split_size is not supported by trl-won {command}: it uses one split" in line
+
+
+def test_rrhf_keeps_the_mixture_flags_it_supports(capsys):
+    with pytest.raises(SystemExit):
+        main(["rrhf", "--help"])
+    out = capsys.readouterr().out
+    assert "--streaming" in out and "--test_split_size" in out
+
+
+def test_a_commands_help_does_not_import_its_trainer():
+    """`trl-won <command> --help` builds the parser from the config dataclasses only: no trainer, generator, judge or
+    `datasets` (rrhf and west-of-n still import TRL's training arguments, hence transformers and torch)."""
+    code = (
+        "import sys\nfrom trl_won.cli.main import main\n"
+        "for command in ('label', 'demo'):\n"
+        "    try:\n        main([command, '--help'])\n    except SystemExit as exit:\n        assert exit.code == 0\n"
+        "light = [m for m in ('torch', 'transformers', 'datasets', 'peft') if m in sys.modules]\n"
+        "assert not light, light\n"
+        "for command in ('rrhf', 'west-of-n'):\n"
+        "    try:\n        main([command, '--help'])\n    except SystemExit as exit:\n        assert exit.code == 0\n"
+        "heavy = ('datasets', 'pandas', 'trl_won.rrhf.trainer', 'trl_won.west_of_n.generator', 'trl_won.generation',\n"
+        "         'trl_won.rlaif', 'trl.trainer.reward_trainer', 'trl.trainer.grpo_trainer', 'transformers.trainer')\n"
+        "loaded = [m for m in heavy if m in sys.modules]\n"
+        "assert not loaded, loaded\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]

@@ -195,7 +195,7 @@ def test_every_source_has_examples():
         "trl-won rrhf --help": 5,
         "trl-won west-of-n --help": 3,
         "trl-won label --help": 3,
-        "trl-won demo --help": 4,
+        "trl-won demo --help": 6,
         "examples/rlaif_label.py": 2,
         "examples/rrhf.py": 2,
         "examples/west_of_n.py": 1,

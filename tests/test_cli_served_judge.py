@@ -12,9 +12,6 @@ from rlaif_server import JudgeServer, Reply, chat_body, completion_body
 from trl_won.cli.main import main
 
 
-ROOT = Path(__file__).parents[1]
-
-
 @pytest.fixture(autouse=True)
 def no_key(monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
@@ -36,7 +33,7 @@ def test_label_exits_1_with_the_servers_message_when_the_model_is_unknown(tmp_pa
         command = [sys.executable, "-m", "trl_won", "label", "--judge_model_name_or_path", "nope"]
         command += ["--judge_base_url", server.base_url, "--dataset_name", str(pairs_file(tmp_path))]
         command += ["--output_dir", str(tmp_path / "out")]
-        result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300)
+        result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert result.returncode == 1
     assert "trl-won label: error:" in result.stderr and "The model `nope` does not exist." in result.stderr
     assert "Traceback" not in result.stderr

@@ -1,5 +1,7 @@
 """`trl-won demo --quick` end to end: every stage runs, every number is sane, report, figure and models are written."""
 
+import contextlib
+import io
 import json
 import math
 
@@ -12,14 +14,39 @@ from trl_won.demo.sizes import DemoSizes
 
 
 @pytest.fixture(scope="module")
-def quick_run(tmp_path_factory):
+def quick_run_and_output(tmp_path_factory):
     output_dir = tmp_path_factory.mktemp("demo")
     # Pairs left by an earlier run with other models: the demo must replace them, not resume from them.
     stale = output_dir / "west_of_n" / "west_of_n"
     stale.mkdir(parents=True)
     (stale / "manifest.json").write_text(json.dumps({"policy": "an older policy", "n": 99}))
-    assert main(["demo", "--quick", "--output_dir", str(output_dir)]) == 0
-    return json.loads((output_dir / "results.json").read_text()), output_dir
+    printed = io.StringIO()  # what the terminal shows: stdout and stderr (progress bars) together
+    with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):
+        assert main(["demo", "--quick", "--output_dir", str(output_dir)]) == 0
+    return json.loads((output_dir / "results.json").read_text()), output_dir, printed.getvalue()
+
+
+@pytest.fixture(scope="module")
+def quick_run(quick_run_and_output):
+    results, output_dir, _ = quick_run_and_output
+    return results, output_dir
+
+
+def test_quick_run_shows_one_line_per_stage_and_no_library_noise(quick_run_and_output):
+    """The terminal shows one progress bar per stage (only while it runs) and a summary line when it ends; not the
+    trainers' own bars and metric dicts, nor the bars of loading weights or tokenizing datasets."""
+    results, _, printed = quick_run_and_output
+    lines = [line for line in printed.replace("\r", "\n").splitlines() if line.startswith("[demo] ")]
+    stages = [name for name in results["timings_s"] if name != "total"]
+    assert [line.removeprefix("[demo] ").split(":")[0] for line in lines] == stages
+    accuracies = results["reward_model_accuracy"]
+    summary = next(line for line in lines if line.startswith("[demo] reward models"))
+    assert f"{HF50} {100 * accuracies[HF50]:.1f}%" in summary and f"{HF100} {100 * accuracies[HF100]:.1f}%" in summary
+    for noise in ("train_runtime", "Tokenizing", "Loading weights", "Writing model shards", "Sampling", "Scoring"):
+        assert noise not in printed, noise
+    # The bars that are shown are the stages' own (named after the stage).
+    bars = {line.split(":")[0].strip() for line in printed.replace("\r", "\n").splitlines() if "%|" in line}
+    assert bars <= set(stages)
 
 
 def test_quick_run_reports_every_measurement(quick_run):

@@ -246,14 +246,18 @@ def _length(prompts, completions, scale=1.0):
     return [scale * len(c) for c in completions]
 
 
-def test_reward_func_names_are_the_names_grpo_logs(tiny_paths, tokenizer):
+def test_reward_func_names_are_the_names_grpo_logs(tiny_paths, tokenizer, tmp_path):
     from trl import GRPOConfig, GRPOTrainer
 
     scorer = RewardModelScorer(AutoModelForSequenceClassification.from_pretrained(tiny_paths.reward_model), tokenizer)
     funcs = [_length, functools.partial(_length, scale=2.0), _Scorer(), scorer]
     assert [reward_func_name(f) for f in funcs] == ["_length", "_length", "_Scorer", scorer.name]
     args = GRPOConfig(
-        output_dir="unused", per_device_train_batch_size=2, num_generations=2, report_to=[], use_cpu=True
+        output_dir=str(tmp_path / "unused"),
+        per_device_train_batch_size=2,
+        num_generations=2,
+        report_to=[],
+        use_cpu=True,
     )
     dataset = Dataset.from_list([{"prompt": "a"}, {"prompt": "b"}])
     trainer = GRPOTrainer(

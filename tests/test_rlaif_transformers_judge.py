@@ -1,5 +1,6 @@
 import dataclasses
 import math
+import warnings
 
 import pytest
 import torch
@@ -50,6 +51,16 @@ def test_probabilities_equal_a_hand_computation_for_both_orders(policy, tokenize
     assert [j.probability for j in unshared] == pytest.approx([j.probability for j in judgements], abs=1e-6)
     # The call form gives the combined probabilities.
     assert judge(PROMPTS, A, B) == pytest.approx([j.probability for j in judgements], abs=1e-6)
+
+
+def test_the_shared_prefix_uses_the_current_cache_argument(policy, tokenizer):
+    """transformers 5.25 deprecated `past_key_values` for `cache`: sharing the prefix must not warn the user."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        judge = TransformersJudge(policy, tokenizer, batch_size=4)
+        judge.judge_pairs(PROMPTS, A, B)
+    assert judge.lm.last_shared_prefix_length > 16
+    assert not [w for w in caught if "past_key_values" in str(w.message)]
 
 
 def test_a_template_that_asks_for_the_worse_response_inverts_the_answer(policy, tokenizer):

@@ -5,9 +5,34 @@ submodule the first time it is used, so that `trl-won --help` answers at once.
 """
 
 import importlib
+import logging
 from typing import TYPE_CHECKING
 
 from .errors import TrlWonError, UsageError
+
+
+class _BitsandbytesKernelNotice(logging.Filter):
+    """Drops bitsandbytes' notice that it could not fetch its optional CPU 4-bit kernel from the Hub.
+
+    transformers imports PEFT, and PEFT imports bitsandbytes, as soon as `TrainingArguments` is imported, so every
+    config and command of this package imports bitsandbytes, 4-bit or not. On a CPU with AVX512-BF16, bitsandbytes then
+    tries to fetch `kernels-community/quantization-bitsandbytes` with the `kernels` package and, offline or without
+    `kernels`, prints "Failed to load CPU gemm_4bit_forward from kernels-community: ..." (and `kernels` may add
+    "Skipping publisher trust check for 'kernels-community/quantization-bitsandbytes' ..."). 4-bit layers on the CPU
+    then run on bitsandbytes' own kernel; nothing is broken. Only these two records, on the two loggers that emit them,
+    are dropped; every other message of both libraries is shown.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = str(record.msg)
+        return not (
+            message.startswith("Failed to load CPU gemm_4bit_forward from kernels-community")
+            or "kernels-community/quantization-bitsandbytes" in message
+        )
+
+
+for _name in ("bitsandbytes.backends.cpu.ops", "kernels._internals.hf_hub"):
+    logging.getLogger(_name).addFilter(_BitsandbytesKernelNotice())
 
 
 if TYPE_CHECKING:

@@ -203,6 +203,41 @@ def prepare_peft_model(model: PreTrainedModel, peft_config, args=None) -> PreTra
     return model
 
 
+def restore_adapter_dtypes(model, args) -> None:
+    """Undo TRL `RewardTrainer`'s cast of a 4/8-bit model's trainable weights to bfloat16 when training without bf16.
+
+    `RewardTrainer` casts every trainable weight of a quantized PEFT model (the LoRA matrices, and the `score` head
+    that `task_type="SEQ_CLS"` keeps trainable) to bfloat16, the QLoRA recipe, whatever `args.bf16` says. Under bf16
+    autocast that is right. Without it (`bf16=False`, the default on a CPU) the score head then meets activations in
+    the model's dtype (float32 unless `dtype` says otherwise) and the forward pass fails with "expected m1 and m2 to
+    have the same dtype". So without bf16 each trainable weight goes back to the dtype `get_peft_model` gave it: a
+    `modules_to_save` copy (the score head) the dtype of the module it copies, adapter weights float32 (PEFT's
+    `autocast_adapter_dtype`; PEFT's layers cast their input to the adapter's dtype). With bf16, or for a model that
+    is not quantized, nothing changes.
+
+    Args:
+        model ([`~peft.PeftModel`]):
+            The trainer's model, after `RewardTrainer.__init__`.
+        args ([`~transformers.TrainingArguments`]):
+            Read for `bf16`.
+    """
+    if args is None or getattr(args, "bf16", False) or not is_quantized(unwrap_peft(model)):
+        return
+    from peft.utils import ModulesToSaveWrapper
+
+    copy_dtypes = {}  # id of a trainable copy's parameter -> the dtype of the module it copies
+    for module in model.modules():
+        if isinstance(module, ModulesToSaveWrapper):
+            original = [p.dtype for p in module.original_module.parameters() if p.is_floating_point()]
+            for parameter in module.modules_to_save.parameters():
+                copy_dtypes[id(parameter)] = original[0] if original else torch.float32
+    for parameter in model.parameters():
+        if parameter.requires_grad and parameter.is_floating_point():
+            dtype = copy_dtypes.get(id(parameter), torch.float32)
+            if parameter.dtype != dtype:
+                parameter.data = parameter.data.to(dtype)
+
+
 def unwrap_peft(model):
     """The transformers model under a PEFT wrapper (the same object when there is no wrapper)."""
     return model.get_base_model() if is_peft_model(model) else model

@@ -1,9 +1,11 @@
-"""Small helpers used across the package: derived seeds, atomic file writes, running a coroutine from any thread."""
+"""Small helpers used across the package: derived seeds, atomic file writes, running a coroutine from any thread, and
+the activation-checkpointing default of the training configs."""
 
 import asyncio
 import os
 import tempfile
 import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -83,3 +85,33 @@ def run_coroutine(coroutine):
     except RuntimeError:
         return asyncio.run(coroutine)
     return asyncio.run_coroutine_threadsafe(coroutine, _event_loop_in_daemon()).result()
+
+
+@dataclass
+class CheckpointingOnByDefault:
+    """Mixin for a TRL training config, listed before it among the bases: activation checkpointing on by default, as
+    in TRL, set under transformers' current name, so that building the config warns about nothing the user did.
+
+    TRL 1.16's configs default `gradient_checkpointing=True`, the name transformers 5.23 deprecated in favour of
+    `activation_checkpointing`, so each of them prints transformers' deprecation warning when built with its
+    defaults. Here `gradient_checkpointing` is back to transformers' unset default (`None`), and when neither name is
+    given `activation_checkpointing` is set to `True`. A user's own `gradient_checkpointing=...` (or
+    `--gradient_checkpointing false`) still decides, with transformers' warning; given both names,
+    `activation_checkpointing` wins, as in transformers. After `__post_init__` both names hold the same value, which is
+    what the trainers read.
+    """
+
+    gradient_checkpointing: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Deprecated alias of `activation_checkpointing` (transformers). Checkpointing is on unless "
+            "`--activation_checkpointing false` turns it off.",
+            "nargs": "?",
+            "const": True,
+        },
+    )
+
+    def __post_init__(self):
+        if self.gradient_checkpointing is None and self.activation_checkpointing is None:
+            self.activation_checkpointing = True
+        super().__post_init__()

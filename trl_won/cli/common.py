@@ -23,8 +23,64 @@ NO_DATASET = (
 def require(value, flag: str, what: str):
     """`value`, or a [`UsageError`] saying that `flag` is required and what it is."""
     if value is None or value == "":
-        raise UsageError(f"{flag} is required: {what}.")
+        raise UsageError(required(flag, what))
     return value
+
+
+def required(flag: str, what: str) -> str:
+    """The message saying that `flag` is required and what it is."""
+    return f"{flag} is required: {what}."
+
+
+def check_required(*requirements: tuple[bool, str]) -> None:
+    """One [`UsageError`] naming every missing required argument at once: `requirements` are `(given, message)`
+    pairs, e.g. `(args.model is not None, required("--model_name_or_path", "the model to train"))`."""
+    missing = [message for given, message in requirements if not given]
+    if len(missing) == 1:
+        raise UsageError(missing[0])
+    if missing:
+        numbered = " ".join(f"({number}) {message}" for number, message in enumerate(missing, 1))
+        raise UsageError(f"{len(missing)} required arguments are missing: {numbered}")
+
+
+def has_dataset(dataset_name: str | None, mixture=None) -> bool:
+    """Whether a script was given a dataset: `--dataset_name` or a `datasets:` mixture."""
+    return bool(dataset_name) or (mixture is not None and bool(mixture.datasets))
+
+
+# TRL's `DatasetMixtureConfig` flags that `label` and `west-of-n` cannot honour (both read one split of a dataset held
+# in memory), with why: hidden from their help, and an error when given (on the command line or in --config).
+UNSUPPORTED_MIXTURE_FLAGS = {
+    "streaming": "it reads the whole split into memory (drop it; use --max_samples for a part)",
+    "test_split_size": "it uses one split, --dataset_train_split (drop it)",
+}
+
+
+def hide_unsupported_mixture_flags(parser) -> None:
+    """Leave [`UNSUPPORTED_MIXTURE_FLAGS`] out of `parser`'s help (they still parse, to be rejected by name)."""
+    import argparse
+
+    for action in parser._actions:
+        if action.dest in UNSUPPORTED_MIXTURE_FLAGS:
+            action.help = argparse.SUPPRESS
+
+
+def reject_unsupported_mixture_flags(mixture, command: str) -> None:
+    """A [`UsageError`] naming the first of [`UNSUPPORTED_MIXTURE_FLAGS`] given to `command`."""
+    if mixture is None:
+        return
+    reject(
+        "--streaming",
+        mixture.streaming,
+        False,
+        f"is not supported by {command}: {UNSUPPORTED_MIXTURE_FLAGS['streaming']}",
+    )
+    reject(
+        "--test_split_size",
+        mixture.test_split_size,
+        None,
+        f"is not supported by {command}: {UNSUPPORTED_MIXTURE_FLAGS['test_split_size']}",
+    )
 
 
 def check_model_path(value: str | None, flag: str) -> str | None:
@@ -85,6 +141,10 @@ def check_produced(count: int, what: str, why: str):
     """A run that produced nothing failed at its job: a [`NothingProducedError`] saying what and why."""
     if count == 0:
         raise NothingProducedError(f"0 {what} produced: {why}")
+
+
+JUDGE_MODEL = "the judge (a local causal LM, or a served model's name)"
+JUDGE_NAME_FOR_URL = "--judge_base_url needs --judge_model_name_or_path: the model name the server knows."
 
 
 @dataclass
@@ -159,6 +219,21 @@ class JudgeArguments:
     judge_load_in_8bit: bool = field(default=False, metadata={"help": "Local judge: load in 8-bit."})
 
 
+def add_checkpointing_off_flags(parser) -> None:
+    """`--no_activation_checkpointing`, and TRL's `--no_gradient_checkpointing` (its deprecated alias), on a parser of
+    a training config with [`~trl_won.utils.CheckpointingOnByDefault`]: the parser only makes `--no_*` flags for
+    fields that default to `True`, and these default to unset (which means on)."""
+    for name in ("activation_checkpointing", "gradient_checkpointing"):
+        parser.add_argument(
+            f"--no_{name}",
+            f"--no-{name.replace('_', '-')}",
+            action="store_false",
+            dest=name,
+            default=None,
+            help=f"Turn activation checkpointing off (the same as `--{name} false`).",
+        )
+
+
 def bnb_config(load_in_4bit: bool, load_in_8bit: bool, flag_prefix: str):
     """A bitsandbytes config for `--{prefix}_load_in_4bit`/`_8bit`, or `None`."""
     if load_in_4bit and load_in_8bit:
@@ -188,9 +263,9 @@ def make_judge(args: JudgeArguments, required: bool = True):
     }
     if args.judge_model_name_or_path is None:
         if args.judge_base_url is not None:
-            raise UsageError("--judge_base_url needs --judge_model_name_or_path: the model name the server knows.")
+            raise UsageError(JUDGE_NAME_FOR_URL)
         if required:
-            require(None, "--judge_model_name_or_path", "the judge (a local causal LM, or a served model's name)")
+            require(None, "--judge_model_name_or_path", JUDGE_MODEL)
         return None
     if args.judge_base_url is not None:
         for name, default in served_only.items():

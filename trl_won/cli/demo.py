@@ -138,6 +138,7 @@ def main(args: DemoArguments) -> dict:
     print()
     for name, path in pipeline.files.items():
         print(f"{name:>8}: {path}")
+    print("\nThe papers' trends over sweeps and seeds: trl-won demo --study west-of-n | rlaif | rrhf (docs/demo.md).")
     return results
 
 

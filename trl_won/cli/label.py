@@ -3,10 +3,12 @@
 The script behind `examples/rlaif_label.py`. Labels go to `{output_dir}/labels.sqlite` as they arrive, so a rerun after
 a crash or Ctrl-C asks the judge only for pairs not labeled yet; the labeled dataset goes to
 `{output_dir}/preferences.jsonl`. A run that labels nothing (a judge that never answered, every pair filtered out)
-exits 1.
+exits 1. The arguments and the dataset are checked before anything is written, and a run that fails before its first
+label is stored removes the store it created (a store that existed before, or holds labels, is never removed).
 """
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
@@ -17,7 +19,21 @@ from trl import DatasetMixtureConfig, TrlParser
 
 from ..dataset_loading import load_dataset_dict, select_split
 from ..errors import UsageError
-from .common import JudgeArguments, check_produced, dataset_source, load_script_dataset, make_judge, reject
+from .common import (
+    JUDGE_MODEL,
+    JUDGE_NAME_FOR_URL,
+    NO_DATASET,
+    JudgeArguments,
+    check_produced,
+    check_required,
+    dataset_source,
+    has_dataset,
+    hide_unsupported_mixture_flags,
+    load_script_dataset,
+    make_judge,
+    reject_unsupported_mixture_flags,
+    required,
+)
 
 
 EXAMPLES = """examples:
@@ -124,17 +140,23 @@ class LabelArguments:
 
 def main(args: LabelArguments, judge_args: JudgeArguments, dataset_args: DatasetMixtureConfig | None = None) -> dict:
     """Label the dataset, write `preferences.jsonl` and the label store to `output_dir`, return a summary."""
-    from ..rlaif import LabelStore, label_preferences, labeler_alignment, write_batch_requests
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    reject_unsupported_mixture_flags(dataset_args, "trl-won label")
+    check_required(
+        (
+            judge_args.judge_model_name_or_path is not None,
+            JUDGE_NAME_FOR_URL if judge_args.judge_base_url else required("--judge_model_name_or_path", JUDGE_MODEL),
+        ),
+        (has_dataset(args.dataset_name, dataset_args), NO_DATASET),
+    )
+    from ..rlaif.labeling import check_labeling_dataset  # the judges' package: imported once the arguments are checked
     from ..rlaif.openai_client import OPENAI_API
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    if dataset_args is not None:
-        reject("--streaming", dataset_args.streaming, False, "is not supported by trl-won label")
-        reject("--test_split_size", dataset_args.test_split_size, None, "is not supported by trl-won label")
     dataset = load_script_dataset(args.dataset_name, args.dataset_config, dataset_args)
     pairs = select_split(dataset, args.dataset_train_split, dataset_source(args.dataset_name, dataset_args))
     if args.max_samples is not None:
         pairs = pairs.select(range(min(args.max_samples, len(pairs))))
+    check_labeling_dataset(pairs)  # a missing column fails here, before a judge is loaded or a store created
     gold = None
     if args.alignment_dataset is not None:
         gold = select_split(
@@ -152,8 +174,13 @@ def main(args: LabelArguments, judge_args: JudgeArguments, dataset_args: Dataset
     except ValueError as error:  # a setting the judge refuses (e.g. OpenAI's API without a key)
         raise UsageError(str(error)) from None
     batch = _batch_settings(args, judge, offline)
-    os.makedirs(args.output_dir, exist_ok=True)
-    store = LabelStore(os.path.join(args.output_dir, "labels.sqlite"))
+    with _label_store(args.output_dir) as store:
+        return _label(args, pairs, judge, store, batch, gold)
+
+
+def _label(args: LabelArguments, pairs, judge, store, batch, gold) -> dict:
+    from ..rlaif import label_preferences, labeler_alignment, write_batch_requests
+
     if args.judge_batch_file is not None:
         written = write_batch_requests(pairs, judge, args.judge_batch_file, store=store)
         summary = {"request_lines": written, "request_file": args.judge_batch_file, "store": str(store.path)}
@@ -204,6 +231,48 @@ def main(args: LabelArguments, judge_args: JudgeArguments, dataset_args: Dataset
     return summary
 
 
+@contextlib.contextmanager
+def _label_store(output_dir: str):
+    """The [`LabelStore`] `{output_dir}/labels.sqlite`. If the run fails and the store is one this run created and
+    still holds nothing (no label, no batch request), the store and the folders created for it are removed: a failed
+    run leaves nothing behind. A store that existed before the run, or holds anything, is never touched."""
+    from ..rlaif import LabelStore
+
+    path = os.path.join(output_dir, "labels.sqlite")
+    created_folders = []
+    folder = os.path.abspath(output_dir)
+    while not os.path.exists(folder):
+        created_folders.append(folder)
+        folder = os.path.dirname(folder)
+    created_store = not os.path.exists(path)
+    store = LabelStore(path)
+    try:
+        yield store
+    except BaseException:
+        # Under a launcher another process may hold the same new store open: then nothing is removed.
+        if created_store and int(os.environ.get("WORLD_SIZE", "1")) == 1:
+            _remove_if_empty(store, created_folders)
+        raise
+
+
+def _remove_if_empty(store, created_folders: list[str]) -> None:
+    try:
+        empty = store.is_empty()
+    except Exception:  # a store that cannot be read is kept: never delete what might hold labels
+        return
+    if not empty:
+        return
+    store.close()
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        if os.path.exists(f"{store.path}{suffix}"):
+            os.remove(f"{store.path}{suffix}")
+    for folder in created_folders:  # deepest first; stops at a folder that holds something else
+        try:
+            os.rmdir(folder)
+        except OSError:
+            return
+
+
 # The address given to a served judge whose requests go to files only (never contacted).
 OFFLINE_URL = "http://localhost:8000/v1"
 
@@ -234,7 +303,7 @@ def _batch_settings(args: LabelArguments, judge, offline: bool):
 
 
 def make_parser(prog: str | None = None) -> TrlParser:
-    return TrlParser(
+    parser = TrlParser(
         (LabelArguments, JudgeArguments, DatasetMixtureConfig),
         prog=prog,
         description="Label preference pairs with an LLM judge (RLAIF) and write a TRL preference dataset with soft "
@@ -242,3 +311,5 @@ def make_parser(prog: str | None = None) -> TrlParser:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    hide_unsupported_mixture_flags(parser)
+    return parser

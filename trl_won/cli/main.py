@@ -10,6 +10,7 @@ file, a resume mismatch), with one line `trl-won <command>: error: ...` on stder
 """
 
 import importlib
+import os
 import sys
 
 
@@ -51,13 +52,44 @@ def run(name: str, argv: list[str], prog: str | None = None, defaults: dict | No
     """Parse `argv` for the command `name` and run it: 0 when done, 1 when it failed at its job (one line on stderr),
     2 (argparse's `SystemExit`) for a wrong or missing argument. `prog` and `defaults` let an example script reuse it.
     """
-    module = importlib.import_module(f"trl_won.cli.{COMMANDS[name][0]}")
     prog = prog or f"trl-won {name}"
+    if argv in (["-h"], ["--help"]) and not has_args_file():
+        print_help(name, prog, defaults)
+    parser = build_parser(name, prog, defaults)
+    return run_script(parser, importlib.import_module(f"trl_won.cli.{COMMANDS[name][0]}").main, argv)
+
+
+def build_parser(name: str, prog: str, defaults: dict | None = None):
+    """The `TrlParser` of the command `name` (this imports its config dataclasses: for rrhf and west-of-n, TRL's
+    training arguments, hence torch)."""
+    module = importlib.import_module(f"trl_won.cli.{COMMANDS[name][0]}")
     parser = module.make_parser(prog=prog)
     parser.usage = f"{prog} [--config file.yaml] [options]   (--help lists the options, with examples)"
     if defaults:
         parser.set_defaults(**defaults)
-    return run_script(parser, module.main, argv)
+    return parser
+
+
+def has_args_file() -> bool:
+    """Whether `HfArgumentParser` would read arguments from a `.args` file beside the script (`sys.argv[0]` with the
+    suffix `.args`) before the command line's: its arguments can change what `--help` does, so the parser answers."""
+    return bool(sys.argv and sys.argv[0]) and os.path.exists(os.path.splitext(sys.argv[0])[0] + ".args")
+
+
+def print_help(name: str, prog: str, defaults: dict | None = None) -> None:
+    """Print the help of the command `name` and exit 0, as argparse's `--help` does, from the help cache
+    (trl_won/cli/help_cache.py) when it holds this help, so that no config dataclass (and no torch) is imported.
+
+    Only `<command> --help` (or `-h`) alone is answered here: with other arguments (`--config`, which sets defaults,
+    or a value argparse would reject first), or a `.args` file (`has_args_file`), the parser answers as usual."""
+    from .help_cache import cached_help
+
+    text = cached_help(name, prog, defaults, lambda: build_parser(name, prog, defaults).format_help())
+    try:
+        sys.stdout.write(text)
+    except (AttributeError, OSError):  # no stdout, or a closed pipe: as argparse's print_help
+        pass
+    raise SystemExit(0)
 
 
 def run_script(parser, main_function, argv: list[str] | None = None) -> int:

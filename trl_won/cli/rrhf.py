@@ -4,12 +4,21 @@ import argparse
 import os
 from dataclasses import dataclass, field
 
-from trl import DatasetMixtureConfig, ModelConfig, ScriptArguments, TrlParser, get_peft_config, get_quantization_config
+from trl import DatasetMixtureConfig, ModelConfig, ScriptArguments, TrlParser
 
 from ..dataset_loading import select_split
 from ..errors import UsageError
-from ..rrhf import RRHFConfig, RRHFTrainer
-from .common import check_model_path, dataset_source, load_script_dataset, require
+from ..rrhf import RRHFConfig
+from .common import (
+    NO_DATASET,
+    add_checkpointing_off_flags,
+    check_model_path,
+    check_required,
+    dataset_source,
+    has_dataset,
+    load_script_dataset,
+    required,
+)
 
 
 EXAMPLES = """examples:
@@ -103,10 +112,21 @@ def main(
     training_args: RRHFConfig,
     model_args: ModelConfig,
     dataset_args: DatasetMixtureConfig | None = None,
-) -> RRHFTrainer:
-    """Train with RRHF as the command-line arguments say, save the model and return the trainer."""
-    model = require(model_args.model_name_or_path, "--model_name_or_path", "the causal LM to train (path or hub id)")
-    model = check_model_path(model, "--model_name_or_path")
+):
+    """Train with RRHF as the command-line arguments say, save the model and return the trainer (an
+    [`RRHFTrainer`])."""
+    check_required(
+        (
+            bool(model_args.model_name_or_path),
+            required("--model_name_or_path", "the causal LM to train (path or hub id)"),
+        ),
+        (has_dataset(script_args.dataset_name, dataset_args), NO_DATASET),
+    )
+    from trl import get_peft_config, get_quantization_config
+
+    from ..rrhf import RRHFTrainer
+
+    model = check_model_path(model_args.model_name_or_path, "--model_name_or_path")
     reward_model = check_model_path(script_args.reward_model_name_or_path, "--reward_model_name_or_path")
     training_args.model_init_kwargs = {
         "revision": model_args.model_revision,
@@ -158,4 +178,5 @@ def make_parser(prog: str | None = None) -> TrlParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.set_defaults(output_dir="rrhf-output")
+    add_checkpointing_off_flags(parser)
     return parser

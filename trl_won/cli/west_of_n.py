@@ -3,21 +3,28 @@
 import argparse
 from dataclasses import dataclass, field, fields
 
-from trl import DatasetMixtureConfig, ModelConfig, RewardConfig, TrlParser, get_peft_config, get_quantization_config
+from trl import DatasetMixtureConfig, ModelConfig, TrlParser
 
 from ..dataset_loading import load_dataset_dict, select_split
 from ..errors import UsageError
-from ..west_of_n import WestOfNConfig
+from ..west_of_n.config import StudentRewardConfig, WestOfNConfig
 from .common import (
+    JUDGE_NAME_FOR_URL,
+    NO_DATASET,
     JudgeArguments,
+    add_checkpointing_off_flags,
     bnb_config,
     check_model_path,
     check_produced,
+    check_required,
     dataset_source,
+    has_dataset,
+    hide_unsupported_mixture_flags,
     load_script_dataset,
     make_judge,
     reject,
-    require,
+    reject_unsupported_mixture_flags,
+    required,
 )
 
 
@@ -102,9 +109,7 @@ def load_prompts(script_args: WestOfNScriptArguments, dataset_args: DatasetMixtu
 
     from ..data_utils import row_error
 
-    if dataset_args is not None:
-        reject("--streaming", dataset_args.streaming, False, "is not supported by trl-won west-of-n")
-        reject("--test_split_size", dataset_args.test_split_size, None, "is not supported by trl-won west-of-n")
+    reject_unsupported_mixture_flags(dataset_args, "trl-won west-of-n")
     dataset = load_script_dataset(script_args.dataset_name, script_args.dataset_config, dataset_args)
     source = dataset_source(script_args.dataset_name, dataset_args)
     prompts = select_split(dataset, script_args.dataset_train_split, source)
@@ -132,34 +137,52 @@ def base_preference_model(script_args: WestOfNScriptArguments, judge_args: Judge
     if judge is not None:
         return {"judge": judge}
     if reward_model is None:
-        raise UsageError(
-            "A base preference model is required: --reward_model_name_or_path (a sequence-classification reward "
-            "model) or --judge_model_name_or_path (an LLM judge)."
-        )
+        raise UsageError(NO_BASE_MODEL)
     return {"reward_model": reward_model}
+
+
+NO_BASE_MODEL = (
+    "A base preference model is required: --reward_model_name_or_path (a sequence-classification reward model) or "
+    "--judge_model_name_or_path (an LLM judge)."
+)
 
 
 def main(
     script_args: WestOfNScriptArguments,
     judge_args: JudgeArguments,
     won_args: WestOfNConfig,
-    reward_args: RewardConfig,
+    reward_args: StudentRewardConfig,
     model_args: ModelConfig,
     dataset_args: DatasetMixtureConfig | None = None,
 ):
     """Generate the pairs (resumably, in `won_args.pairs_dir`), then optionally train the student."""
-    from trl import RewardTrainer
+    reject_unsupported_mixture_flags(dataset_args, "trl-won west-of-n")
+    student_flag = script_args.train_student
+    judge = judge_args.judge_model_name_or_path
+    check_required(  # every missing input named at once, before anything is loaded
+        (bool(script_args.policy_name_or_path), required("--policy_name_or_path", "the causal LM to sample from")),
+        (has_dataset(script_args.dataset_name, dataset_args), NO_DATASET),
+        (judge is not None or script_args.reward_model_name_or_path is not None, NO_BASE_MODEL),
+        (judge is not None or judge_args.judge_base_url is None, JUDGE_NAME_FOR_URL),
+        (
+            not student_flag or bool(script_args.human_dataset_name),
+            required("--human_dataset_name", "--train_student mixes these labeled pairs"),
+        ),
+        (
+            not student_flag or bool(model_args.model_name_or_path),
+            required("--model_name_or_path", "the student reward model to train"),
+        ),
+    )
+    from trl import RewardTrainer, get_peft_config, get_quantization_config
     from trl.data_utils import maybe_extract_prompt
 
+    from ..models import restore_adapter_dtypes
     from ..west_of_n import WestOfNGenerator, mix_preference_datasets
 
-    policy = require(script_args.policy_name_or_path, "--policy_name_or_path", "the causal LM to sample from")
-    policy = check_model_path(policy, "--policy_name_or_path")
+    policy = check_model_path(script_args.policy_name_or_path, "--policy_name_or_path")
     human = student = None
     if script_args.train_student:  # check everything the student needs before spending time on generation
-        require(script_args.human_dataset_name, "--human_dataset_name", "--train_student mixes these labeled pairs")
-        student = require(model_args.model_name_or_path, "--model_name_or_path", "the student reward model to train")
-        student = check_model_path(student, "--model_name_or_path")
+        student = check_model_path(model_args.model_name_or_path, "--model_name_or_path")
         human = load_dataset_dict(script_args.human_dataset_name, script_args.dataset_config)
         select_split(
             human, script_args.dataset_train_split, f"--human_dataset_name {script_args.human_dataset_name!r}"
@@ -201,6 +224,9 @@ def main(
         quantization_config=get_quantization_config(model_args),
         peft_config=get_peft_config(model_args),
     )
+    # RewardTrainer casts a 4-bit student's LoRA and score weights to bfloat16 even without bf16 (the CPU default),
+    # where the float32 activations then meet a bfloat16 score head: back to the dtypes PEFT gave them.
+    restore_adapter_dtypes(trainer.model, reward_args)
     trainer.train()
     if script_args.dataset_test_split in human:
         test = human[script_args.dataset_test_split].map(maybe_extract_prompt)
@@ -214,7 +240,14 @@ def make_parser(prog: str | None = None) -> TrlParser:
     import torch
 
     parser = TrlParser(
-        (WestOfNScriptArguments, JudgeArguments, WestOfNConfig, RewardConfig, ModelConfig, DatasetMixtureConfig),
+        (
+            WestOfNScriptArguments,
+            JudgeArguments,
+            WestOfNConfig,
+            StudentRewardConfig,
+            ModelConfig,
+            DatasetMixtureConfig,
+        ),
         prog=prog,
         description="Generate West-of-N preference pairs (best and worst of N policy samples, as ranked by a base "
         "preference model), resumably, and optionally train the student reward model on human pairs mixed 1:1 with "
@@ -222,8 +255,10 @@ def make_parser(prog: str | None = None) -> TrlParser:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    hide_unsupported_mixture_flags(parser)
     defaults = {"output_dir": "west-of-n-student", "save_strategy": "no"}
     if not torch.cuda.is_available():
         defaults.update(bf16=False)  # TRL's RewardConfig defaults to bf16, which needs a GPU
     parser.set_defaults(**defaults)
+    add_checkpointing_off_flags(parser)
     return parser

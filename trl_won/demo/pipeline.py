@@ -17,7 +17,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, PrinterCallback
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+from transformers.utils import logging as transformers_logging
 
 from ..data_utils import as_completion
 from ..generation import Sample, SamplingParams, sample_completions
@@ -55,19 +56,53 @@ RM_COMPARISONS = (
 
 
 class Stopwatch:
-    """Wall-clock seconds per named stage."""
+    """Wall-clock seconds per named stage; with `show_progress`, one progress bar per stage (the training steps of
+    its trainers, which all advance `bar`) and a one-line summary when it ends (set by the stage with [`summary`]).
+    Libraries' own bars (loading and writing weights, tokenizing datasets) are off during a stage."""
 
-    def __init__(self, log=print):
+    def __init__(self, show_progress: bool = True):
         self.seconds: dict[str, float] = {}
-        self.log = log
+        self.show_progress = show_progress
+        self.bar = None  # the running stage's bar
+        self._summary = ""
+
+    def summary(self, text: str) -> None:
+        """What the running stage found, printed after its time."""
+        self._summary = text
 
     @contextmanager
     def stage(self, name: str):
-        self.log(f"[demo] {name} ...")
+        from tqdm.auto import tqdm
+
+        self._summary = ""
+        # Shown after a second: stages without training steps finish before that, silently.
+        self.bar = tqdm(total=0, desc=name, unit="step", leave=False, delay=1.0, disable=not self.show_progress)
         start = time.perf_counter()
-        yield
+        try:
+            with _library_progress_bars_off():
+                yield
+        finally:
+            self.bar.close()
+            self.bar = None
         self.seconds[name] = round(time.perf_counter() - start, 2)
-        self.log(f"[demo] {name}: {self.seconds[name]:.1f} s")
+        if self.show_progress:
+            print(f"[demo] {name}: {self.seconds[name]:.1f} s" + (f"  {self._summary}" if self._summary else ""))
+
+
+@contextmanager
+def _library_progress_bars_off():
+    import datasets
+
+    datasets_on, transformers_on = datasets.is_progress_bar_enabled(), transformers_logging.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if datasets_on:
+            datasets.enable_progress_bars()
+        if transformers_on:
+            transformers_logging.enable_progress_bar()
 
 
 def _rows(pairs: list[LabeledPair]) -> tuple[list, list, list]:
@@ -82,6 +117,10 @@ def _oracle_gaps(pairs) -> list[float]:
     """Oracle reward of `chosen` minus that of `rejected`, for each row of a preference dataset."""
     rows = zip(pairs["prompt"], pairs["chosen"], pairs["rejected"], strict=True)
     return [oracle_reward(p, c) - oracle_reward(p, r) for p, c, r in rows]
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
 
 
 def _agreement(gaps: list[float]) -> float:
@@ -117,6 +156,18 @@ def judge_metrics(judgements: list[PairwiseJudgement], a_better: list[bool]) -> 
     }
 
 
+def pair_details(pairs) -> dict:
+    """Number of generated pairs, the share the oracle agrees with (ties left out), the share of oracle ties and the
+    mean oracle gap (chosen minus rejected)."""
+    gaps = _oracle_gaps(pairs)
+    return {
+        "pairs": len(gaps),
+        "pair_accuracy": _agreement(gaps),
+        "oracle_ties": sum(g == 0 for g in gaps) / max(1, len(gaps)),
+        "mean_oracle_gap": mean_and_stderr(gaps)[0] if gaps else 0.0,
+    }
+
+
 class DemoPipeline:
     """One demo run. Call [`run`] for everything, or the stage methods in the order `run` calls them.
 
@@ -144,7 +195,9 @@ class DemoPipeline:
         self.reward_model_source = reward_model
         self.judge_source = judge
         self.show_progress = show_progress
-        self.timer = Stopwatch(log=print if show_progress else (lambda *_: None))
+        self.timer = Stopwatch(show_progress)
+        # The bars of sampling, scoring and judging inside a stage: only for real models, where they take a while.
+        self.inner_progress = show_progress and any(m is not None for m in (policy, reward_model, judge))
         self.results: dict = {"sizes": asdict(sizes)}
         self.sampling = SamplingParams(temperature=sizes.temperature, max_new_tokens=sizes.max_new_tokens)
         self.reward_models: dict[str, RewardModelScorer] = {}
@@ -164,7 +217,7 @@ class DemoPipeline:
             learning_rate=learning_rate,
             batch_size=batch_size,
             seed=self.sizes.seed,
-            show_progress=self.show_progress,
+            progress=self.timer.bar,
         )
 
     def _sample_raw(self, model, prompts, n: int, draw: Draw) -> list[list[Sample]]:
@@ -176,7 +229,7 @@ class DemoPipeline:
             self.sampling,
             batch_size=256,
             seed=draw_seed(self.sizes, draw),
-            show_progress=self.show_progress,
+            show_progress=self.inner_progress,
         )
 
     def _sample(self, model, tasks, n: int, draw: Draw) -> tuple[list, list[list[str]]]:
@@ -197,6 +250,14 @@ class DemoPipeline:
         self.results.setdefault("policy_oracle_reward", {})[name] = mean
         self.results.setdefault("policy_oracle_reward_stderr", {})[name] = stderr
 
+    def _accuracies(self, *names: str) -> str:
+        accuracies = self.results["reward_model_accuracy"]
+        return ", ".join(f"{name} {_pct(accuracies[name])}" for name in names)
+
+    def _rewards(self, *names: str) -> str:
+        rewards = self.results["policy_oracle_reward"]
+        return ", ".join(f"{name} {rewards[name]:.2f}" for name in names if name in rewards)
+
     # -- world and models ---------------------------------------------------------------------------------------
 
     def build_world(self) -> WorldData:
@@ -204,6 +265,8 @@ class DemoPipeline:
             self.world = build_world_data(self.sizes)
             demo_rewards = [oracle_reward(t.prompt, d) for t, d in zip(self.world.sft_tasks, self.world.sft_demos)]
             self.results["world"] = {"mean_demonstration_reward": mean_and_stderr(demo_rewards)[0]}
+            mean_reward = self.results["world"]["mean_demonstration_reward"]
+            self.timer.summary(f"{len(demo_rewards)} demonstrations, mean oracle reward {mean_reward:.2f}")
         return self.world
 
     def build_tokenizer(self):
@@ -275,6 +338,11 @@ class DemoPipeline:
                 human_label_accuracy=sum(graded) / max(1, len(graded)),
                 eval_pairs=len(self.eval_pairs),
             )
+            world = self.results["world"]
+            self.timer.summary(
+                f"{world['human_pairs']} human pairs ({_pct(world['human_label_accuracy'])} agree with the oracle), "
+                f"{world['eval_pairs']} held-out pairs"
+            )
 
     def train_judge(self):
         """The judge: the SFT policy trained to answer "1"/"2" after the RLAIF prompt, read by `TransformersJudge`."""
@@ -282,7 +350,7 @@ class DemoPipeline:
             if self.judge_source is not None:
                 tokenizer = AutoTokenizer.from_pretrained(self.judge_source)
                 chat = bool(getattr(tokenizer, "chat_template", None))
-                self.judge = build_judge(self.judge_source, tokenizer, self.judge_source, chat, self.show_progress)
+                self.judge = build_judge(self.judge_source, tokenizer, self.judge_source, chat, self.inner_progress)
                 return self.judge
             self.judge = self.train_tiny_judge(self.policy_path, "judge")
         return self.judge
@@ -303,7 +371,7 @@ class DemoPipeline:
         model.save_pretrained(judge_path)
         self.tokenizer.save_pretrained(judge_path)
         # The label store tells judges apart by name and a digest of their weights.
-        return build_judge(model, self.tokenizer, judge_path, show_progress=self.show_progress)
+        return build_judge(model, self.tokenizer, judge_path, show_progress=self.inner_progress)
 
     # -- reward models ------------------------------------------------------------------------------------------
 
@@ -311,7 +379,12 @@ class DemoPipeline:
         source = self.reward_model_source or self.policy_path
         tokenizer = AutoTokenizer.from_pretrained(source)
         torch.manual_seed(self.sizes.seed)  # the new score head
-        model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=1)
+        verbosity = transformers_logging.get_verbosity()
+        transformers_logging.set_verbosity_error()  # not the load report of the new score head, which is by design
+        try:
+            model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=1)
+        finally:
+            transformers_logging.set_verbosity(verbosity)
         settings = self._settings(f"rm_{len(self.reward_models)}", self.sizes.rm_epochs, self.sizes.rm_learning_rate)
         model = train_reward_model(model, tokenizer, prompts, chosen, rejected, settings, soft_labels=soft_labels)
         scorer = RewardModelScorer(model, tokenizer, batch_size=256)
@@ -332,10 +405,11 @@ class DemoPipeline:
                 self._train_rm(HF50, *_rows(self.hf50_pairs))
             if HF100 in names:
                 self._train_rm(HF100, *_rows(self.human_pairs))
+            self.timer.summary(f"held-out accuracy {self._accuracies(*(n for n in (HF50, HF100) if n in names))}")
 
-    def _west_of_n_pairs(self, strategy: str, n: int):
-        """`WestOfNGenerator` pairs for the West-of-N prompts, labeled by the HF50% reward model."""
-        base = self.reward_models[HF50]
+    def _west_of_n_pairs(self, strategy: str, n: int, tasks=None, pairs_dir: str | None = None, reward_funcs=None):
+        """`WestOfNGenerator` pairs for the West-of-N prompts (or `tasks`), labeled by the HF50% reward model (or by
+        `reward_funcs`, e.g. the oracle), kept in `pairs_dir` (default `west_of_n/<strategy>`)."""
         args = WestOfNConfig(
             n=n,
             strategy=strategy,
@@ -344,17 +418,16 @@ class DemoPipeline:
             sampling_seed=draw_seed(self.sizes, Draw.WEST_OF_N),
             generation_batch_size=256,
             scoring_batch_size=256,
-            pairs_dir=str(self.output_dir / "west_of_n" / strategy),
-            show_progress=self.show_progress,
+            pairs_dir=pairs_dir or str(self.output_dir / "west_of_n" / strategy),
+            show_progress=self.inner_progress,
         )
-        generator = WestOfNGenerator(
-            self.policy,
-            args,
-            reward_model=base.model,
-            processing_class=self.policy_tokenizer,
-            reward_processing_class=base.tokenizer,
-        )
-        prompts = [as_prompt(t) for t in self.world.won_tasks]
+        if reward_funcs is None:
+            base = self.reward_models[HF50]
+            labeler = {"reward_model": base.model, "reward_processing_class": base.tokenizer}
+        else:
+            labeler = {"reward_funcs": reward_funcs}
+        generator = WestOfNGenerator(self.policy, args, processing_class=self.policy_tokenizer, **labeler)
+        prompts = [as_prompt(t) for t in (self.world.won_tasks if tasks is None else tasks)]
         try:
             return generator.generate(prompts)  # resumes when an identical earlier run left its results
         except ResumeMismatchError:
@@ -362,16 +435,24 @@ class DemoPipeline:
             shutil.rmtree(args.pairs_dir)
             return generator.generate(prompts)
 
+    def _hf50_dataset(self):
+        from datasets import Dataset
+
+        return Dataset.from_dict(dict(zip(("prompt", "chosen", "rejected"), _rows(self.hf50_pairs), strict=True)))
+
+    def _train_student(self, name: str, pairs, ratio: float | None = None) -> RewardModelScorer:
+        """A student reward model on HF50% mixed with generated `pairs` (`ratio`: generated pairs per HF50% pair, as
+        `mix_preference_datasets` takes it; `None`: all of them)."""
+        mixed = mix_preference_datasets(self._hf50_dataset(), pairs, ratio=ratio, seed=self.sizes.seed)
+        return self._train_rm(name, mixed["prompt"], mixed["chosen"], mixed["rejected"])
+
     def west_of_n(self):
         """HF50% + West-of-N pairs, and the paper's controls (naive self-training, best/random pairs).
 
         Every strategy labels samples of the same prompts with the same seed, so West-of-N and (best, random) pick
         from the very same responses. The number of West-of-N prompts equals HF50%'s size: the paper's 1:1 mix.
         """
-        from datasets import Dataset
-
         details = self.results.setdefault("west_of_n", {})
-        hf50 = Dataset.from_dict(dict(zip(("prompt", "chosen", "rejected"), _rows(self.hf50_pairs), strict=True)))
         strategies = (
             (WEST_OF_N, "west_of_n", self.sizes.won_n),
             (NAIVE, "naive", 2),
@@ -380,15 +461,12 @@ class DemoPipeline:
         for name, strategy, n in strategies:
             with self.timer.stage(name):
                 pairs = self._west_of_n_pairs(strategy, n)
-                gaps = _oracle_gaps(pairs)
-                details[name] = {
-                    "pairs": len(gaps),
-                    "pair_accuracy": _agreement(gaps),
-                    "oracle_ties": sum(g == 0 for g in gaps) / max(1, len(gaps)),
-                    "mean_oracle_gap": mean_and_stderr(gaps)[0] if gaps else 0.0,
-                }
-                mixed = mix_preference_datasets(hf50, pairs, ratio=None, seed=self.sizes.seed)
-                self._train_rm(name, mixed["prompt"], mixed["chosen"], mixed["rejected"])
+                details[name] = pair_details(pairs)
+                self._train_student(name, pairs)
+                self.timer.summary(
+                    f"{details[name]['pairs']} pairs ({_pct(details[name]['pair_accuracy'])} agree with the oracle); "
+                    f"held-out accuracy {self._accuracies(name)}"
+                )
 
     # -- policies -----------------------------------------------------------------------------------------------
 
@@ -403,6 +481,8 @@ class DemoPipeline:
                 picks = [max(range(n), key=lambda j, i=i: scores[i * n + j]) for i in range(len(prompts))]
                 self._record_policy(f"Best-of-{n} ({name})", [oracle[i][j] for i, j in enumerate(picks)])
             self._record_policy(f"Best-of-{n} ({ORACLE})", [max(group) for group in oracle])
+            shown = self._rewards(SFT, f"Best-of-{n} ({HF100})", f"Best-of-{n} ({ORACLE})")
+            self.timer.summary(f"mean oracle reward {shown}")
 
     def rrhf_candidates(self) -> tuple[list, list[list[Sample]]]:
         """The RRHF prompts and the SFT policy's `rrhf_k` samples of each (drawn once, then kept)."""
@@ -462,7 +542,7 @@ class DemoPipeline:
             )
             if reward_weights is not None:
                 kwargs["reward_weights"] = reward_weights
-        args = RRHFConfig(**kwargs, gradient_checkpointing=False, max_length=None)
+        args = RRHFConfig(**kwargs, activation_checkpointing=False, max_length=None)
         trainer = RRHFTrainer(
             model=AutoModelForCausalLM.from_pretrained(self.policy_path),
             args=args,
@@ -470,9 +550,7 @@ class DemoPipeline:
             processing_class=self.policy_tokenizer,
             reward_funcs=reward,
         )
-        if num_generations:
-            trainer.remove_callback(PrinterCallback)
-        trainer.train()
+        settings.quiet(trainer).train()
         trainer.model.eval()
         return trainer
 
@@ -493,6 +571,7 @@ class DemoPipeline:
                 # One output directory per reward (see `train_rrhf`).
                 trainer = self.train_rrhf(rows, self.rrhf_reward(name), f"rrhf_{i}")
                 self.evaluate_policy(f"RRHF ({name})", trainer.model)
+                self.timer.summary(f"mean oracle reward {self._rewards(SFT, f'RRHF ({name})')}")
 
     def rrhf_on_policy(self, reward_model: str = HF100):
         """On-policy RRHF with the reward model `reward_model` (or `ORACLE`, the true reward): a prompt-only dataset
@@ -518,6 +597,7 @@ class DemoPipeline:
                 "reward_model_score_last_step": logged[-1] if logged else None,
             }
             self.evaluate_policy(name, trainer.model)
+            self.timer.summary(f"mean oracle reward {self._rewards(SFT, name)}")
 
     # -- RLAIF --------------------------------------------------------------------------------------------------
 
@@ -534,12 +614,20 @@ class DemoPipeline:
         """The judge against the oracle (one order, both orders averaged), then a reward model on its soft labels."""
         with self.timer.stage("RLAIF judge"):
             self.results["judge"] = judge_metrics(*self.judge_held_out_pairs(self.judge))
+            self.timer.summary(
+                f"alignment with the oracle {_pct(self.results['judge']['alignment_one_order'])} (one order), "
+                f"{_pct(self.results['judge']['alignment_order_averaged'])} (both orders averaged)"
+            )
         with self.timer.stage("RM on judge labels"):
             # The judge labels the pairs the humans labeled (HF100%); the store keeps its labels across runs.
             labeled = self.judge_labels(self.judge, self.output_dir / "judge_labels.sqlite")
             self.results["judge"]["label_accuracy"] = _agreement(_oracle_gaps(labeled))
             self._train_rm(
                 JUDGE_LABELS, labeled["prompt"], labeled["chosen"], labeled["rejected"], labeled["soft_label"]
+            )
+            self.timer.summary(
+                f"{len(labeled)} labels ({_pct(self.results['judge']['label_accuracy'])} agree with the oracle); "
+                f"held-out accuracy {self._accuracies(JUDGE_LABELS)}"
             )
 
     def judge_labels(self, judge, store_path: Path):

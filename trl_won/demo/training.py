@@ -7,9 +7,11 @@ path (with `peft_config` on a GPU) goes through the same code.
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from datasets import Dataset
+from transformers import PrinterCallback, TrainerCallback
 from trl.trainer.utils import pad
 
 
@@ -23,7 +25,8 @@ class TrainSettings:
         learning_rate (`float`): Peak learning rate (cosine decay after a 5% warmup).
         batch_size (`int`, *optional*, defaults to `32`): Examples (pairs, for reward models) per step.
         seed (`int`, *optional*, defaults to `0`): Trainer seed (initialization of new heads, data order).
-        show_progress (`bool`, *optional*, defaults to `False`): Show the trainer's progress bar.
+        progress (`tqdm`, *optional*): A progress bar the training steps advance (the demo's bar of the running
+            stage, shared by every trainer of the stage); `None`: quiet. Trainers never print their own bars or logs.
     """
 
     output_dir: str
@@ -31,7 +34,14 @@ class TrainSettings:
     learning_rate: float
     batch_size: int = 32
     seed: int = 0
-    show_progress: bool = False
+    progress: Any = None
+
+    def quiet(self, trainer):
+        """Make a trainer built with [`trainer_kwargs`] advance `progress` instead of printing its logs."""
+        trainer.remove_callback(PrinterCallback)
+        if self.progress is not None:
+            trainer.add_callback(StepProgress(self.progress))
+        return trainer
 
     def trainer_kwargs(self) -> dict:
         return dict(
@@ -46,10 +56,25 @@ class TrainSettings:
             report_to="none",
             save_strategy="no",
             logging_strategy="no",
-            disable_tqdm=not self.show_progress,
+            disable_tqdm=True,
             use_cpu=not torch.cuda.is_available(),
             bf16=False,
         )
+
+
+class StepProgress(TrainerCallback):
+    """Advances a progress bar (shared by several trainers) by each optimizer step, its total growing by each
+    trainer's steps when it starts."""
+
+    def __init__(self, bar):
+        self.bar = bar
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.bar.total = (self.bar.total or 0) + state.max_steps
+        self.bar.refresh()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.bar.update(1)
 
 
 def train_sft(model, tokenizer, prompts: Sequence, completions: Sequence, settings: TrainSettings, peft_config=None):
@@ -61,11 +86,13 @@ def train_sft(model, tokenizer, prompts: Sequence, completions: Sequence, settin
     from trl import SFTConfig, SFTTrainer
 
     dataset = Dataset.from_dict({"prompt": list(prompts), "completion": list(completions)})
-    args = SFTConfig(**settings.trainer_kwargs(), max_length=None, dataset_num_proc=None)
+    args = SFTConfig(
+        **settings.trainer_kwargs(), max_length=None, dataset_num_proc=None, activation_checkpointing=True
+    )
     trainer = SFTTrainer(
         model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config
     )
-    trainer.train()
+    settings.quiet(trainer).train()
     return trainer.model.eval()
 
 
@@ -93,7 +120,7 @@ def train_reward_model(
     if soft_labels is not None:
         columns["soft_label"] = list(soft_labels)
         config_class, trainer_class = RLAIFRewardConfig, RLAIFRewardTrainer
-    args = config_class(**settings.trainer_kwargs(), max_length=None)
+    args = config_class(**settings.trainer_kwargs(), max_length=None, activation_checkpointing=True)
     if getattr(model, "config", None) is not None and model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     trainer = trainer_class(
@@ -103,7 +130,7 @@ def train_reward_model(
         processing_class=tokenizer,
         peft_config=peft_config,
     )
-    trainer.train()
+    settings.quiet(trainer).train()
     return trainer.model.eval()
 
 
@@ -162,7 +189,10 @@ def train_judge_lm(
     starts = list(range(0, len(encoded), 2))
     model.train()
     step = 0
-    progress = _progress(total_steps, "Judge training", settings.show_progress)
+    progress = settings.progress
+    if progress is not None:
+        progress.total = (progress.total or 0) + total_steps
+        progress.refresh()
     while step < total_steps:
         rng.shuffle(starts)
         order = [i for s in starts for i in (s, s + 1) if i < len(encoded)]
@@ -188,13 +218,6 @@ def train_judge_lm(
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
-            progress.update(1)
-            progress.set_postfix(loss=f"{loss.item():.3f}")
-    progress.close()
+            if progress is not None:
+                progress.update(1)
     return model.eval()
-
-
-def _progress(total: int, desc: str, enabled: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, disable=not enabled)

@@ -165,7 +165,7 @@ class JudgeLM:
     def _forward_kwargs(self, model) -> set[str]:
         # Models that do not take these (older or custom architectures) get the plain call and full logits.
         parameters = inspect.signature(unwrap_peft(model).forward).parameters
-        return {"position_ids", "logits_to_keep"} & set(parameters)
+        return {"position_ids", "logits_to_keep", "cache"} & set(parameters)
 
     def next_token_logprobs(
         self,
@@ -230,7 +230,9 @@ class JudgeLM:
             return None
         ids = torch.as_tensor([first[:length]], dtype=torch.long, device=device)
         kwargs = {"logits_to_keep": 1} if "logits_to_keep" in accepted else {}
-        cache = model(input_ids=ids, use_cache=True, **kwargs).past_key_values
+        output = model(input_ids=ids, use_cache=True, **kwargs)
+        # transformers >= 5.25 calls the cache `cache` (`past_key_values` is deprecated); earlier 5.x: past_key_values.
+        cache = output.cache if "cache" in accepted else output.past_key_values
         layers = getattr(cache, "layers", None)
         if not layers or any(type(layer) is not DynamicLayer for layer in layers):
             return None  # sliding-window or recurrent caches would see the padding between prefix and suffix
@@ -249,7 +251,7 @@ class JudgeLM:
             cache = copy.deepcopy(cache)
             cache.batch_repeat_interleave(len(rows))
             attention_mask = torch.cat([torch.ones((len(rows), start), dtype=torch.long), attention_mask], dim=1)
-            kwargs.update(past_key_values=cache, use_cache=True)
+            kwargs.update({"cache" if "cache" in accepted else "past_key_values": cache, "use_cache": True})
         else:
             kwargs["use_cache"] = False
         kwargs["attention_mask"] = attention_mask.to(device)

@@ -101,6 +101,14 @@ def label_preferences(
     return Dataset.from_dict(output)
 
 
+def check_labeling_dataset(dataset, pairing: str = "all", seed: int = 0) -> int:
+    """Check `dataset` as [`label_preferences`] reads it (rows, columns, each row's completions) without asking a
+    judge; return the number of pairs it would label. A [`DatasetFormatError`] names the column or row and the fix.
+    `trl-won label` calls it before it loads a judge or creates a label store."""
+    examples, columns = _labeling_rows(dataset)
+    return len(_pairs_of_rows(examples, columns, pairing, seed)[0])
+
+
 def write_batch_requests(
     dataset, judge: PairwiseJudge, path, *, store: LabelStore, pairing: str = "all", seed: int = 0
 ) -> int:

@@ -26,7 +26,8 @@ from ..data_utils import (
     require_per_process_batches,
     row_error,
 )
-from ..models import is_quantized, unwrap_peft
+from ..models import restore_adapter_dtypes
+from ..utils import CheckpointingOnByDefault
 from .loss import soft_preference_loss
 
 
@@ -36,9 +37,11 @@ SOFT_LABEL = "soft_label"
 
 
 @dataclass
-class RLAIFRewardConfig(RewardConfig):
+class RLAIFRewardConfig(CheckpointingOnByDefault, RewardConfig):
     r"""
     Configuration class for the [`RLAIFRewardTrainer`]: TRL's [`~trl.RewardConfig`] plus the soft-label column.
+    Activation checkpointing is on by default, as in TRL, under transformers' current name `activation_checkpointing`
+    (its deprecated alias `gradient_checkpointing` is still accepted).
 
     Parameters:
         soft_label_column (`str`, *optional*, defaults to `"soft_label"`):
@@ -116,13 +119,7 @@ class RLAIFRewardTrainer(RewardTrainer):
         self.soft_label_column = getattr(args, "soft_label_column", SOFT_LABEL)
         self._warned_hard_labels = False
         super().__init__(model, args, data_collator, *rest, **kwargs)
-        # RewardTrainer casts a quantized model's trainable (adapter) weights to bfloat16 even when `bf16` is off,
-        # which then fails in float32 compute ("expected m1 and m2 to have the same dtype"). Without bf16, keep them
-        # in float32, as `trl_won.models.prepare_peft_model` does.
-        if is_quantized(unwrap_peft(self.model)) and not self.args.bf16:
-            for parameter in self.model.parameters():
-                if parameter.requires_grad and parameter.dtype == torch.bfloat16:
-                    parameter.data = parameter.data.float()
+        restore_adapter_dtypes(self.model, self.args)  # RewardTrainer's bfloat16 cast of QLoRA weights, without bf16
         if data_collator is None:
             self.data_collator = DataCollatorForSoftPreference(
                 pad_token_id=self.data_collator.pad_token_id, pad_to_multiple_of=self.data_collator.pad_to_multiple_of

@@ -267,6 +267,14 @@ class LabelStore:
             self._local.connection = None
 
     @_reports_damage
+    def is_empty(self) -> bool:
+        """Whether the store holds nothing paid for: no label, no batch job and no batch request line (judges
+        registered without a label do not count)."""
+        connection = self._connection()
+        tables = ("pairwise_labels", "score_labels", "batch_jobs", "batch_lines")
+        return all(connection.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone() is None for table in tables)
+
+    @_reports_damage
     def register_judge(self, fingerprint: str, description: dict[str, Any]) -> None:
         """Record what a fingerprint stands for (for people reading the file; labels do not need it)."""
         with self._write() as connection:

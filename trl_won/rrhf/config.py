@@ -4,12 +4,14 @@ from typing import Any
 from transformers.utils import is_torch_bf16_gpu_available
 from trl.trainer.base_config import _BaseConfig
 
+from ..utils import CheckpointingOnByDefault
+
 
 DEFAULT_NUM_GENERATIONS = 8  # GRPO's default, used for a prompt-only dataset when `num_generations` is unset
 
 
 @dataclass
-class RRHFConfig(_BaseConfig):
+class RRHFConfig(CheckpointingOnByDefault, _BaseConfig):
     r"""
     Configuration class for the [`RRHFTrainer`].
 
@@ -149,7 +151,8 @@ class RRHFConfig(_BaseConfig):
     > [!NOTE]
     > These parameters have default values different from [`~transformers.TrainingArguments`]:
     > - `logging_steps`: Defaults to `10` instead of `500`.
-    > - `gradient_checkpointing`: Defaults to `True` instead of `False`.
+    > - `activation_checkpointing`: Defaults to `True` instead of `False` (TRL's default, set under transformers'
+    >   current name; `gradient_checkpointing`, its deprecated alias, is still accepted).
     > - `bf16`: Defaults to `True` if `fp16` is not set and the machine has a bf16 accelerator (or `use_cpu` is set),
     >   instead of `False`.
     > - `learning_rate`: Defaults to `2e-5` (the RRHF paper's) instead of `5e-5`.

@@ -25,6 +25,7 @@ def add_rewards(
     reward_funcs: Sequence[Callable],
     reward_weights: Sequence[float] | None = None,
     cache_dir: str | os.PathLike | None = None,
+    show_progress: bool = True,
 ) -> Dataset:
     """Score every completion of an RRHF dataset and add the scores as its `rewards` column.
 
@@ -45,6 +46,8 @@ def add_rewards(
             each reward function (see [`reward_func_identity`]: a reward model's weights digest, a judge's
             fingerprint, a plain function's source), and reused by a rerun, so that a crash or a resumed run does not
             pay for scoring twice. Reward functions that cannot be identified reliably are never cached.
+        show_progress (`bool`, *optional*, defaults to `True`):
+            A progress bar over the prompts (on the local main process).
 
     Returns:
         [`~datasets.Dataset`]: `dataset` with a `rewards` column.
@@ -78,7 +81,8 @@ def add_rewards(
     other_columns = [c for c in dataset.column_names if c not in ("prompt", "completions")]
     with state.split_between_processes(list(range(len(dataset)))) as rows:
         local = []
-        for row in tqdm(rows, desc="Scoring completions", unit="prompt", disable=not state.is_local_main_process):
+        shown = show_progress and state.is_local_main_process
+        for row in tqdm(rows, desc="Scoring completions", unit="prompt", disable=not shown):
             example = dataset[row]
             k = len(example["completions"])
             extra = {column: [example[column]] * k for column in other_columns}

@@ -363,7 +363,8 @@ class RRHFTrainer(OnlineRRHFMixin, _BaseTrainer):
                     "scored before training for a map-style `Dataset`. Score it first with "
                     "`trl_won.rrhf.add_rewards` or pass a `Dataset`."
                 )
-            dataset = add_rewards(dataset, reward_funcs, args.reward_weights, cache_dir=args.output_dir)
+            show_progress = not args.disable_tqdm
+            dataset = add_rewards(dataset, reward_funcs, args.reward_weights, args.output_dir, show_progress)
 
         first = next(iter(dataset))
         if is_conversational_prompt(first["prompt"]) and getattr(tokenizer, "chat_template", None) is None:

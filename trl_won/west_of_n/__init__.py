@@ -19,14 +19,33 @@ The modules, in the order of the flow (each one imports only those above it):
   [`WestOfNRewardTrainer`] (lets them reach it).
 - `mixing`: training sets from West-of-N pairs: [`mix_preference_datasets`], [`mix_preferences_and_prompts`] and
   [`iterative_west_of_n`] (each round's student labels the next round's pairs).
+
+The names below are imported lazily, each from its module when first used, so that `trl-won west-of-n --help` (which
+needs only `WestOfNConfig`) does not import the generator or the trainers.
 """
 
-from .config import WestOfNConfig
-from .generator import WestOfNGenerator
-from .mixing import iterative_west_of_n, mix_preference_datasets, mix_preferences_and_prompts
-from .online import WestOfNDataCollator, WestOfNRewardTrainer
-from .preference import PairwisePreferenceModel, PointwisePreferenceModel, build_preference_model
-from .storage import DamagedPairsDirError, ResumeMismatchError, read_west_of_n_pairs
+import importlib
+from typing import TYPE_CHECKING
+
+
+if TYPE_CHECKING:
+    from .config import WestOfNConfig
+    from .generator import WestOfNGenerator
+    from .mixing import iterative_west_of_n, mix_preference_datasets, mix_preferences_and_prompts
+    from .online import WestOfNDataCollator, WestOfNRewardTrainer
+    from .preference import PairwisePreferenceModel, PointwisePreferenceModel, build_preference_model
+    from .storage import DamagedPairsDirError, ResumeMismatchError, read_west_of_n_pairs
+
+# module -> the public names it defines
+_SUBMODULES = {
+    "config": ["WestOfNConfig"],
+    "generator": ["WestOfNGenerator"],
+    "mixing": ["iterative_west_of_n", "mix_preference_datasets", "mix_preferences_and_prompts"],
+    "online": ["WestOfNDataCollator", "WestOfNRewardTrainer"],
+    "preference": ["PairwisePreferenceModel", "PointwisePreferenceModel", "build_preference_model"],
+    "storage": ["DamagedPairsDirError", "ResumeMismatchError", "read_west_of_n_pairs"],
+}
+_LAZY = {name: module for module, names in _SUBMODULES.items() for name in names}
 
 
 __all__ = [
@@ -44,3 +63,15 @@ __all__ = [
     "mix_preferences_and_prompts",
     "read_west_of_n_pairs",
 ]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value  # import once
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -5,9 +5,15 @@ import math
 import numbers
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..generation import SamplingParams
+from trl import RewardConfig
+
+from ..utils import CheckpointingOnByDefault
+
+
+if TYPE_CHECKING:
+    from ..generation import SamplingParams
 
 
 STRATEGIES = ("west_of_n", "best_random", "naive")
@@ -312,8 +318,10 @@ class WestOfNConfig:
         )
 
     @property
-    def sampling_params(self) -> SamplingParams:
+    def sampling_params(self) -> "SamplingParams":
         """The sampling settings as [`~trl_won.generation.SamplingParams`]."""
+        from ..generation import SamplingParams  # imported here: `trl-won west-of-n --help` needs only the config
+
         return SamplingParams(
             temperature=self.temperature, top_p=self.top_p, top_k=self.top_k, max_new_tokens=self.max_new_tokens
         )
@@ -335,3 +343,11 @@ class WestOfNConfig:
 def _check(condition: bool, name: str, value, requirement: str) -> None:
     if not condition:
         raise ValueError(f"`{name}` {requirement}, got {value!r}.")
+
+
+@dataclass
+class StudentRewardConfig(CheckpointingOnByDefault, RewardConfig):
+    """TRL's [`~trl.RewardConfig`] for a West-of-N student, with activation checkpointing on by default under
+    transformers' current name `activation_checkpointing` (TRL sets it under the deprecated `gradient_checkpointing`,
+    which makes transformers warn). `trl-won west-of-n --train_student` trains with it, and [`iterative_west_of_n`]
+    when no `reward_args` are given."""

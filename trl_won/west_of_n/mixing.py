@@ -19,7 +19,8 @@ from trl import RewardConfig, RewardTrainer
 from trl.data_utils import maybe_extract_prompt
 
 from ..data_utils import DatasetFormatError, is_conversational_prompt, require_columns, row_error
-from .config import WestOfNConfig
+from ..models import restore_adapter_dtypes
+from .config import StudentRewardConfig, WestOfNConfig
 from .generator import WestOfNGenerator
 
 
@@ -294,7 +295,7 @@ def iterative_west_of_n(
             _free_memory()
             logger.info("Round %d: %d West-of-N pairs labeled by %s.", round_index, len(pairs), base)
             if reward_args is None:
-                training_args = RewardConfig(output_dir=str(student_dir))
+                training_args = StudentRewardConfig(output_dir=str(student_dir))
             else:
                 training_args = copy.deepcopy(reward_args)
                 training_args.output_dir = str(student_dir)
@@ -308,6 +309,7 @@ def iterative_west_of_n(
                 processing_class=copy.deepcopy(reward_processing_class),
                 peft_config=copy.deepcopy(peft_config),
             )
+            restore_adapter_dtypes(trainer.model, training_args)  # for a student quantized in `model_init_kwargs`
             trainer.train()
             trainer.save_model(str(student_dir))
             del trainer

@@ -34,7 +34,7 @@ from trl.data_utils import get_dataset_column_names
 from trl.trainer.reward_trainer import DataCollatorForPreference
 
 from ..data_utils import as_completion, require_per_process_batches, row_error, tokenize_for_reward_model
-from ..models import is_quantized
+from ..models import is_quantized, restore_adapter_dtypes
 from ..utils import derived_seed
 from .config import WestOfNConfig
 from .pipeline import build_pipeline
@@ -311,6 +311,7 @@ class WestOfNRewardTrainer(RewardTrainer):
             # The collator turns a batch of rows into a variable number of pairs (2 sequences each).
             require_per_process_batches(training_args, "WestOfNRewardTrainer", "its batches hold 2 sequences per pair")
         super().__init__(*args, **kwargs)
+        restore_adapter_dtypes(self.model, self.args)  # RewardTrainer's bfloat16 cast of QLoRA weights, without bf16
         if isinstance(self.data_collator, WestOfNDataCollator):
             self.data_collator.attach(self)
         elif (

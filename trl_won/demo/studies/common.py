@@ -1,8 +1,10 @@
 """What the studies share: the per-seed base pipeline, aggregation over seeds, tables, the line figure, the files."""
 
+import io
 import json
+import warnings
 from collections.abc import Callable, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,29 +29,27 @@ def base_pipeline(sizes: DemoSizes, output_dir: Path, human_reward_models: bool 
 
 @contextmanager
 def quiet_stages():
-    """Silence the inner stages while a study runs (`datasets`' and `transformers`' bars and warnings, the trainers'
-    printed end-of-training metrics on stdout), so that its own progress bar (stderr) is what shows; restores them
-    after."""
-    import contextlib
-    import io
-
+    """Silence what the inner stages print (trainer metrics, progress bars of `datasets` and `transformers`, model
+    load reports), so that a study shows only its own progress bar. Errors still raise; settings are restored."""
     import datasets
-    from transformers.utils import logging as transformers_logging
+    import transformers
 
-    bars_were_on = datasets.is_progress_bar_enabled(), transformers_logging.is_progress_bar_enabled()
-    verbosity = transformers_logging.get_verbosity()
+    datasets_bars = datasets.is_progress_bar_enabled()
+    transformers_bars = transformers.utils.logging.is_progress_bar_enabled()
+    verbosity = transformers.utils.logging.get_verbosity()
     datasets.disable_progress_bars()
-    transformers_logging.disable_progress_bar()
-    transformers_logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
     try:
-        with contextlib.redirect_stdout(io.StringIO()):
+        with redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
             yield
     finally:
-        transformers_logging.set_verbosity(verbosity)
-        if bars_were_on[0]:
+        transformers.utils.logging.set_verbosity(verbosity)
+        if transformers_bars:
+            transformers.utils.logging.enable_progress_bar()
+        if datasets_bars:
             datasets.enable_progress_bars()
-        if bars_were_on[1]:
-            transformers_logging.enable_progress_bar()
 
 
 def seed_result(path: Path, identity: dict, compute: Callable[[], dict]) -> dict:
