@@ -70,8 +70,8 @@ class StepProgress(TrainerCallback):
         self.bar = bar
 
     def on_train_begin(self, args, state, control, **kwargs):
+        # No refresh: a bar drawn before its `delay` is not cleared when it closes (the next line would be glued on).
         self.bar.total = (self.bar.total or 0) + state.max_steps
-        self.bar.refresh()
 
     def on_step_end(self, args, state, control, **kwargs):
         self.bar.update(1)
@@ -191,8 +191,7 @@ def train_judge_lm(
     step = 0
     progress = settings.progress
     if progress is not None:
-        progress.total = (progress.total or 0) + total_steps
-        progress.refresh()
+        progress.total = (progress.total or 0) + total_steps  # shown with the next update (see StepProgress)
     while step < total_steps:
         rng.shuffle(starts)
         order = [i for s in starts for i in (s, s + 1) if i < len(encoded)]
