@@ -4,11 +4,11 @@ The public API is imported lazily: `import trl_won` is light (no torch, transfor
 submodule the first time it is used, so that `trl-won --help` answers at once.
 """
 
-import importlib
 import logging
 from typing import TYPE_CHECKING
 
 from .errors import TrlWonError, UsageError
+from .utils import lazy_exports
 
 
 class _BitsandbytesKernelNotice(logging.Filter):
@@ -114,7 +114,6 @@ _SUBMODULES = {
         "read_west_of_n_pairs",
     ],
 }
-_LAZY = {name: module for module, names in _SUBMODULES.items() for name in names}
 
 
 __version__ = "0.1.0"
@@ -162,13 +161,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-        globals()[name] = value  # import once
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _SUBMODULES, globals())

@@ -2,6 +2,7 @@
 the activation-checkpointing default of the training configs."""
 
 import asyncio
+import importlib
 import os
 import tempfile
 import threading
@@ -115,3 +116,29 @@ class CheckpointingOnByDefault:
         if self.gradient_checkpointing is None and self.activation_checkpointing is None:
             self.activation_checkpointing = True
         super().__post_init__()
+
+
+def lazy_exports(package: str, submodules: dict[str, list[str]], namespace: dict):
+    """`__getattr__` and `__dir__` for a package whose public names are imported from their submodules when first
+    used (so that importing the package, e.g. for a command's `--help`, imports no trainer).
+
+    Args:
+        package (`str`): The package's `__name__`.
+        submodules (`dict[str, list[str]]`): Submodule (relative to `package`) -> the public names it defines.
+        namespace (`dict`): The package's `globals()`; a name is stored there once imported.
+
+    Example: `__getattr__, __dir__ = lazy_exports(__name__, {"trainer": ["RRHFTrainer"]}, globals())`.
+    """
+    where = {name: module for module, names in submodules.items() for name in names}
+
+    def __getattr__(name: str):
+        if name in where:
+            value = getattr(importlib.import_module(f".{where[name]}", package), name)
+            namespace[name] = value  # import once
+            return value
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+
+    def __dir__() -> list[str]:
+        return sorted(set(namespace) | set(namespace.get("__all__", ())))
+
+    return __getattr__, __dir__

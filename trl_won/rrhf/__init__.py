@@ -4,8 +4,9 @@ The names below are imported lazily, each from its submodule when first used, so
 needs only `RRHFConfig`) does not import the trainer.
 """
 
-import importlib
 from typing import TYPE_CHECKING
+
+from ..utils import lazy_exports
 
 
 if TYPE_CHECKING:
@@ -23,19 +24,9 @@ _SUBMODULES = {
     "scoring": ["add_rewards"],
     "trainer": ["RRHFTrainer"],
 }
-_LAZY = {name: module for module, names in _SUBMODULES.items() for name in names}
 
 
 __all__ = ["DataCollatorForRRHF", "RRHFConfig", "RRHFTrainer", "add_rewards", "rrhf_loss", "select_completions"]
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-        globals()[name] = value  # import once
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _SUBMODULES, globals())

@@ -24,8 +24,9 @@ The names below are imported lazily, each from its module when first used, so th
 needs only `WestOfNConfig`) does not import the generator or the trainers.
 """
 
-import importlib
 from typing import TYPE_CHECKING
+
+from ..utils import lazy_exports
 
 
 if TYPE_CHECKING:
@@ -45,7 +46,6 @@ _SUBMODULES = {
     "preference": ["PairwisePreferenceModel", "PointwisePreferenceModel", "build_preference_model"],
     "storage": ["DamagedPairsDirError", "ResumeMismatchError", "read_west_of_n_pairs"],
 }
-_LAZY = {name: module for module, names in _SUBMODULES.items() for name in names}
 
 
 __all__ = [
@@ -65,13 +65,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-        globals()[name] = value  # import once
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _SUBMODULES, globals())
