@@ -16,7 +16,7 @@ from .common import check_model_path
 
 
 EXAMPLES = """examples:
-  # the default run: about 5 minutes on 2 CPU cores, into ./trl-won-demo
+  # the default run: about 2.5 minutes on 2 quiet CPU cores, into ./trl-won-demo
   trl-won demo
 
   # the reduced run of the test suite (under a minute), another seed, elsewhere
