@@ -62,7 +62,7 @@ def seed_result(path: Path, identity: dict, compute: Callable[[], dict]) -> dict
         try:
             stored = json.loads(path.read_text())
         except json.JSONDecodeError as error:
-            raise ValueError(f"{path} is not valid JSON ({error}); delete it to run this seed again.") from None
+            raise ValueError(f"{path} is not valid JSON ({error}); delete it to run that seed again.") from None
         if stored.get("identity") == json.loads(json.dumps(identity, default=str)):
             return stored["result"]
     result = compute()

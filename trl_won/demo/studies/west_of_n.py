@@ -20,15 +20,11 @@ Per seed and point: the student's held-out accuracy, its paired difference again
 pairs), the pairs' count, oracle accuracy and mean oracle gap. Over seeds: mean and standard error.
 """
 
-import json
-import logging
 import math
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from ...identity import json_sha256
-from ...utils import atomic_write_text
 from ..evaluation import paired_difference
 from ..names import HF50, HF100
 from ..pipeline import DemoPipeline, _oracle_gaps, pair_details
@@ -42,12 +38,11 @@ from .common import (
     markdown_table,
     over_seeds,
     quiet_stages,
+    seed_result,
     write_line_figure,
     write_study_files,
 )
 
-
-logger = logging.getLogger(__name__)
 
 # Oracle-gap bins (chosen minus rejected) the held-out accuracy is split by: close, middle and far pairs.
 GAP_BINS = ((0.0, 0.5), (0.5, 1.0), (1.0, 2.0), (2.0, math.inf))
@@ -664,20 +659,6 @@ def _figure(plan: StudyPlan, summary: dict, path: Path) -> Path:
     return write_line_figure(path, "West-of-N: student reward models against N and unlabeled prompts", panels)
 
 
-def _saved_record(path: Path, fingerprint: str) -> dict | None:
-    """The record of a seed an earlier run of the same plan finished, or `None` (none, or another plan's)."""
-    if not path.exists():
-        return None
-    try:
-        record = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is not valid JSON ({error}); delete it to run that seed again.") from None
-    if record.get("plan_sha256") != fingerprint:
-        logger.info("%s is from another study plan; running that seed again.", path)
-        return None
-    return record
-
-
 def run(output_dir: Path, seeds: list[int], quick: bool = False, show_progress: bool = True) -> dict[str, Path]:
     """Run the West-of-N study over `seeds` into `output_dir`; return the paths of `study.json`, `study.md` and
     `study.png`.
@@ -690,34 +671,31 @@ def run(output_dir: Path, seeds: list[int], quick: bool = False, show_progress: 
     plan = StudyPlan.quick() if quick else StudyPlan.full()
     arms = plan.arms()
     plan_record = {**asdict(plan), "arms": [asdict(arm) for arm in arms]}
-    fingerprint = json_sha256(plan_record, default=str)
     per_seed = []
     started = time.perf_counter()
-    with tqdm(total=len(seeds) * (1 + len(arms)), desc="West-of-N study", disable=not show_progress) as progress:
-        for seed in seeds:
-            saved = output_dir / f"seed-{seed}" / "record.json"
-            record = _saved_record(saved, fingerprint)
-            if record is not None:
-                per_seed.append(record)
-                progress.update(1 + len(arms))
-                continue
-            seed_start = time.perf_counter()
-            progress.set_postfix_str(f"seed {seed}: world, policy, HF50%/HF100%")
-            one = _Seed(plan, seed, output_dir)
-            with quiet_stages():
-                record = one.build()
-            progress.update()
-            for arm in arms:
-                progress.set_postfix_str(f"seed {seed}: {arm.key}")
+    steps_per_seed = 1 + len(arms)
+    with tqdm(total=len(seeds) * steps_per_seed, desc="West-of-N study", disable=not show_progress) as progress:
+        for done, seed in enumerate(seeds):
+
+            def compute(seed=seed) -> dict:
+                seed_start = time.perf_counter()
+                progress.set_postfix_str(f"seed {seed}: world, policy, HF50%/HF100%")
+                one = _Seed(plan, seed, output_dir)
                 with quiet_stages():
-                    record["arms"][arm.key] = one.run_arm(arm)
+                    record = one.build()
                 progress.update()
-            record["comparisons"] = one.comparisons()
-            record["timings_s"]["total"] = round(time.perf_counter() - seed_start, 2)
-            record["plan_sha256"] = fingerprint
-            atomic_write_text(saved, json.dumps(record, indent=2))
-            per_seed.append(record)
-            del one
+                for arm in arms:
+                    progress.set_postfix_str(f"seed {seed}: {arm.key}")
+                    with quiet_stages():
+                        record["arms"][arm.key] = one.run_arm(arm)
+                    progress.update()
+                record["comparisons"] = one.comparisons()
+                record["timings_s"]["total"] = round(time.perf_counter() - seed_start, 2)
+                return record
+
+            # Saved as it ends; a rerun of the same plan reuses it (and the generator resumes its pairs).
+            per_seed.append(seed_result(output_dir / f"seed-{seed}" / "record.json", plan_record, compute))
+            progress.update((done + 1) * steps_per_seed - progress.n)  # a reused seed: its steps at once
     results = {
         "study": "west-of-n",
         "seeds": list(seeds),
