@@ -79,7 +79,7 @@ class Stopwatch:
         self.bar = tqdm(total=0, desc=name, unit="step", leave=False, delay=1.0, disable=not self.show_progress)
         start = time.perf_counter()
         try:
-            with _library_progress_bars_off():
+            with library_progress_bars_off():
                 yield
         finally:
             self.bar.close()
@@ -90,7 +90,9 @@ class Stopwatch:
 
 
 @contextmanager
-def _library_progress_bars_off():
+def library_progress_bars_off():
+    """The progress bars of `datasets` (tokenizing) and `transformers` (loading and writing weights) off; restored
+    after."""
     import datasets
 
     datasets_on, transformers_on = datasets.is_progress_bar_enabled(), transformers_logging.is_progress_bar_enabled()

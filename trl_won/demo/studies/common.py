@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..evaluation import mean_and_stderr
-from ..pipeline import DemoPipeline
+from ..pipeline import DemoPipeline, library_progress_bars_off
 from ..sizes import DemoSizes
 
 
@@ -31,25 +31,16 @@ def base_pipeline(sizes: DemoSizes, output_dir: Path, human_reward_models: bool 
 def quiet_stages():
     """Silence what the inner stages print (trainer metrics, progress bars of `datasets` and `transformers`, model
     load reports), so that a study shows only its own progress bar. Errors still raise; settings are restored."""
-    import datasets
     import transformers
 
-    datasets_bars = datasets.is_progress_bar_enabled()
-    transformers_bars = transformers.utils.logging.is_progress_bar_enabled()
     verbosity = transformers.utils.logging.get_verbosity()
-    datasets.disable_progress_bars()
-    transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
     try:
-        with redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        with library_progress_bars_off(), redirect_stdout(io.StringIO()), warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
             yield
     finally:
         transformers.utils.logging.set_verbosity(verbosity)
-        if transformers_bars:
-            transformers.utils.logging.enable_progress_bar()
-        if datasets_bars:
-            datasets.enable_progress_bars()
 
 
 def seed_result(path: Path, identity: dict, compute: Callable[[], dict]) -> dict:
